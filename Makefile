@@ -1,0 +1,37 @@
+# The two commands of the README:
+#   make demo   set up .venv, then run the embedded recipe egs/mini end to end
+#   make test   set up .venv, then run the test suite
+# Set-up is idempotent: .venv/.installed is rebuilt only when the pins change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test sox clean-demo
+
+setup: $(STAMP) sox
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.9.1
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# sox is used by Kaldi-style `wav.scp` pipes; installed with apt-get when possible.
+sox:
+	@command -v sox >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq sox >/dev/null) || echo "WARNING: could not install sox"; \
+	  else echo "WARNING: sox not found; install it (e.g. 'sudo apt-get install sox') for wav.scp pipes"; fi; }
+
+demo: setup
+	cd egs/mini && ./run.sh --stage 0 --stop-stage 1 && ./run.sh --stage 6
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf egs/mini/data egs/mini/exp egs/mini/corpus

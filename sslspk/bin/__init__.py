@@ -1,0 +1,1 @@
+"""Thin argparse entry points (``bin/*.py``), also installed as ``sslspk-*`` console scripts."""

@@ -1,0 +1,1 @@
+"""Kaldi data directories, audio reading (files, pipes, segments), chunk sampling."""

@@ -1,0 +1,1 @@
+"""Acoustic front-ends computed on the fly: Kaldi fbank/MFCC, log-mel, CMN."""

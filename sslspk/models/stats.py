@@ -1,0 +1,42 @@
+"""Non-learned baseline: mean and standard deviation of frame features over an utterance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslspk.frontend.features import Frontend, FrontendConfig
+from sslspk.utils.config import ConfigError, from_dict
+
+
+class StatsEmbedding(nn.Module):
+    """Utterance embedding = ``[mean, std]`` of front-end features (nothing to train).
+
+    With CMN off, the mean carries the long-term spectrum (voice and channel alike) and the
+    std its dynamics: the floor every learned system must beat.
+    """
+
+    def __init__(self, frontend: FrontendConfig, use_std: bool = True):
+        super().__init__()
+        self.frontend = Frontend(frontend)
+        self.use_std = use_std
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "StatsEmbedding":
+        cfg = dict(cfg)
+        front = from_dict(FrontendConfig, cfg.pop("frontend", None), "model.frontend")
+        unknown = sorted(set(cfg) - {"use_std"})
+        if unknown:
+            raise ConfigError(f"model (type stats): unknown key(s) {', '.join(unknown)}; valid keys: frontend, type, use_std")
+        return cls(front, **cfg)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.frontend.dim * (2 if self.use_std else 1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        feats = self.frontend(wav)
+        mean = feats.mean(dim=1)
+        return torch.cat([mean, feats.std(dim=1)], dim=1) if self.use_std else mean

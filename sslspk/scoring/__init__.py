@@ -1,0 +1,1 @@
+"""Trial lists, cosine scoring and verification metrics (EER, minDCF)."""

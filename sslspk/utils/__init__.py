@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writes, Kaldi-style table I/O, logging."""

@@ -1,0 +1,94 @@
+"""Atomic writes and Kaldi-style ``key value`` table I/O with errors that name file and line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+
+class FormatError(ValueError):
+    """A malformed input file; the message names the file and (1-based) line."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[TextIO]:
+    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A killed process therefore never leaves a half-written ``path``: either the old
+    file (or none) or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated); blank lines are errors."""
+    with open(path, encoding="utf-8") as f:
+        for n, raw in enumerate(f, 1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                raise FormatError(path, n, "empty line")
+            yield n, line
+
+
+def read_table(path: str | os.PathLike, min_fields: int = 2, max_fields: int | None = None,
+               unique: bool = True) -> dict[str, list[str]]:
+    """Read a Kaldi table ``key field1 field2 ...`` into ``{key: [fields]}``.
+
+    Raises :class:`FormatError` naming the file and line on a blank line, a wrong
+    number of fields or (with ``unique``) a duplicate key.
+    """
+    table: dict[str, list[str]] = {}
+    for n, line in iter_lines(path):
+        fields = line.split()
+        if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
+            want = f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}" if max_fields is None else f"{min_fields}-{max_fields}"
+            raise FormatError(path, n, f"expected {want} fields, got {len(fields)}: {line!r}")
+        key = fields[0]
+        if unique and key in table:
+            raise FormatError(path, n, f"duplicate key {key!r}")
+        table[key] = fields[1:]
+    return table
+
+
+def read_kv(path: str | os.PathLike) -> dict[str, str]:
+    """Read ``key value`` lines where the value is the rest of the line (e.g. ``wav.scp`` pipes)."""
+    table: dict[str, str] = {}
+    for n, line in iter_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise FormatError(path, n, f"expected '<key> <value>', got {line!r}")
+        if parts[0] in table:
+            raise FormatError(path, n, f"duplicate key {parts[0]!r}")
+        table[parts[0]] = parts[1]
+    return table
+
+
+def write_kv(path: str | os.PathLike, items: Iterable[tuple[str, str]] | dict[str, str], sort: bool = True) -> None:
+    """Atomically write ``key value`` lines (sorted by key unless ``sort=False``)."""
+    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    if sort:
+        pairs.sort(key=lambda kv: kv[0])
+    with atomic_write(path) as f:
+        for k, v in pairs:
+            f.write(f"{k} {v}\n")
