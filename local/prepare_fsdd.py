@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Prepare Kaldi data dirs for the Free Spoken Digit Dataset (FSDD).
+
+FSDD holds 3,000 real 8 kHz recordings ``{digit}_{speaker}_{take}.wav`` of 6 speakers.
+Utterance ids follow the Kaldi convention of a speaker prefix,
+``<speaker>-<digit>_<speaker>_<take>`` (e.g. ``george-0_george_0``), so utterances
+sort by speaker.
+
+Outputs::
+
+    DATA_DIR/train/{wav.scp,utt2spk,spk2utt}   all recordings
+    DATA_DIR/test/{wav.scp,utt2spk,spk2utt}    all recordings
+    DATA_DIR/test/trials                        "<enroll-utt> <test-utt> target|nontarget"
+
+FSDD is a sanity corpus for checking that the pipeline learns speaker identity from
+real speech: train and test hold the *same* recordings (SSL training uses no labels,
+but scores on it are not a held-out benchmark). The trials are converted from
+``trials.txt`` (VoxCeleb format ``1|0 <enroll> <test>``, ids are file names without
+``.wav``) beside the ``recordings`` folder; without it a deterministic list is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv  # noqa: E402
+
+NAME_RE = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
+
+
+def find_recordings(corpus_dir: Path) -> Path:
+    """The ``recordings`` folder: ``corpus_dir`` itself or ``corpus_dir/recordings``."""
+    sub = corpus_dir / "recordings"
+    return sub if sub.is_dir() else corpus_dir
+
+
+def scan(rec_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Map natural ids (file stems) to absolute paths and speakers; report and skip odd names."""
+    if not rec_dir.is_dir():
+        raise SystemExit(f"error: FSDD recordings folder not found: {rec_dir}")
+    paths: dict[str, str] = {}
+    speakers: dict[str, str] = {}
+    skipped = []
+    for p in sorted(rec_dir.iterdir()):
+        m = NAME_RE.match(p.stem) if p.suffix == ".wav" and p.is_file() else None
+        if m is None:
+            skipped.append(p.name)
+            continue
+        paths[p.stem] = str(p.resolve())
+        speakers[p.stem] = m["speaker"]
+    if skipped:
+        print(f"warning: skipped {len(skipped)} entries not named {{digit}}_{{speaker}}_{{take}}.wav in {rec_dir}: "
+              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    if not paths:
+        raise SystemExit(f"error: no {{digit}}_{{speaker}}_{{take}}.wav files in {rec_dir}")
+    return paths, speakers
+
+
+def utt_id(natural: str, speakers: dict[str, str]) -> str:
+    """Speaker-prefixed Kaldi utterance id of a natural FSDD id."""
+    return f"{speakers[natural]}-{natural}"
+
+
+def convert_trials(path: Path, speakers: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Read VoxCeleb-format trials and return Kaldi ``(enroll, test, target|nontarget)`` triples.
+
+    Raises :class:`FormatError` on malformed lines, unknown ids, or labels that contradict the speakers.
+    """
+    trials = []
+    for n, line in iter_lines(path):
+        fields = line.split()
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise FormatError(path, n, f"expected '1|0 <enroll> <test>', got {line!r}")
+        label, enroll, test = fields
+        for u in (enroll, test):
+            if u not in speakers:
+                raise FormatError(path, n, f"utterance {u!r} is not among the recordings")
+        if (label == "1") != (speakers[enroll] == speakers[test]):
+            raise FormatError(path, n, f"label {label} contradicts speakers of {enroll!r} and {test!r}")
+        trials.append((utt_id(enroll, speakers), utt_id(test, speakers), "target" if label == "1" else "nontarget"))
+    return trials
+
+
+def generate_trials(speakers: dict[str, str], partners: int, seed: int) -> list[tuple[str, str, str]]:
+    """Deterministic sorted trials: per utterance ``partners`` same-speaker and as many other-speaker partners."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    utt2spk = {utt_id(n, speakers): s for n, s in speakers.items()}
+    utts = sorted(utt2spk)
+    spk = np.array([utt2spk[u] for u in utts])
+    pairs: set[tuple[str, str]] = set()
+    for i, u in enumerate(utts):
+        same = np.flatnonzero(spk == spk[i])
+        for pool in (same[same != i], np.flatnonzero(spk != spk[i])):
+            for j in rng.choice(pool, min(partners, len(pool)), replace=False):
+                pairs.add((u, utts[j]) if u < utts[j] else (utts[j], u))
+    return sorted((a, b, "target" if utt2spk[a] == utt2spk[b] else "nontarget") for a, b in pairs)
+
+
+def write_data_dir(out: Path, paths: dict[str, str], speakers: dict[str, str]) -> None:
+    """Write sorted ``wav.scp``, ``utt2spk`` and ``spk2utt`` with speaker-prefixed utterance ids."""
+    utt2spk = {utt_id(n, speakers): s for n, s in speakers.items()}
+    write_kv(out / "wav.scp", {utt_id(n, speakers): p for n, p in paths.items()})
+    write_kv(out / "utt2spk", utt2spk)
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    write_kv(out / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line interface."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpus_dir", help="the FSDD 'recordings' folder or its parent")
+    p.add_argument("data_dir", help="where the Kaldi data dirs train/ and test/ go")
+    p.add_argument("--trials", help="VoxCeleb-format trial list (default: trials.txt beside 'recordings')")
+    p.add_argument("--partners", type=int, default=4,
+                   help="without a trial list: same- and other-speaker partners per utterance")
+    p.add_argument("--seed", type=int, default=0, help="without a trial list: random seed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = get_parser().parse_args(argv)
+    rec_dir = find_recordings(Path(args.corpus_dir))
+    paths, speakers = scan(rec_dir)
+    trials_path = Path(args.trials) if args.trials else rec_dir.parent / "trials.txt"
+    if args.trials and not trials_path.is_file():
+        raise SystemExit(f"error: trial list not found: {trials_path}")
+    if trials_path.is_file():
+        try:
+            trials = convert_trials(trials_path, speakers)
+        except FormatError as e:
+            raise SystemExit(f"error: {e}") from e
+        source = f"converted from {trials_path}"
+    else:
+        trials = generate_trials(speakers, args.partners, args.seed)
+        source = f"generated (no {trials_path})"
+
+    data_dir = Path(args.data_dir)
+    for split in ("train", "test"):
+        write_data_dir(data_dir / split, paths, speakers)
+    with atomic_write(data_dir / "test" / "trials") as f:
+        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
+    n_tgt = sum(lab == "target" for *_, lab in trials)
+    print(f"FSDD: {len(paths)} utts, {len(set(speakers.values()))} speakers -> {data_dir}/{{train,test}} "
+          f"(same recordings); {len(trials)} trials ({n_tgt} target) {source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
