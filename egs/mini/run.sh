@@ -81,7 +81,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   fi
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $sys "$train_data" $sys/embeddings/train
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $sys "$test_data" $sys/embeddings/test
-  steps/score.sh --mean-scp $sys/embeddings/train/embeddings.scp \
+  steps/score.sh --mean-scp $sys/embeddings/train/embeddings.scp --var-norm true \
     $sys "$trials" $sys/embeddings/test/embeddings.scp test
   cat $sys/results.md
 fi

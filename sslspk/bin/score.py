@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Cosine scoring of a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps.
 
-Usage: score.py [--test-scp T] [--mean-scp M] TRIALS ENROLL_SCP OUT_SCORES
+Usage: score.py [--test-scp T] [--mean-scp M [--var-norm]] TRIALS ENROLL_SCP OUT_SCORES
 
 Writes one line per trial: ``<enroll> <test> <score> [target|nontarget]`` (label copied
 from the trial list when it has one). ``--mean-scp`` (e.g. training-set embeddings)
-subtracts their mean before length normalisation. Vectorised: no loop per trial.
+subtracts their mean before length normalisation (``--var-norm``: and divides by their std). Vectorised: no loop per trial.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out_scores")
     p.add_argument("--test-scp", help="embeddings of the test side, when stored apart")
     p.add_argument("--mean-scp", help="subtract the mean of these embeddings (e.g. the training set)")
+    p.add_argument("--var-norm", action="store_true",
+                   help="also divide each dimension by its standard deviation over --mean-scp")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
@@ -34,8 +36,12 @@ def main(argv: list[str] | None = None) -> None:
         trials = read_trials(args.trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None
-        mean = load_embeddings(args.mean_scp)[1].astype("float64").mean(axis=0) if args.mean_scp else None
-        scores = score_trials(emb, trials.enroll, trials.test, mean=mean, test_emb=test,
+        if args.var_norm and not args.mean_scp:
+            raise ValueError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
+        ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
+        mean = ref.mean(axis=0) if ref is not None else None
+        scale = ref.std(axis=0) if args.var_norm else None
+        scores = score_trials(emb, trials.enroll, trials.test, mean=mean, scale=scale, test_emb=test,
                               source=f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else ""))
         names = ("nontarget", "target")
         with atomic_write(args.out_scores) as f:

@@ -23,12 +23,14 @@ def lookup(keys: Sequence[str], index: dict[str, int], what: str, source: str) -
 
 
 def score_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], test_ids: Sequence[str],
-                 mean: np.ndarray | None = None, test_emb: tuple[list[str], np.ndarray] | None = None,
+                 mean: np.ndarray | None = None, scale: np.ndarray | None = None,
+                 test_emb: tuple[list[str], np.ndarray] | None = None,
                  source: str = "the embeddings", block: int = 1 << 18) -> np.ndarray:
     """Cosine score of each trial ``(enroll_ids[i], test_ids[i])``.
 
     ``emb`` is ``(keys, matrix)``; ``test_emb`` optionally holds the test side separately.
-    ``mean`` (e.g. the training-set mean) is subtracted before length normalisation.
+    ``mean`` (e.g. the training-set mean) is subtracted and ``scale`` (e.g. its per-dimension
+    standard deviation) divides each dimension before length normalisation.
     Each embedding is normalised once; trials are scored ``block`` rows at a time so memory
     stays bounded for million-trial lists (no Python loop per trial).
     """
@@ -42,9 +44,15 @@ def score_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], t
         t_index = {k: i for i, k in enumerate(t_keys)}
     t_rows = lookup(test_ids, t_index, "test", source)
     # Normalise each embedding once, then gather per trial.
-    e_all = mat - mean if mean is not None else mat
-    t_all = t_mat - mean if mean is not None else t_mat
-    e_all, t_all = l2_normalize(e_all.astype(np.float64)), l2_normalize(t_all.astype(np.float64))
+    def normalise(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        if mean is not None:
+            x = x - mean
+        if scale is not None:
+            x = x / np.maximum(scale, 1e-12)
+        return l2_normalize(x)
+
+    e_all, t_all = normalise(mat), normalise(t_mat)
     out = np.empty(len(e_rows), dtype=np.float64)
     for b in range(0, len(e_rows), block):
         out[b:b + block] = np.einsum("ij,ij->i", e_all[e_rows[b:b + block]], t_all[t_rows[b:b + block]])
