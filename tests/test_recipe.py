@@ -115,9 +115,10 @@ def test_extraction_on_fake_slurm(recipe, tmp_path, monkeypatch):
 def test_fsdd_real_speech(recipe):
     """The same recipe on real recordings (FSDD, 8 kHz resampled to 16 kHz, 6 speakers)."""
     recipe("--corpus", "fsdd", "--corpus-dir", str(FSDD / "recordings"), "--stage", "0", "--stop-stage", "1")
-    recipe("--corpus", "fsdd", "--stage", "6")
+    recipe("--corpus", "fsdd", "--baseline-conf", "conf/baseline_nocmn.yaml", "--stage", "6")
     import json
 
-    res = json.loads((recipe.dir / "exp" / "fsdd" / "baseline" / "results.json").read_text())["test"]
+    res = json.loads((recipe.dir / "exp" / "fsdd" / "baseline_nocmn" / "results.json").read_text())["test"]
     assert res["num_target"] + res["num_nontarget"] == len((FSDD / "trials.txt").read_text().splitlines())
-    assert res["eer"] < 0.45, res
+    # Measured 20.2% (deterministic: no training); the issue's MFCC-statistics reference is 23.95%.
+    assert res["eer"] < 0.2395, res

@@ -14,6 +14,7 @@
 # Examples:
 #   ./run.sh --stage 0 --stop-stage 1 && ./run.sh --stage 6       # the baseline, end to end
 #   ./run.sh --corpus fsdd --corpus-dir ../../../shared/data/fsdd/recordings --stage 0 --stop-stage 1
+#   ./run.sh --corpus fsdd --baseline-conf conf/baseline_nocmn.yaml --stage 6
 #   ./run.sh --corpus mydata --train-data /path/train --test-data /path/test \
 #            --trials /path/test/trials --stage 1                # your own Kaldi data dirs
 set -euo pipefail
@@ -31,7 +32,7 @@ trials=                   # default: <test-data>/trials (Kaldi or VoxCeleb forma
 num_train_speakers=40     # mini corpus size
 num_test_speakers=10
 utts_per_speaker=16
-baseline_conf=conf/baseline.yaml
+baseline_conf=conf/baseline.yaml   # conf/baseline_nocmn.yaml where the channel is tied to the speaker (FSDD)
 
 . utils/parse_options.sh
 
@@ -75,7 +76,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then not_available 5 "iterative re
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   echo "Stage 6: evaluation"
-  sys=$exp/baseline
+  sys=$exp/$(basename $baseline_conf .yaml)
   if ! cmp -s $baseline_conf $sys/config.yaml; then   # new or changed config: start afresh
     rm -rf $sys && mkdir -p $sys && cp $baseline_conf $sys/config.yaml
   fi
