@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Build the encoder described by ``model_dir/config.yaml`` and load ``model.pt`` when present."""
+    """Build the encoder described by ``model_dir/config.yaml`` and load ``model.pt`` when present.
+
+    Without ``model.pt`` the encoder keeps its initial weights, drawn with seed ``train.seed``
+    (default 0) exactly as training starts from: the "untrained" reference of a trained model.
+    """
     import torch
 
     from sslspk.models import build_model
@@ -31,8 +35,10 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any
         raise ConfigError(f"{model_dir / 'config.yaml'}: missing required 'model' section")
     if not isinstance(cfg.get("sample_rate", 16000), int):
         raise ConfigError(f"{model_dir / 'config.yaml'}: sample_rate must be an integer")
-    model = build_model(cfg["model"])
     ckpt = model_dir / "model.pt"
+    if not ckpt.exists():
+        torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
+    model = build_model(cfg["model"])
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"] if "model" in state else state)

@@ -1,0 +1,127 @@
+"""Training datasets: random crops ("views") of the utterances of a Kaldi data dir.
+
+Randomness of an item (crop positions, augmentation) comes from a generator seeded by
+``(seed, epoch, index)``, so batches are identical whatever the number of loader workers or
+processes, and a resumed run replays exactly the same data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sslspk.utils.config import ConfigError
+
+
+@dataclass
+class ViewSpec:
+    """``count`` crops of ``seconds`` each (e.g. DINO: 2 global of 3 s + 4 local of 2 s)."""
+
+    seconds: float
+    count: int = 1
+    augment: bool = True
+
+
+def parse_views(views: list[dict[str, Any]] | None, where: str = "data.views") -> list[ViewSpec]:
+    """Validate the ``views`` list of a config."""
+    from sslspk.utils.config import from_dict
+
+    if not views:
+        raise ConfigError(f"{where}: at least one view is required, e.g. [{{seconds: 2.0, count: 2}}]")
+    specs = [from_dict(ViewSpec, v, f"{where}[{i}]") for i, v in enumerate(views)]
+    for i, s in enumerate(specs):
+        if s.seconds <= 0 or s.count < 1:
+            raise ConfigError(f"{where}[{i}]: seconds must be > 0 and count >= 1, got {s}")
+    return specs
+
+
+def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``length``-sample crop; shorter audio is repeated (wrapped) to the length."""
+    if len(wav) < length:
+        wav = np.tile(wav, length // len(wav) + 1)
+    start = int(rng.integers(0, len(wav) - length + 1))
+    return wav[start:start + length]
+
+
+@dataclass
+class CropDataset(Dataset):
+    """Item ``i`` = the views of utterance ``i``: ``{"views": [Tensor[count, T_v]], "index": i}``.
+
+    ``positive_of`` (set each epoch by SSPS) names, per utterance, another utterance whose crops
+    replace the anchor's for views with ``from_positive`` (see :meth:`set_positives`).
+    ``labels`` (optional) adds ``"label"`` to items (pseudo-labels for supervised training).
+    """
+
+    data_dir: str | os.PathLike
+    views: list[ViewSpec]
+    sample_rate: int = 16000
+    augment: dict[str, Any] | None = None
+    seed: int = 0
+    labels: np.ndarray | None = None
+    epoch: int = 0
+    positive_of: np.ndarray | None = None
+    positive_views: tuple[int, ...] = ()
+    _augmenter: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from sslspk.data.datadir import DataDir
+
+        self.data = DataDir.load(self.data_dir)
+        self.utts = self.data.utts
+        if self.augment:
+            from sslspk.augment import Augmenter
+
+            self._augmenter = Augmenter.from_config(self.augment, self.sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_positives(self, positive_of: np.ndarray | None, views: tuple[int, ...]) -> None:
+        """Take the crops of views ``views`` (indices into ``self.views``) from ``positive_of[i]``."""
+        self.positive_of = positive_of
+        self.positive_views = tuple(views) if positive_of is not None else ()
+
+    def load(self, index: int) -> np.ndarray:
+        return self.data.load_audio(self.utts[index], self.sample_rate)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        wav = self.load(index)
+        pos = None
+        if self.positive_views:
+            j = int(self.positive_of[index])
+            pos = wav if j == index else self.load(j)
+        out: list[torch.Tensor] = []
+        for v, spec in enumerate(self.views):
+            src = pos if v in self.positive_views else wav
+            length = int(round(spec.seconds * self.sample_rate))
+            crops = []
+            for _ in range(spec.count):
+                c = random_crop(src, length, rng)
+                if spec.augment and self._augmenter is not None:
+                    c = self._augmenter(c, rng)
+                crops.append(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)))
+            out.append(torch.stack(crops))
+        item: dict[str, Any] = {"views": out, "index": index}
+        if self.labels is not None:
+            item["label"] = int(self.labels[index])
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items: ``views[v]`` becomes ``Tensor[B, count_v, T_v]``; index/label become tensors."""
+    batch: dict[str, Any] = {
+        "views": [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"]))],
+        "index": torch.tensor([it["index"] for it in items]),
+    }
+    if "label" in items[0]:
+        batch["label"] = torch.tensor([it["label"] for it in items])
+    return batch

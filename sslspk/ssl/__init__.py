@@ -1,0 +1,49 @@
+"""Self-supervised methods (DINO, SimCLR, MoCo), optionally with SSPS positive sampling.
+
+:func:`build_ssl_task` makes the :class:`~sslspk.train.task.TrainTask` described by the
+``ssl:`` block of a config around an encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sslspk.utils.config import ConfigError, from_dict
+
+METHODS = ("dino", "simclr", "moco")
+
+
+def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
+    """The SSL task of ``ssl_cfg`` (``method`` + its options + optional ``ssps`` block)."""
+    cfg = dict(ssl_cfg or {})
+    method = cfg.pop("method", None)
+    ssps_cfg = cfg.pop("ssps", None)
+    if method == "dino":
+        from sslspk.ssl.dino import DINO, DINOConfig as C
+    elif method == "simclr":
+        from sslspk.ssl.simclr import SimCLR, SimCLRConfig as C
+    elif method == "moco":
+        from sslspk.ssl.moco import MoCo, MoCoConfig as C
+    else:
+        raise ConfigError(f"ssl.method must be one of {', '.join(METHODS)}, got {method!r}")
+    mcfg = from_dict(C, cfg, f"ssl (method {method})")
+    ssps = None
+    if ssps_cfg is not None:
+        from sslspk.ssl.ssps import SSPS, SSPSConfig
+
+        scfg = from_dict(SSPSConfig, ssps_cfg, "ssl.ssps")
+        data = dataset.data
+        spk = np.array([data.utt2spk[u] for u in dataset.utts])
+        rec = np.array([data.recording_of(u) for u in dataset.utts])
+        positive_view = 0 if method == "dino" else 1
+        if len(dataset.views) <= positive_view or (method != "dino" and len(dataset.views) < 2):
+            raise ConfigError(f"ssl.ssps with {method} needs view group {positive_view} in data.views")
+        ssps = SSPS(scfg, len(dataset), encoder.embedding_dim, (positive_view,),
+                    speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed)
+    if method == "dino":
+        return DINO(encoder, mcfg, total_epochs, ssps)
+    if len(dataset.views) != 2 or any(v.count != 1 for v in dataset.views):
+        raise ConfigError(f"{method} needs data.views = two groups of one crop each (anchor, positive)")
+    return (SimCLR if method == "simclr" else MoCo)(encoder, mcfg, ssps)

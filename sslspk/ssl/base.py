@@ -1,0 +1,53 @@
+"""Shared parts of the SSL methods: optional SSPS, and an embedding-collapse monitor."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sslspk.ssl.ssps import SSPS
+from sslspk.train.distributed import all_reduce_mean
+from sslspk.train.task import TrainTask
+
+log = logging.getLogger("sslspk.train")
+
+
+class SSLTask(TrainTask):
+    """An encoder trained without labels. ``anchor_view``: the view group whose embedding feeds
+    the SSPS memory; ``positive_view``: the group SSPS replaces by crops of the sampled positive."""
+
+    anchor_view = 0
+    positive_view = 1
+
+    def __init__(self, encoder: nn.Module, ssps: SSPS | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.ssps = ssps
+        self._std_sum = 0.0
+        self._std_n = 0
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """Encode crops ``[B, C, T]`` → ``[C, B, D]`` (one encoder call for all crops)."""
+        b, c, t = crops.shape
+        return self.encoder(crops.transpose(0, 1).reshape(c * b, t)).view(c, b, -1)
+
+    def track(self, emb: torch.Tensor, index: torch.Tensor) -> None:
+        """Monitor the batch spread of normalised embeddings; feed SSPS's memory."""
+        with torch.no_grad():
+            self._std_sum += float(F.normalize(emb.float(), dim=1).std(0).mean())
+            self._std_n += 1
+        if self.ssps is not None:
+            self.ssps.update(index, emb)
+
+    def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
+        return self.ssps.on_epoch_start(epoch, trainer.dataset) if self.ssps is not None else {}
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Mean per-dimension std of normalised embeddings over the batch; ~1/sqrt(D) when healthy, 0 when collapsed."""
+        std = float(all_reduce_mean(torch.tensor(self._std_sum / max(1, self._std_n))))
+        self._std_sum, self._std_n = 0.0, 0
+        return {"embedding_std": std}

@@ -1,0 +1,1 @@
+"""One trainer for every stage: DDP (torchrun), AMP, atomic checkpoints, resume, averaging, logs."""

@@ -1,0 +1,281 @@
+"""The trainer: torchrun/DDP, AMP, warm-up + cosine LR, atomic checkpoints, automatic resume,
+checkpoint averaging, TensorBoard + text logs, tqdm progress, NaN/inf guard.
+
+An experiment dir holds ``config.yaml`` (the full config), ``checkpoints/epoch_N.pt``,
+``train.log``, ``tensorboard/`` and, once finished, ``model.pt`` (the averaged encoder), so
+``sslspk.extraction.load_encoder(exp_dir)`` extracts with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sslspk.train.distributed import all_reduce_mean, init_distributed, is_distributed
+from sslspk.train.task import TrainTask
+
+log = logging.getLogger("sslspk.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """The ``train:`` block of a config."""
+
+    epochs: int = 10
+    batch_size: int = 64            # per process
+    num_workers: int = 2
+    optimizer: str = "sgd"          # sgd | adamw
+    lr: float = 0.2                 # peak learning rate, reached after the warm-up
+    min_lr: float = 1e-5            # end of the cosine decay
+    warmup_epochs: float = 1.0
+    weight_decay: float = 5e-5      # not applied to biases and norm parameters
+    momentum: float = 0.9           # sgd only
+    grad_clip: float | None = 3.0   # max gradient norm, or null
+    amp: bool = True                # mixed precision on CUDA (bf16); ignored on CPU
+    average_last: int = 1           # model.pt = average of the last N epoch checkpoints
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda
+    log_every: int = 10             # steps between TensorBoard points
+    nan_policy: str = "stop"        # stop | skip: what a non-finite loss does
+    max_steps_per_epoch: int | None = None  # cut epochs short (tests, quick runs)
+
+    def __post_init__(self) -> None:
+        from sslspk.utils.config import ConfigError
+
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"train.optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.nan_policy not in ("stop", "skip"):
+            raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.average_last < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.average_last must be >= 1")
+
+
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``."""
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in (exp_dir / "checkpoints").glob("epoch_*.pt"):
+        m = re.fullmatch(r"epoch_(\d+)\.pt", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def average_checkpoints(paths: list[Path], task: TrainTask) -> dict[str, torch.Tensor]:
+    """Average the exported encoder weights of several checkpoints (integer buffers from the last)."""
+    avg: dict[str, torch.Tensor] = {}
+    for p in paths:
+        task.load_state_dict(torch.load(p, map_location="cpu", weights_only=False)["task"])
+        for k, v in task.export_state().items():
+            if v.is_floating_point():
+                avg[k] = avg[k] + v.double() if k in avg else v.double()
+            else:
+                avg[k] = v
+    return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in avg.items()}
+
+
+class Trainer:
+    """Runs a :class:`TrainTask` over a dataset into an experiment dir (see module doc)."""
+
+    def __init__(self, cfg: TrainConfig, exp_dir: str | os.PathLike):
+        self.cfg = cfg
+        self.exp_dir = Path(exp_dir)
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.rank, self.world, self.local_rank = init_distributed(dev)
+        self.device = torch.device(f"cuda:{self.local_rank}" if dev == "cuda" else dev)
+        self.is_main = self.rank == 0
+        self.dataset: Any = None
+        self.epoch = 0
+        self.global_step = 0
+
+    # ----------------------------------------------------------------- logging
+    def _setup_logging(self) -> None:
+        if not self.is_main:
+            return
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.exp_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+            log.addHandler(logging.StreamHandler())
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
+
+    def log_scalars(self, logs: dict[str, float], step: int, prefix: str) -> None:
+        if self.is_main:
+            for k, v in logs.items():
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
+
+    # -------------------------------------------------------------- checkpoint
+    def _save(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> None:
+        if not self.is_main:
+            return
+        ckpt_dir = self.exp_dir / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {"task": task.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                 "epoch": self.epoch, "global_step": self.global_step,
+                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                         "python": random.getstate(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+        _atomic_save(state, ckpt_dir / f"epoch_{self.epoch}.pt")
+        keep = max(self.cfg.average_last, 1)
+        for _, p in _checkpoints(self.exp_dir)[:-keep]:
+            p.unlink()
+
+    def _resume(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> None:
+        ckpts = _checkpoints(self.exp_dir)
+        if not ckpts:
+            return
+        epoch, path = ckpts[-1]
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        task.load_state_dict(state["task"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        log.info(f"resumed from {path} (epoch {self.epoch} done, step {self.global_step})")
+
+    # -------------------------------------------------------------------- fit
+    def _optimizer(self, task: TrainTask) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for p in task.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def fit(self, task: TrainTask, dataset: Any) -> Path:
+        """Train (resuming from the latest checkpoint), then write ``model.pt``; returns its path."""
+        from torch.utils.data import DataLoader, DistributedSampler
+        from tqdm import tqdm
+
+        from sslspk.data.dataset import collate
+
+        cfg = self.cfg
+        self._setup_logging()
+        torch.manual_seed(cfg.seed + self.rank)
+        np.random.seed(cfg.seed + self.rank)
+        random.seed(cfg.seed + self.rank)
+        self.dataset = dataset
+        sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        if len(sampler) < cfg.batch_size:
+            raise TrainingError(f"{len(dataset)} utterances over {self.world} process(es) cannot fill one "
+                                f"batch of {cfg.batch_size}: lower train.batch_size")
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                            collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
+        task = task.to(self.device)
+        opt = self._optimizer(task)
+        use_amp = cfg.amp and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
+        self._resume(task, opt, scaler)
+        model = task
+        if is_distributed():
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(task, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+        total = steps_per_epoch * cfg.epochs
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        skipped = 0
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch
+            task.train()
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            self.log_scalars(task.on_epoch_start(epoch, self), epoch, "epoch")
+            sums: dict[str, float] = {}
+            t0 = time.time()
+            bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not self.is_main, mininterval=10)
+            for i, batch in enumerate(bar):
+                if i >= steps_per_epoch:
+                    break
+                lr = lr_at(self.global_step, total, warmup, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
+                             else v.to(self.device, non_blocking=True)) for k, v in batch.items()}
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = model(batch, epoch)
+                if not torch.isfinite(loss):
+                    if cfg.nan_policy == "stop":
+                        raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {i + 1}; "
+                                            f"the last good checkpoint in {self.exp_dir / 'checkpoints'} is kept")
+                    skipped += 1
+                    opt.zero_grad(set_to_none=True)
+                    log.warning(f"non-finite loss at epoch {epoch + 1} step {i + 1}: step skipped ({skipped} so far)")
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                task.before_optimizer_step(epoch)
+                if cfg.grad_clip:
+                    gnorm = torch.nn.utils.clip_grad_norm_([p for p in task.parameters() if p.requires_grad], cfg.grad_clip)
+                    logs["grad_norm"] = float(gnorm)
+                opt.step()
+                self.global_step += 1
+                task.after_optimizer_step(self.global_step / total)
+                logs = {"loss": loss.item(), "lr": lr, **logs}
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if self.global_step % cfg.log_every == 0:
+                    self.log_scalars(logs, self.global_step, "step")
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+            n = max(1, steps_per_epoch - skipped)
+            means = {k: float(all_reduce_mean(torch.tensor(v / n))) for k, v in sums.items()}
+            means.update(task.on_epoch_end(epoch))
+            means["seconds"] = time.time() - t0
+            self.epoch = epoch + 1
+            self.log_scalars(means, self.epoch, "epoch")
+            if self.is_main:
+                log.info(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+            self._save(task, opt, scaler)
+        return self._finish(task)
+
+    def _finish(self, task: TrainTask) -> Path:
+        out = self.exp_dir / "model.pt"
+        if self.is_main:
+            paths = [p for _, p in _checkpoints(self.exp_dir)][-self.cfg.average_last:]
+            state = average_checkpoints(paths, task.cpu())
+            _atomic_save({"model": state, "averaged": [p.name for p in paths]}, out)
+            log.info(f"wrote {out} (average of {', '.join(p.name for p in paths)})")
+            self.tb.close()
+        if is_distributed():
+            torch.distributed.barrier()
+        return out

@@ -1,0 +1,145 @@
+"""The trainer: loss goes down, kill -9 + resume gives the same model, 2-process DDP, config errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, write_wav
+
+TINY_MODEL = {"type": "ecapa_tdnn", "channels": 16, "mfa_channels": 48, "attention_channels": 8,
+              "se_channels": 8, "embedding_dim": 16, "frontend": {"type": "fbank", "num_mel_bins": 24}}
+
+
+def make_data(d: Path, n_spk: int = 4, n_utt: int = 6) -> Path:
+    """A data dir of tone+noise 'speakers' (distinct pitch), 1 s each."""
+    lines, u2s = [], []
+    for s in range(n_spk):
+        for u in range(n_utt):
+            utt = f"s{s}-u{u}"
+            p = write_wav(d / "wav" / f"{utt}.wav", 1.0, freq=150 + 60 * s, seed=s * 100 + u)
+            lines.append(f"{utt} {p}")
+            u2s.append(f"{utt} s{s}")
+    (d / "wav.scp").write_text("\n".join(lines) + "\n")
+    (d / "utt2spk").write_text("\n".join(u2s) + "\n")
+    return d
+
+
+def write_config(path: Path, method: str = "simclr", epochs: int = 3, **train) -> Path:
+    views = [{"seconds": 0.5, "count": 1}, {"seconds": 0.5, "count": 1}]
+    ssl = {"method": method, "projector_hidden": 32, "projector_dim": 16}
+    if method == "dino":
+        views = [{"seconds": 0.6, "count": 2}, {"seconds": 0.4, "count": 2}]
+        ssl = {"method": "dino", "out_dim": 32, "hidden": 32, "bottleneck": 16, "warmup_teacher_temp_epochs": 1}
+    if method == "moco":
+        ssl["queue_size"] = 32
+    cfg = {"sample_rate": 16000, "model": TINY_MODEL, "data": {"views": views, "augment": None}, "ssl": ssl,
+           "train": {"epochs": epochs, "batch_size": 8, "num_workers": 0, "optimizer": "adamw", "lr": 0.005,
+                     "warmup_epochs": 0.5, "log_every": 1, **train}}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_train(cfg: Path, data: Path, exp: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bin" / "train_ssl.py"), "--config", str(cfg),
+                           "--data", str(data), "--exp-dir", str(exp), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def epoch_losses(exp: Path, key: str = "loss") -> list[float]:
+    return [float(line.split(f" {key}=")[1].split()[0]) for line in (exp / "train.log").read_text().splitlines()
+            if f" {key}=" in line]
+
+
+@pytest.mark.parametrize("method,epochs,first,key", [
+    ("simclr", 4, 0, "loss"), ("dino", 4, 0, "kl_to_teacher"), ("moco", 6, 2, "loss")])
+def test_training_lowers_loss_and_exports(tmp_path, recipe_env, method, epochs, first, key):
+    """``first``: the epoch to compare with (MoCo's loss rises while its queue of random
+    vectors fills with real, harder negatives: 32 entries = 4 steps of 8). DINO: its loss is
+    H(targets) + KL(targets || student); the targets soften by design, so the KL is compared."""
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", method, epochs=epochs)
+    r = run_train(cfg, data, tmp_path / "exp", recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = epoch_losses(tmp_path / "exp", key)
+    assert len(losses) == epochs and losses[-1] < losses[first], losses
+    # The exported model loads through the extraction path and embeds.
+    from sslspk.extraction import load_encoder
+
+    enc, conf = load_encoder(tmp_path / "exp")
+    assert conf["ssl"]["method"] == method
+    assert enc(torch.randn(2, 8000)).shape == (2, 16)
+    assert list((tmp_path / "exp" / "tensorboard").glob("events.*"))
+    # A finished run is not redone.
+    r = run_train(cfg, data, tmp_path / "exp", recipe_env)
+    assert "already finished" in r.stdout
+
+
+def test_kill_and_resume_gives_the_same_model(tmp_path, recipe_env):
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", epochs=3, num_workers=1)
+    assert run_train(cfg, data, tmp_path / "ref", recipe_env).returncode == 0
+    exp = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, str(REPO / "bin" / "train_ssl.py"), "--config", str(cfg), "--data",
+                          str(data), "--exp-dir", str(exp)], env=recipe_env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (exp / "checkpoints" / "epoch_1.pt").exists():
+        assert time.time() < deadline and p.poll() is None, "training ended before the first checkpoint"
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (exp / "model.pt").exists()
+    r = run_train(cfg, data, exp, recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in (exp / "train.log").read_text()
+    a = torch.load(tmp_path / "ref" / "model.pt")["model"]
+    b = torch.load(exp / "model.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_ddp_two_processes_average_gradients(recipe_env):
+    r = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2",
+                        str(REPO / "tests" / "helpers" / "ddp_grad_check.py")],
+                       capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "max relative gradient difference" in r.stdout
+
+
+def test_ddp_training_run(tmp_path, recipe_env):
+    """train_ssl.py under steps/train.sh with 2 CPU processes (gloo) trains and writes model.pt."""
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", epochs=1, batch_size=4)
+    r = subprocess.run(["bash", str(REPO / "steps" / "train.sh"), "--nproc-per-node", "2", "train_ssl.py",
+                        "--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "exp")],
+                       cwd=REPO / "egs" / "mini", capture_output=True, text=True, env=recipe_env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert (tmp_path / "exp" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda c: c.update(bogus=1), "unknown section"),
+    (lambda c: c["train"].update(lr_max=1), "train: unknown key"),
+    (lambda c: c["ssl"].update(method="byol"), "ssl.method must be one of"),
+    (lambda c: c["model"].update(chanels=3), "unknown key"),
+    (lambda c: c["data"].update(views=[]), "at least one view"),
+])
+def test_bad_config_fails_before_work(tmp_path, recipe_env, edit, msg):
+    data = make_data(tmp_path / "data", 1, 2)
+    cfg = write_config(tmp_path / "c.yaml")
+    c = yaml.safe_load(cfg.read_text())
+    edit(c)
+    cfg.write_text(yaml.safe_dump(c))
+    r = run_train(cfg, data, tmp_path / "exp", recipe_env)
+    assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "exp" / "checkpoints").exists()
