@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Benchmark: faiss k-means vs scikit-learn KMeans / MiniBatchKMeans, and AHC of centroids.
+
+Usage: python bench/bench_clustering.py [--quick] [--append docs/benchmarks.md]
+
+Synthetic 256-d unit-norm embeddings with planted clusters (``--n`` points around ``--k``
+random directions, Gaussian noise ``--noise`` per dimension). Each method runs in its own
+subprocess, so its wall time and peak resident memory (``getrusage`` maxrss, which counts C
+allocations, unlike tracemalloc) are its own; NMI is against the planted labels. The
+"data only" row is the memory of a worker that only makes the data (the floor of every row).
+AHC runs on synthetic k-means-like centroids (``--ahc-sizes``; ``--ahc-ratio`` centroids
+per planted speaker, 50k → 7.5k in the paper), average linkage on cosine distances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+
+def planted(n: int, k: int, dim: int, noise: float, seed: int = 0):
+    """``(x [n, dim] float32 unit rows, labels)``: ``n`` points around ``k`` random directions."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = rng.integers(0, k, n)
+    x = centres[labels]
+    x += noise * rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, labels
+
+
+def worker(method: str, a: dict) -> dict:
+    """Run one method in this process; returns seconds, NMI and settings."""
+    import numpy as np
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    if method == "ahc":
+        from sslspk.cluster.ahc import ahc_centroids
+
+        num_spk = int(round(a["ahc_k"] / a["ahc_ratio"]))
+        c, lab = planted(a["ahc_k"], num_spk, a["dim"], a["ahc_noise"], seed=1)
+        t = time.perf_counter()
+        pred = ahc_centroids(c, num_spk, linkage="average")
+        return {"seconds": time.perf_counter() - t, "nmi": nmi(lab, pred), "clusters": int(pred.max()) + 1}
+    x, lab = planted(a["n"], a["k"], a["dim"], a["noise"])
+    if method == "data":
+        return {"seconds": 0.0, "nmi": float("nan")}
+    t = time.perf_counter()
+    if method == "faiss":
+        from sslspk.cluster.kmeans import faiss_kmeans
+
+        pred = faiss_kmeans(x, a["k"], niter=a["niter"], seed=1, spherical=True).labels
+        note = f"niter={a['niter']}, random init, spherical, 256 pts/centroid sample"
+    elif method == "minibatch":
+        from sklearn.cluster import MiniBatchKMeans
+
+        m = MiniBatchKMeans(a["k"], batch_size=a["mb_batch"], n_init=1, random_state=1).fit(x)
+        pred = m.predict(x)
+        note = f"batch_size={a['mb_batch']}, n_init=1, k-means++ init, {m.n_steps_} steps ({m.n_iter_} epochs)"
+    elif method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        m = KMeans(a["k"], n_init=1, max_iter=a["niter"], init="random", random_state=1).fit(x)
+        pred = m.labels_
+        note = f"lloyd, max_iter={a['niter']} ({m.n_iter_} run), n_init=1, random init"
+    else:
+        raise ValueError(method)
+    return {"seconds": time.perf_counter() - t, "nmi": nmi(lab, pred), "note": note}
+
+
+def run_worker(method: str, a: dict) -> dict:
+    """Run :func:`worker` in a subprocess; adds its peak RSS (MiB)."""
+    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
+            "import bench_clustering as b; r = b.worker(sys.argv[2], json.loads(sys.argv[3])); "
+            "r['maxrss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), method,
+                          json.dumps(a)], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    """CPU model and core count (from /proc/cpuinfo where available)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000, help="points (default 100000)")
+    p.add_argument("--k", type=int, default=1000, help="planted clusters = k-means k (default 1000)")
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--noise", type=float, default=0.1, help="per-dimension noise std (default 0.1)")
+    p.add_argument("--niter", type=int, default=20, help="faiss niter and KMeans max_iter (default 20)")
+    p.add_argument("--mb-batch", type=int, default=4096, help="MiniBatchKMeans batch_size (default 4096)")
+    p.add_argument("--methods", nargs="+", default=["data", "faiss", "minibatch", "kmeans"])
+    p.add_argument("--ahc-sizes", type=int, nargs="*", default=[5000, 10000, 20000],
+                   help="numbers of centroids for AHC (default 5000 10000 20000)")
+    p.add_argument("--ahc-ratio", type=float, default=50000 / 7500, help="centroids per speaker (default 50k/7.5k)")
+    p.add_argument("--ahc-noise", type=float, default=0.03, help="noise of centroids around their speaker")
+    p.add_argument("--quick", action="store_true", help="small sizes (20k points, 200 clusters, AHC 2k/4k)")
+    p.add_argument("--append", help="markdown file to append the tables to")
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.k, args.ahc_sizes = 20_000, 200, [2000, 4000]
+    a = {k: v for k, v in vars(args).items() if k not in ("append", "methods", "quick", "ahc_sizes")}
+
+    rows = []
+    res = {}
+    for m in args.methods:
+        r = res[m] = run_worker(m, a)
+        print(f"{m}: {r}", file=sys.stderr, flush=True)
+    names = {"data": "data only", "faiss": "faiss Kmeans (sslspk)", "minibatch": "sklearn MiniBatchKMeans",
+             "kmeans": "sklearn KMeans"}
+    for m in args.methods:
+        r = res[m]
+        speed = (f"{r['seconds'] / res['faiss']['seconds']:.1f}x" if m not in ("data", "faiss") and "faiss" in res
+                 else "1x" if m == "faiss" else "")
+        rows.append(f"| {names[m]} | {r['seconds']:.1f} | {speed} | {r['maxrss_mib']:.0f} | "
+                    + (f"{r['nmi']:.4f}" if m != "data" else "") + f" | {r.get('note', '')} |")
+    ahc_rows = []
+    for size in args.ahc_sizes:
+        r = run_worker("ahc", {**a, "ahc_k": size})
+        print(f"ahc {size}: {r}", file=sys.stderr, flush=True)
+        ahc_rows.append((size, r))
+    ahc_lines = [f"| {s:,} → {r['clusters']:,} | {r['seconds']:.1f} | {r['maxrss_mib']:.0f} | "
+                 f"{8 * s * (s - 1) / 2 / 2**20:.0f} | {r['nmi']:.4f} |" for s, r in ahc_rows]
+    extra = []
+    if len(ahc_rows) >= 2:
+        (s1, r1), (s2, r2) = ahc_rows[-2], ahc_rows[-1]
+        e_t = r2["seconds"] * (50000 / s2) ** 2
+        slope = (r2["maxrss_mib"] - r1["maxrss_mib"]) / (s2 ** 2 - s1 ** 2)
+        e_m = r2["maxrss_mib"] + slope * (50000 ** 2 - s2 ** 2)
+        extra = ["", f"Extrapolated to 50,000 → 7,500 (time and memory grow as k², from the two largest sizes): "
+                     f"about {e_t:.0f} s and {e_m / 1024:.1f} GiB peak memory "
+                     f"(the condensed float64 distance matrix alone is {8 * 50000 * 49999 / 2 / 2**30:.1f} GiB)."]
+    cmd = " ".join(["python bench/bench_clustering.py", *(shlex.quote(x) for x in sys.argv[1:])])
+    table = "\n".join([
+        f"### Clustering: faiss k-means vs scikit-learn, AHC of centroids — {datetime.date.today()}, {machine()}",
+        "", f"`{cmd}`", "",
+        f"k-means: {args.n:,} unit-norm {args.dim}-d points around {args.k:,} planted directions "
+        f"(noise std {args.noise} per dimension), k = {args.k:,}; time = fit + assignment of every point; "
+        "memory = peak RSS of the worker process (the data-only row is the floor).", "",
+        "| method | time (s) | time / faiss | peak RSS (MiB) | NMI | settings |", "|---|---|---|---|---|---|",
+        *rows, "",
+        f"AHC (sslspk.cluster.ahc, average linkage, cosine) of synthetic centroids: "
+        f"{args.ahc_ratio:.2f} centroids per planted speaker, noise std {args.ahc_noise}.", "",
+        "| centroids → clusters | time (s) | peak RSS (MiB) | condensed matrix (MiB) | NMI |", "|---|---|---|---|---|",
+        *ahc_lines, *extra, ""])
+    print(table)
+    if args.append:
+        with open(args.append, "a", encoding="utf-8") as f:
+            f.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()

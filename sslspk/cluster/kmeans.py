@@ -1,0 +1,107 @@
+"""faiss k-means on (L2-normalised) embeddings and batched nearest-centroid assignment.
+
+Memory: faiss trains on at most ``k * max_points_per_centroid`` rows (a subsample it
+copies); assignment searches the centroid index in batches, so nothing of size ``n * k``
+is ever built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+#: ``--init`` names → faiss ``ClusteringInitMethod`` attribute names.
+INIT_METHODS: dict[str, str] = {
+    "random": "ClusteringInitMethod_RANDOM",
+    "kmeans++": "ClusteringInitMethod_KMEANS_PLUS_PLUS",
+    "afkmc2": "ClusteringInitMethod_AFK_MC2",
+}
+
+
+@dataclass
+class KMeansResult:
+    """Centroids ``[k, d]`` float32, the label of each row, its distance to its centroid and the final objective."""
+
+    centroids: np.ndarray
+    labels: np.ndarray
+    distances: np.ndarray
+    objective: float
+    gpu: bool
+
+
+def use_gpu(request: str) -> bool:
+    """Resolve ``--gpu auto|yes|no`` against the GPUs faiss sees (``yes`` without one is an error)."""
+    import faiss
+
+    if request not in ("auto", "yes", "no"):
+        raise ValueError(f"gpu must be auto, yes or no, got {request!r}")
+    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if request == "yes" and n == 0:
+        raise ValueError("--gpu yes: this faiss build sees no GPU (install faiss-gpu, or use --gpu auto|no)")
+    return request != "no" and n > 0
+
+
+def faiss_kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 1234, spherical: bool = True,
+                 nredo: int = 1, max_points_per_centroid: int = 256, init: str = "random", gpu: bool = False,
+                 verbose: bool = False, batch: int = 65536) -> KMeansResult:
+    """Train ``faiss.Kmeans`` with ``k`` centroids on ``x`` [n, d] float32 and assign every row.
+
+    ``spherical`` normalises the centroids after each iteration (cosine k-means for unit-norm
+    ``x``). Rows are assigned to the nearest centroid of the trained index in batches of ``batch``.
+    """
+    import faiss
+
+    if x.ndim != 2 or x.dtype != np.float32:
+        raise ValueError(f"k-means input must be a 2-D float32 matrix, got {x.dtype} {x.shape}")
+    n, d = x.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means: k={k} must be between 1 and the number of embeddings ({n})")
+    if niter < 1 or nredo < 1 or max_points_per_centroid < 1:
+        raise ValueError("k-means: niter, nredo and max_points_per_centroid must be >= 1")
+    if init not in INIT_METHODS:
+        raise ValueError(f"k-means: init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
+    x = np.ascontiguousarray(x)
+    kwargs: dict = dict(niter=niter, seed=seed, spherical=spherical, nredo=nredo, verbose=verbose,
+                        max_points_per_centroid=max_points_per_centroid, gpu=bool(gpu))
+    if hasattr(faiss, INIT_METHODS[init]):
+        kwargs["init_method"] = getattr(faiss, INIT_METHODS[init])
+    elif init != "random":
+        raise ValueError(f"k-means: this faiss version has no {init} initialisation")
+    km = faiss.Kmeans(d, k, **kwargs)
+    km.train(x)
+    labels, dist = assign(x, km.index, batch)
+    obj = float(km.obj[-1]) if len(km.obj) else float("nan")
+    return KMeansResult(np.ascontiguousarray(km.centroids, dtype=np.float32), labels, dist, obj, bool(gpu))
+
+
+def assign(x: np.ndarray, index, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest entry of a faiss ``index`` for every row of ``x``, searched ``batch`` rows at a time.
+
+    Returns ``(labels int64 [n], scores float32 [n])`` where scores are the index's metric
+    (squared L2 distance, or inner product for an IP index).
+    """
+    n = x.shape[0]
+    labels = np.empty(n, dtype=np.int64)
+    scores = np.empty(n, dtype=np.float32)
+    for b in range(0, n, batch):
+        dist, idx = index.search(np.ascontiguousarray(x[b:b + batch]), 1)
+        labels[b:b + batch] = idx[:, 0]
+        scores[b:b + batch] = dist[:, 0]
+    if n and labels.min() < 0:
+        raise RuntimeError("faiss search returned no neighbour for some rows (NaN embeddings?)")
+    return labels, scores
+
+
+def cluster_means(x: np.ndarray, labels: np.ndarray, num_clusters: int, batch: int = 65536) -> np.ndarray:
+    """Mean row of each cluster (``[num_clusters, d]`` float32; zeros for empty clusters), accumulated in batches."""
+    from scipy import sparse
+
+    sums = np.zeros((num_clusters, x.shape[1]), dtype=np.float64)
+    for b in range(0, x.shape[0], batch):
+        lab = labels[b:b + batch]
+        onehot = sparse.csr_matrix((np.ones(lab.size), (lab, np.arange(lab.size))), shape=(num_clusters, lab.size))
+        sums += onehot @ x[b:b + batch].astype(np.float64)
+    counts = np.bincount(labels, minlength=num_clusters)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)

@@ -1,0 +1,342 @@
+"""Stage 3 of the recipe: embeddings of a training data dir → pseudo speaker labels.
+
+:func:`cluster_embeddings` runs faiss k-means (optionally followed by AHC of the centroids
+and a minimum cluster size) on unit-norm embeddings; :func:`make_pseudo_labels` does the
+whole step from an scp and a data dir to a new data dir whose ``utt2spk``/``spk2utt`` hold
+pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus ``clusters.json`` and
+``report.md``. The ``.done`` marker (written last) records the settings, so a finished,
+up-to-date run is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sslspk.cluster.ahc import LINKAGES, ahc_centroids
+from sslspk.cluster.evaluate import clustering_scores, size_summary
+from sslspk.cluster.kmeans import INIT_METHODS, assign, cluster_means, faiss_kmeans, use_gpu
+from sslspk.cluster.loading import l2_normalize_, load_embedding_matrix
+from sslspk.utils.fileio import atomic_write, read_kv
+
+log = logging.getLogger(__name__)
+
+MARKER = ".done"
+SMALL_CLUSTER_POLICIES: tuple[str, ...] = ("drop", "merge")
+
+
+@dataclass
+class ClusterConfig:
+    """Settings of the clustering (the options of ``bin/cluster.py``)."""
+
+    k: int
+    niter: int = 20
+    seed: int = 1234
+    spherical: bool = True
+    nredo: int = 1
+    max_points_per_centroid: int = 256
+    init: str = "random"
+    gpu: str = "auto"
+    ahc_clusters: int | None = None
+    ahc_threshold: float | None = None
+    ahc_linkage: str = "average"
+    min_cluster_size: int = 1
+    small_clusters: str = "drop"
+    prefix: str = "pl"
+    batch: int = 65536
+
+    def check(self, n: int) -> None:
+        """ValueError for settings that cannot work on ``n`` embeddings."""
+        if not 1 <= self.k <= n:
+            raise ValueError(f"k={self.k} must be between 1 and the number of embeddings ({n})")
+        if self.niter < 1 or self.nredo < 1 or self.max_points_per_centroid < 1 or self.batch < 1:
+            raise ValueError("niter, nredo, max_points_per_centroid and batch must be >= 1")
+        if self.init not in INIT_METHODS:
+            raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
+        if self.ahc_clusters is not None and self.ahc_threshold is not None:
+            raise ValueError("give at most one of ahc_clusters and ahc_threshold")
+        if self.ahc_clusters is not None and not 1 <= self.ahc_clusters <= self.k:
+            raise ValueError(f"ahc_clusters={self.ahc_clusters} must be between 1 and k={self.k}")
+        if self.ahc_threshold is not None and self.ahc_threshold < 0:
+            raise ValueError(f"ahc_threshold must be >= 0, got {self.ahc_threshold}")
+        if self.ahc_linkage not in LINKAGES:
+            raise ValueError(f"ahc_linkage must be one of {', '.join(LINKAGES)}, got {self.ahc_linkage!r}")
+        if self.min_cluster_size < 1:
+            raise ValueError(f"min_cluster_size must be >= 1, got {self.min_cluster_size}")
+        if self.small_clusters not in SMALL_CLUSTER_POLICIES:
+            raise ValueError(f"small_clusters must be drop or merge, got {self.small_clusters!r}")
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ValueError(f"speaker prefix {self.prefix!r} is empty or contains whitespace")
+
+    @property
+    def use_ahc(self) -> bool:
+        """Whether AHC of the centroids follows k-means."""
+        return self.ahc_clusters is not None or self.ahc_threshold is not None
+
+
+@dataclass
+class Clustering:
+    """Result of :func:`cluster_embeddings`: final labels (``-1`` = dropped) and intermediate facts."""
+
+    labels: np.ndarray
+    kmeans_labels: np.ndarray
+    num_kmeans_clusters: int
+    num_ahc_clusters: int | None
+    num_dropped: int
+    num_merged: int
+    kmeans_objective: float
+    gpu: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_clusters(self) -> int:
+        """Number of final (non-dropped) clusters."""
+        return int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels ``>= 0`` as ``0..m-1`` by decreasing cluster size (ties: smaller old id first)."""
+    out = np.full_like(labels, -1)
+    kept = labels >= 0
+    uniq, inv, counts = np.unique(labels[kept], return_inverse=True, return_counts=True)
+    order = np.lexsort((uniq, -counts))  # new id i <- old cluster order[i]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    out[kept] = rank[inv.reshape(-1)]
+    return out
+
+
+def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
+    """Cluster unit-norm rows of ``x`` [n, d] float32 with faiss k-means (+ AHC, + min cluster size)."""
+    cfg.check(x.shape[0])
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    gpu = use_gpu(cfg.gpu)
+    km = faiss_kmeans(x, cfg.k, niter=cfg.niter, seed=cfg.seed, spherical=cfg.spherical, nredo=cfg.nredo,
+                      max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init, gpu=gpu,
+                      batch=cfg.batch)
+    seconds["kmeans"] = time.perf_counter() - t
+    kmeans_labels = km.labels
+    labels = km.labels
+    num_ahc = None
+    if cfg.use_ahc:
+        t = time.perf_counter()
+        used = np.unique(labels)  # AHC on non-empty k-means clusters only
+        if cfg.ahc_clusters is not None and cfg.ahc_clusters > used.size:
+            raise ValueError(f"ahc_clusters={cfg.ahc_clusters} exceeds the {used.size} non-empty k-means clusters")
+        c2s = np.full(cfg.k, -1, dtype=np.int64)
+        c2s[used] = ahc_centroids(km.centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage)
+        labels = c2s[labels]
+        num_ahc = int(c2s.max()) + 1
+        seconds["ahc"] = time.perf_counter() - t
+    labels = _by_size(labels)
+    num_dropped = num_merged = 0
+    if cfg.min_cluster_size > 1:
+        t = time.perf_counter()
+        sizes = np.bincount(labels)
+        small = sizes < cfg.min_cluster_size
+        if small.all():
+            raise ValueError(f"no cluster has >= {cfg.min_cluster_size} utterances (largest: {sizes.max()})")
+        rows = np.flatnonzero(small[labels])
+        if cfg.small_clusters == "drop":
+            labels[rows] = -1
+            num_dropped = rows.size
+        elif rows.size:
+            big = np.flatnonzero(~small)
+            means = l2_normalize_(cluster_means(x, labels, sizes.size, cfg.batch)[big])
+            import faiss
+
+            index = faiss.IndexFlatIP(x.shape[1])
+            index.add(np.ascontiguousarray(means))
+            nearest = np.empty(rows.size, dtype=np.int64)
+            for b in range(0, rows.size, cfg.batch):
+                nearest[b:b + cfg.batch] = assign(x[rows[b:b + cfg.batch]], index, cfg.batch)[0]
+            labels[rows] = big[nearest]
+            num_merged = rows.size
+        labels = _by_size(labels)
+        seconds["min_cluster_size"] = time.perf_counter() - t
+    return Clustering(labels, kmeans_labels, int(np.unique(kmeans_labels).size), num_ahc, num_dropped,
+                      num_merged, km.objective, gpu, seconds)
+
+
+# ----------------------------------------------------------------------------- the pipeline step
+
+def _settings(cfg: ClusterConfig, scp: Path, data_dir: Path, ref: Path | None, report_dir: Path) -> dict:
+    return {"config": dataclasses.asdict(cfg), "scp": str(scp.resolve()), "data_dir": str(data_dir.resolve()),
+            "ref_utt2spk": str(ref.resolve()) if ref else None, "report_dir": str(report_dir.resolve())}
+
+
+def is_up_to_date(out_dir: Path, settings: dict, inputs: list[Path]) -> bool:
+    """True if ``out_dir`` has a marker with these settings, newer than every input file."""
+    marker = out_dir / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        if json.loads(marker.read_text()) != settings:
+            return False
+    except ValueError:
+        return False
+    mtime = marker.stat().st_mtime
+    return all(p.stat().st_mtime <= mtime for p in inputs if p.exists())
+
+
+def _select_rows_(x: np.ndarray, rows: np.ndarray, batch: int) -> np.ndarray:
+    """``x[rows]`` for increasing ``rows``, moved into the top of ``x`` in place (no second matrix)."""
+    for b in range(0, rows.size, batch):
+        chunk = rows[b:b + batch]
+        x[b:b + chunk.size] = x[chunk]  # rows[i] >= i: a source row is read before it is overwritten
+    return x[:rows.size]
+
+
+def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       cfg: ClusterConfig, ref_utt2spk: str | os.PathLike | None = None,
+                       report_dir: str | os.PathLike | None = None, force: bool = False,
+                       command: str | None = None) -> dict | None:
+    """Cluster the embeddings of ``data_dir``'s utts and write the pseudo-labelled data dir ``out_dir``.
+
+    Every utt of ``data_dir`` needs an embedding in ``scp`` (extra embeddings are ignored).
+    ``clusters.json`` and ``report.md`` go to ``report_dir`` (default ``out_dir``).
+    Returns the summary written to ``clusters.json``, or None when ``out_dir`` was
+    already complete and up to date (and not ``force``).
+    """
+    from sslspk.data.datadir import DataDir, DataDirError
+
+    scp, data_dir, out_dir = Path(scp), Path(data_dir), Path(out_dir)
+    report_dir = Path(report_dir) if report_dir is not None else out_dir
+    ref = Path(ref_utt2spk) if ref_utt2spk is not None else None
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp}: embeddings scp not found")
+    if ref is not None and not ref.is_file():
+        raise FileNotFoundError(f"{ref}: reference utt2spk not found")
+    if out_dir.resolve() == data_dir.resolve():
+        raise DataDirError(f"output dir {out_dir} is the input data dir")
+    settings = _settings(cfg, scp, data_dir, ref, report_dir)
+    inputs = [scp, data_dir / "utt2spk", data_dir / "wav.scp"] + ([ref] if ref else [])
+    if not force and is_up_to_date(out_dir, settings, inputs):
+        log.info("%s is complete and up to date: nothing to do (use --force to redo)", out_dir)
+        return None
+    (out_dir / MARKER).unlink(missing_ok=True)
+
+    t0 = time.perf_counter()
+    dd = DataDir.load(data_dir)
+    keys, x = load_embedding_matrix(scp)
+    index = {k: i for i, k in enumerate(keys)}
+    utts = dd.utts
+    missing = [u for u in utts if u not in index]
+    if missing:
+        raise DataDirError(f"{len(missing)} of the {len(utts)} utts of {data_dir} have no embedding in {scp}, "
+                           f"e.g. {missing[:5]} (extract the embeddings of this data dir)")
+    rows = np.fromiter((index[u] for u in utts), dtype=np.int64, count=len(utts))
+    del index, keys
+    num_extra = x.shape[0] - rows.size
+    if num_extra or not np.array_equal(rows, np.arange(rows.size)):
+        order = np.argsort(rows)
+        x = _select_rows_(x, rows[order], cfg.batch)
+        utts = [utts[i] for i in order]
+    cfg.check(x.shape[0])
+    l2_normalize_(x, cfg.batch)
+    load_s = time.perf_counter() - t0
+    log.info("loaded %d embeddings of dim %d in %.1fs; clustering into k=%d", x.shape[0], x.shape[1], load_s, cfg.k)
+
+    dim = int(x.shape[1])
+    result = cluster_embeddings(x, cfg)
+    del x
+
+    t = time.perf_counter()
+    width = max(5, len(str(max(result.num_clusters - 1, 0))))
+    utt2spk = {u: f"{cfg.prefix}{lab:0{width}d}" for u, lab in zip(utts, result.labels.tolist()) if lab >= 0}
+    out = dataclasses.replace(dd.subset(utt2spk), utt2spk=dict(sorted(utt2spk.items())))
+    out.save(out_dir)
+    save_s = time.perf_counter() - t
+
+    sizes = np.bincount(result.labels[result.labels >= 0])
+    summary: dict = {
+        "scp": str(scp), "data_dir": str(data_dir), "out_dir": str(out_dir),
+        "command": command,
+        "num_utts_in": len(utts), "num_extra_embeddings": int(num_extra), "dim": dim,
+        "num_utts_out": len(utt2spk), "num_dropped": result.num_dropped, "num_merged": result.num_merged,
+        "num_kmeans_clusters": result.num_kmeans_clusters, "num_ahc_clusters": result.num_ahc_clusters,
+        "num_clusters": result.num_clusters, "kmeans_objective": result.kmeans_objective, "gpu": result.gpu,
+        "config": dataclasses.asdict(cfg), "sizes": size_summary(sizes),
+        "seconds": {"load": load_s, **result.seconds, "write": save_s},
+    }
+    if ref is not None:
+        summary["reference"] = _reference_scores(ref, utts, result)
+    _write_report(report_dir, summary)
+    with atomic_write(out_dir / MARKER) as f:
+        json.dump(settings, f, indent=1)
+    return summary
+
+
+def _reference_scores(ref: Path, utts: list[str], result: Clustering) -> dict:
+    """Scores of the k-means and final clusters against the reference speakers (utts with a reference only)."""
+    ref_spk = read_kv(ref)
+    has = np.fromiter((u in ref_spk for u in utts), dtype=bool, count=len(utts))
+    if not has.any():
+        raise ValueError(f"{ref}: none of the clustered utts has a reference speaker")
+    true = [ref_spk[u] for u, h in zip(utts, has) if h]
+    kept = has & (result.labels >= 0)
+    out = {"ref_utt2spk": str(ref), "num_utts_with_ref": int(has.sum()),
+           "num_ref_speakers": len(set(true)),
+           "kmeans": clustering_scores(result.kmeans_labels[has], true)}
+    if kept.any():
+        out["final"] = clustering_scores(result.labels[kept], [ref_spk[u] for u, k in zip(utts, kept) if k])
+        out["final"]["num_utts"] = int(kept.sum())
+        out["final"]["num_ref_speakers"] = len({ref_spk[u] for u, k in zip(utts, kept) if k})
+    return out
+
+
+def _write_report(report_dir: Path, s: dict) -> None:
+    """``report.md`` (human) then ``clusters.json`` (machine), both atomically."""
+    cfg = s["config"]
+    sz = s["sizes"]
+    lines = [f"# Pseudo-label clustering: {s['out_dir']}", "",
+             f"- embeddings: `{s['scp']}` of data dir `{s['data_dir']}`",
+             f"- utterances: {s['num_utts_in']} in, {s['num_utts_out']} out"
+             + (f" ({s['num_dropped']} dropped, {s['num_merged']} merged from clusters smaller than "
+                f"{cfg['min_cluster_size']}, --small-clusters {cfg['small_clusters']})"
+                if cfg["min_cluster_size"] > 1 else ""),
+             f"- k-means (faiss, {'GPU' if s['gpu'] else 'CPU'}): k={cfg['k']}, niter={cfg['niter']}, "
+             f"nredo={cfg['nredo']}, spherical={cfg['spherical']}, init={cfg['init']}, seed={cfg['seed']}, "
+             f"max_points_per_centroid={cfg['max_points_per_centroid']}: {s['num_kmeans_clusters']} non-empty clusters, "
+             f"objective {s['kmeans_objective']:.6g}"]
+    if s["num_ahc_clusters"] is not None:
+        cut = (f"{cfg['ahc_clusters']} clusters" if cfg["ahc_clusters"] is not None
+               else f"distance threshold {cfg['ahc_threshold']}")
+        lines.append(f"- AHC of the centroids: {cfg['ahc_linkage']} linkage, cut at {cut}: "
+                     f"{s['num_ahc_clusters']} clusters")
+    lines.append(f"- **pseudo speakers: {s['num_clusters']}**")
+    if s.get("command"):
+        lines.append(f"- command: `{s['command']}`")
+    if sz["num_clusters"]:
+        p = sz["percentiles"]
+        lines += ["", "## Cluster sizes (utterances)", "",
+                  "| min | p5 | p25 | median | p75 | p95 | max | mean |", "|---|---|---|---|---|---|---|---|",
+                  f"| {sz['min']} | {p['p5']:g} | {p['p25']:g} | {p['p50']:g} | {p['p75']:g} | {p['p95']:g} | "
+                  f"{sz['max']} | {sz['mean']:.1f} |", "",
+                  "| size | clusters |", "|---|---|", *(f"| {b} | {c} |" for b, c in sz["histogram"].items())]
+    if "reference" in s:
+        r = s["reference"]
+        lines += ["", f"## Against the reference speakers (`{r['ref_utt2spk']}`)", "",
+                  f"{r['num_utts_with_ref']} of the {s['num_utts_in']} input utterances have a reference speaker "
+                  f"({r['num_ref_speakers']} speakers).", "",
+                  "| clusters | utts | NMI | ARI | purity | inverse purity |", "|---|---|---|---|---|---|"]
+        for name in ("kmeans", "final"):
+            if name in r:
+                m = r[name]
+                n = m.get("num_utts", r["num_utts_with_ref"])
+                lines.append(f"| {name} | {n} | {m['nmi']:.4f} | {m['ari']:.4f} | {m['purity']:.4f} | "
+                             f"{m['inverse_purity']:.4f} |")
+    lines += ["", "## Time (s)", "", " ".join(f"{k} {v:.2f}" for k, v in s["seconds"].items()), ""]
+    with atomic_write(report_dir / "report.md") as f:
+        f.write("\n".join(lines))
+    with atomic_write(report_dir / "clusters.json") as f:
+        json.dump(s, f, indent=1)
+        f.write("\n")
