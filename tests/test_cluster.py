@@ -14,7 +14,7 @@ import pytest
 from sslspk.cluster.ahc import ahc_centroids, condensed_distances, cut_linkage
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import cluster_means, faiss_kmeans, use_gpu
-from sslspk.cluster.loading import count_lines, l2_normalize_, load_embedding_matrix
+from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
 from sslspk.data.datadir import DataDir, DataDirError, validate
 from sslspk.data.embeddings import load_embeddings, write_embeddings
@@ -222,7 +222,7 @@ def test_streaming_loader_matches_load_embeddings(tmp_path):
     write_embeddings(tmp_path / "b.ark", tmp_path / "b.scp", items[30:])
     scp = tmp_path / "all.scp"
     scp.write_text((tmp_path / "a.scp").read_text() + (tmp_path / "b.scp").read_text())
-    keys, mat = load_embedding_matrix(scp)
+    keys, mat = load_embeddings(scp)
     k2, m2 = load_embeddings(scp)
     assert keys == k2 and mat.dtype == np.float32 and mat.flags.c_contiguous
     np.testing.assert_array_equal(mat, m2)
@@ -234,19 +234,19 @@ def test_streaming_loader_matches_load_embeddings(tmp_path):
 def test_streaming_loader_errors(tmp_path):
     write_embeddings(tmp_path / "a.ark", tmp_path / "a.scp", [("x", np.ones(4)), ("y", np.ones(3))])
     with pytest.raises(FormatError, match=r"a.scp:2: embedding 'y' has dim 3, expected 4"):
-        load_embedding_matrix(tmp_path / "a.scp")
+        load_embeddings(tmp_path / "a.scp")
     lines = (tmp_path / "a.scp").read_text().splitlines()
     (tmp_path / "dup.scp").write_text(f"{lines[0]}\n{lines[0]}\n")
     with pytest.raises(FormatError, match="dup.scp:2: duplicate key 'x'"):
-        load_embedding_matrix(tmp_path / "dup.scp")
+        load_embeddings(tmp_path / "dup.scp")
     (tmp_path / "bad.scp").write_text(f"{lines[0]}\nz {tmp_path}/nothere.ark:5\n")
     with pytest.raises(FormatError, match="bad.scp:2: cannot read embedding 'z'"):
-        load_embedding_matrix(tmp_path / "bad.scp")
+        load_embeddings(tmp_path / "bad.scp")
     (tmp_path / "empty.scp").write_text("")
     with pytest.raises(FormatError, match="no embeddings"):
-        load_embedding_matrix(tmp_path / "empty.scp")
+        load_embeddings(tmp_path / "empty.scp")
     with pytest.raises(FileNotFoundError):
-        load_embedding_matrix(tmp_path / "missing.scp")
+        load_embeddings(tmp_path / "missing.scp")
 
 
 # ----------------------------------------------------------------------------- data dir, CLI, steps

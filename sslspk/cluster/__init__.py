@@ -1,6 +1,5 @@
 """Clustering of utterance embeddings into pseudo speaker labels (recipe stage 3).
 
-* :mod:`~sslspk.cluster.loading`: stream an embeddings scp into a preallocated float32 matrix.
 * :mod:`~sslspk.cluster.kmeans`: faiss k-means, batched nearest-centroid assignment, cluster means.
 * :mod:`~sslspk.cluster.ahc`: agglomerative clustering of the k-means centroids.
 * :mod:`~sslspk.cluster.evaluate`: purity, inverse purity, NMI, ARI and cluster-size summaries.

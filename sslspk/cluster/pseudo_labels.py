@@ -23,7 +23,7 @@ import numpy as np
 from sslspk.cluster.ahc import LINKAGES, ahc_centroids
 from sslspk.cluster.evaluate import clustering_scores, size_summary
 from sslspk.cluster.kmeans import INIT_METHODS, assign, cluster_means, faiss_kmeans, use_gpu
-from sslspk.cluster.loading import l2_normalize_, load_embedding_matrix
+from sslspk.data.embeddings import l2_normalize_, load_embeddings
 from sslspk.utils.fileio import atomic_write, read_kv
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     t0 = time.perf_counter()
     dd = DataDir.load(data_dir)
-    keys, x = load_embedding_matrix(scp)
+    keys, x = load_embeddings(scp)
     index = {k: i for i, k in enumerate(keys)}
     utts = dd.utts
     missing = [u for u in utts if u not in index]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -40,35 +40,72 @@ def write_embeddings(ark: str | os.PathLike, scp: str | os.PathLike,
     return len(lines)
 
 
-def iter_scp(scp: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(key, vector)`` from an scp, in file order; errors name the scp line."""
-    import kaldiio
-
-    for n, line in iter_lines(scp):
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2:
-            raise FormatError(scp, n, f"expected '<key> <ark>:<offset>', got {line!r}")
-        try:
-            vec = kaldiio.load_mat(parts[1])
-        except Exception as e:
-            raise FormatError(scp, n, f"cannot read embedding {parts[0]!r} from {parts[1]!r}: {e}") from e
-        yield parts[0], np.asarray(vec, dtype=np.float32).reshape(-1)
+def count_lines(path: str | os.PathLike) -> int:
+    """Number of lines of a text file (read in binary blocks)."""
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
 
 
 def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """All embeddings of an scp as ``(keys, matrix [N, D])``."""
-    keys: list[str] = []
-    vecs: list[np.ndarray] = []
-    for k, v in iter_scp(scp):
-        if vecs and v.shape != vecs[0].shape:
-            raise FormatError(scp, len(keys) + 1, f"embedding {k!r} has dim {v.size}, expected {vecs[0].size}")
-        keys.append(k)
-        vecs.append(v)
-    if not keys:
+    """``(keys, matrix [N, D] float32)`` of an scp, streamed into one preallocated matrix
+    (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
+
+    Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
+    entry, a vector whose dimension differs from the first, duplicate keys, an empty scp.
+    """
+    import kaldiio
+
+    scp = Path(scp)
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp}: embeddings scp not found")
+    n = count_lines(scp)
+    if n == 0:
         raise FormatError(scp, None, "no embeddings")
-    return keys, np.stack(vecs)
+    keys: list[str] = []
+    seen: dict[str, int] = {}
+    mat: np.ndarray | None = None
+    fds: dict = {}
+    try:
+        for lineno, line in iter_lines(scp):
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise FormatError(scp, lineno, f"expected '<key> <ark>:<offset>', got {line!r}")
+            key, entry = parts[0], parts[1].strip()
+            if key in seen:
+                raise FormatError(scp, lineno, f"duplicate key {key!r} (first on line {seen[key]})")
+            try:
+                vec = np.asarray(kaldiio.load_mat(entry, fd_dict=fds), dtype=np.float32).reshape(-1)
+            except Exception as e:
+                raise FormatError(scp, lineno, f"cannot read embedding {key!r} from {entry!r}: {e}") from e
+            if mat is None:
+                if vec.size == 0:
+                    raise FormatError(scp, lineno, f"embedding {key!r} is empty")
+                mat = np.empty((n, vec.size), dtype=np.float32)
+            elif vec.size != mat.shape[1]:
+                raise FormatError(scp, lineno, f"embedding {key!r} has dim {vec.size}, expected {mat.shape[1]}")
+            mat[len(keys)] = vec
+            seen[key] = lineno
+            keys.append(key)
+    finally:
+        for fd in fds.values():
+            fd.close()
+    assert mat is not None and len(keys) == n
+    return keys, mat
 
 
+def l2_normalize_(mat: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """Scale each row of ``mat`` to unit L2 norm in place (in batches; zero rows stay zero); returns ``mat``."""
+    for b in range(0, mat.shape[0], batch):
+        rows = mat[b:b + batch]
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        np.maximum(norms, 1e-12, out=norms)
+        rows /= norms
+    return mat
 
 
 def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> tuple[list[str], np.ndarray]:
