@@ -66,6 +66,7 @@ def test_mini_recipe_end_to_end(recipe, monkeypatch):
     r = recipe("--stage", "0", "--stop-stage", "1", *TINY)
     r = recipe("--stage", "6")
     assert r.stdout.count("skipping extraction") == 2 and "up to date" in r.stdout
+    assert r.stdout.count("is up to date") == 5  # cosine, AS-norm and the three calibration rows
     assert [p.stat().st_mtime_ns for p in logs] == mtimes
 
     # A killed extraction (one job's output missing) redoes only that job.
@@ -78,6 +79,34 @@ def test_mini_recipe_end_to_end(recipe, monkeypatch):
     assert "wrote" in (test_dir / "log" / "extract.2.log").read_text()
     assert log1 != (test_dir / "log" / "extract.1.log").read_text()
     assert sorted(kaldiio.load_scp(str(test_dir / "embeddings.scp")).keys()) == utts
+
+
+def test_mini_scoring_backends(recipe, monkeypatch):
+    """Stage 6's AS-norm and calibration rows on a mini corpus with 10 test speakers (12 utts each).
+
+    AS-norm (cohort: the training embeddings) must not raise the EER of cosine scoring, and the
+    calibration trained on one half of the test speakers must lower Cllr on the other half.
+    """
+    import json
+
+    monkeypatch.chdir(recipe.dir)
+    recipe("--stage", "0", "--stop-stage", "1", "--num-train-speakers", "4", "--num-test-speakers", "10",
+           "--utts-per-speaker", "12")
+    recipe("--stage", "6")
+    sys_dir = recipe.dir / "exp" / "mini" / "baseline"
+    res = json.loads((sys_dir / "results.json").read_text())
+    assert {r["backend"] for r in res.values()} == {"cosine", "as-norm", "as-norm+cal"}
+    assert res["test_asnorm"]["eer"] <= res["test"]["eer"], (res["test"]["eer"], res["test_asnorm"]["eer"])
+    raw, cal = res["test_asnorm_eval"], res["test_asnorm_eval_cal"]
+    assert cal["cllr"] < raw["cllr"], (raw["cllr"], cal["cllr"])
+    assert cal["eer"] == raw["eer"] and cal["num_target"] == raw["num_target"]
+    # The calibration halves are speaker-disjoint.
+    spk = lambda u: u.split("-")[0]  # noqa: E731
+    halves = [{spk(w) for line in (sys_dir / "trials" / n).read_text().splitlines() for w in line.split()[:2]}
+              for n in ("dev", "eval")]
+    assert halves[0] and halves[1] and not halves[0] & halves[1]
+    cal_json = json.loads((sys_dir / "calibration.json").read_text())
+    assert cal_json["prior"] == 0.5 and cal_json["a"] > 0
 
 
 def test_unavailable_stages_fail_clearly(recipe):

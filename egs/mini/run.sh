@@ -9,7 +9,8 @@
 #   3  clustering of embeddings -> pseudo speaker labels  (not yet available)
 #   4  fine-tuning on the pseudo-labels                   (not yet available)
 #   5  iterative refinement (3-4 again)                   (not yet available)
-#   6  evaluation: embeddings -> cosine scoring -> EER/minDCF in exp/<corpus>/<system>/results.md
+#   6  evaluation: embeddings -> cosine and AS-norm scoring, calibration -> EER/minDCF/Cllr
+#      in exp/<corpus>/<system>/results.md
 #
 # Examples:
 #   ./run.sh --stage 0 --stop-stage 1 && ./run.sh --stage 6       # the baseline, end to end
@@ -33,6 +34,9 @@ num_train_speakers=40     # mini corpus size
 num_test_speakers=10
 utts_per_speaker=16
 baseline_conf=conf/baseline.yaml   # conf/baseline_nocmn.yaml where the channel is tied to the speaker (FSDD)
+asnorm_cohort=utt          # AS-norm cohort: utt (training embeddings) or spk (training speaker means)
+asnorm_top_n=300           # AS-norm: closest cohort entries (clipped to the cohort size)
+cal_p_target=0.5           # prior of the score calibration objective
 
 . utils/parse_options.sh
 
@@ -82,7 +86,23 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   fi
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $sys "$train_data" $sys/embeddings/train
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $sys "$test_data" $sys/embeddings/test
-  steps/score.sh --mean-scp $sys/embeddings/train/embeddings.scp --var-norm true \
-    $sys "$trials" $sys/embeddings/test/embeddings.scp test
+  emb=$sys/embeddings/test/embeddings.scp
+  norm=(--mean-scp $sys/embeddings/train/embeddings.scp --var-norm true)
+  steps/score.sh "${norm[@]}" $sys "$trials" $emb test
+  # AS-norm; cohort: the training utterances (asnorm_cohort=utt) or their speaker means (spk).
+  asnorm=("${norm[@]}" --cohort-scp $sys/embeddings/train/embeddings.scp --top-n $asnorm_top_n)
+  [ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$train_data/utt2spk")
+  steps/score.sh "${asnorm[@]}" $sys "$trials" $emb test_asnorm
+  # Calibration: the test speakers are split into two disjoint halves; the AS-norm scores of the
+  # dev half train it, the eval half is reported before (scores read as LLRs) and after.
+  if [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ]; then
+    split_trials.py "$test_data/utt2spk" "$trials" $sys/trials/dev $sys/trials/eval
+  fi
+  steps/score.sh "${asnorm[@]}" $sys $sys/trials/dev $emb test_asnorm_dev
+  steps/score.sh "${asnorm[@]}" --llr true $sys $sys/trials/eval $emb test_asnorm_eval
+  if [ ! -f $sys/calibration.json ] || [ $sys/scores/test_asnorm_dev.score -nt $sys/calibration.json ]; then
+    calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
+  fi
+  steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
   cat $sys/results.md
 fi

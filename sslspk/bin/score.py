@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Cosine scoring of a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps.
+"""Score a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps: cosine or AS-norm.
 
-Usage: score.py [--test-scp T] [--mean-scp M [--var-norm]] TRIALS ENROLL_SCP OUT_SCORES
+Usage: score.py [--test-scp T] [--mean-scp M [--var-norm]] [--cohort-scp C [--cohort-utt2spk U] [--top-n 300]]
+                [--calibration cal.json [--utt2dur F]... ] [--skip-missing] TRIALS ENROLL_SCP OUT_SCORES
 
 Writes one line per trial: ``<enroll> <test> <score> [target|nontarget]`` (label copied
 from the trial list when it has one). ``--mean-scp`` (e.g. training-set embeddings)
-subtracts their mean before length normalisation (``--var-norm``: and divides by their std). Vectorised: no loop per trial.
+subtracts their mean before length normalisation (``--var-norm``: and divides by their std).
+``--cohort-scp`` turns on adaptive symmetric score normalisation (AS-norm) with the ``--top-n``
+closest cohort entries (clipped to the cohort size): training utterance embeddings, their
+speaker means (``--cohort-utt2spk``: averaged after the trials' normalisation), or any scp
+(``spk_embeddings.scp`` holds means of length-normalised embeddings: right without --mean-scp). ``--calibration`` maps the scores to LLRs with a model from ``calibrate.py train``.
+Trial ids without an embedding are an error listing them; ``--skip-missing`` scores only the
+others (with a warning giving the count). Vectorised: no loop per trial.
 """
 
 from __future__ import annotations
@@ -23,26 +30,80 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mean-scp", help="subtract the mean of these embeddings (e.g. the training set)")
     p.add_argument("--var-norm", action="store_true",
                    help="also divide each dimension by its standard deviation over --mean-scp")
+    p.add_argument("--cohort-scp", help="AS-norm cohort embeddings (e.g. training speaker means)")
+    p.add_argument("--cohort-utt2spk",
+                   help="AS-norm: --cohort-scp holds utterances; the cohort is the mean of each speaker's "
+                        "embeddings after the same mean/var/length normalisation as the trials")
+    p.add_argument("--top-n", type=int, default=300, help="AS-norm: closest cohort entries used (default 300)")
+    p.add_argument("--block", type=int, default=4096,
+                   help="AS-norm: embeddings scored against the cohort at a time (memory: block x cohort)")
+    p.add_argument("--calibration", help="calibration JSON (calibrate.py train): write LLRs")
+    p.add_argument("--utt2dur", action="append", default=[],
+                   help="utt2dur file(s), for a calibration with quality measures")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="score only trials whose two ids have embeddings (warn with the count)")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
+        import numpy as np
+
         from sslspk.data.embeddings import load_embeddings
-        from sslspk.scoring.cosine import score_trials
-        from sslspk.scoring.trials import read_trials
+        from sslspk.scoring.cosine import present_trials, score_trials
+        from sslspk.scoring.trials import Trials, read_trials
         from sslspk.utils.fileio import atomic_write
 
         trials = read_trials(args.trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None
+        source = f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else "")
+        if args.skip_missing:
+            keep = present_trials(trials.enroll, trials.test, emb[0], test[0] if test else None)
+            n_miss = int((~keep).sum())
+            if n_miss:
+                if not keep.any():
+                    raise KeyError(f"none of the {len(trials)} trials of {args.trials} have embeddings in {source}")
+                print(f"WARNING: skipping {n_miss} of {len(trials)} trials of {args.trials} "
+                      f"with no embedding in {source}", file=sys.stderr)
+                idx = np.flatnonzero(keep)
+                trials = Trials([trials.enroll[i] for i in idx], [trials.test[i] for i in idx],
+                                None if trials.labels is None else trials.labels[idx])
         if args.var_norm and not args.mean_scp:
             raise ValueError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
         ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
         mean = ref.mean(axis=0) if ref is not None else None
         scale = ref.std(axis=0) if args.var_norm else None
-        scores = score_trials(emb, trials.enroll, trials.test, mean=mean, scale=scale, test_emb=test,
-                              source=f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else ""))
+        if args.cohort_scp:
+            from sslspk.scoring.asnorm import asnorm_trials
+
+            c_keys, cohort = load_embeddings(args.cohort_scp)
+            groups = None
+            if args.cohort_utt2spk:
+                from sslspk.utils.fileio import read_kv
+
+                u2s = read_kv(args.cohort_utt2spk)
+                missing = [k for k in c_keys if k not in u2s]
+                if missing:
+                    raise KeyError(f"{len(missing)} cohort id(s) of {args.cohort_scp} are not in "
+                                   f"{args.cohort_utt2spk}: {', '.join(missing[:5])}")
+                groups = np.array([u2s[k] for k in c_keys])
+            elif ref is not None:
+                r_norm = float(np.median(np.linalg.norm(ref, axis=1)))
+                c_norm = float(np.median(np.linalg.norm(cohort, axis=1)))
+                if not 0.5 < c_norm / max(r_norm, 1e-12) < 2.0:
+                    print(f"WARNING: the cohort embeddings of {args.cohort_scp} (median norm {c_norm:.3g}) are not in "
+                          f"the domain of {args.mean_scp} (median norm {r_norm:.3g}) whose mean is subtracted: "
+                          "length-normalised speaker means? Pass utterance embeddings with --cohort-utt2spk",
+                          file=sys.stderr)
+            scores = asnorm_trials(emb, trials.enroll, trials.test, cohort, top_n=args.top_n, mean=mean,
+                                   scale=scale, test_emb=test, source=source, block=args.block,
+                                   cohort_groups=groups)
+        else:
+            scores = score_trials(emb, trials.enroll, trials.test, mean=mean, scale=scale, test_emb=test,
+                                  source=source)
+        if args.calibration:
+            scores = apply_calibration(args.calibration, scores, trials.enroll, trials.test, args.utt2dur)
         names = ("nontarget", "target")
         with atomic_write(args.out_scores) as f:
             for i, (e, t, s) in enumerate(zip(trials.enroll, trials.test, scores)):
@@ -51,6 +112,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"scored {len(scores)} trials -> {args.out_scores}")
 
     run_cli(work)
+
+
+def apply_calibration(cal_path: str, scores, enroll: list[str], test: list[str], utt2dur: list[str]):
+    """LLRs of ``scores`` with the calibration JSON ``cal_path`` (durations from ``utt2dur`` files)."""
+    from sslspk.scoring.calibration import Calibration, quality_features, read_durations
+
+    cal = Calibration.load(cal_path)
+    quality = quality_features(enroll, test, read_durations(utt2dur)) if cal.weights else None
+    return cal.apply(scores, quality)
 
 
 if __name__ == "__main__":

@@ -64,18 +64,35 @@ class Metrics:
     min_dcf: dict[float, float]
     num_target: int
     num_nontarget: int
+    cllr: float | None = None  # only when the scores are LLRs (calibrated)
+    act_dcf: dict[float, float] | None = None
 
     def as_dict(self) -> dict:
-        return {"eer": self.eer, "eer_threshold": self.eer_threshold,
-                "min_dcf": {str(p): v for p, v in self.min_dcf.items()},
-                "num_target": self.num_target, "num_nontarget": self.num_nontarget}
+        d = {"eer": self.eer, "eer_threshold": self.eer_threshold,
+             "min_dcf": {str(p): v for p, v in self.min_dcf.items()},
+             "num_target": self.num_target, "num_nontarget": self.num_nontarget}
+        if self.cllr is not None:
+            d["cllr"] = self.cllr
+        if self.act_dcf is not None:
+            d["act_dcf"] = {str(p): v for p, v in self.act_dcf.items()}
+        return d
 
 
 def compute_metrics(scores: np.ndarray, labels: np.ndarray, p_targets: tuple[float, ...] = (0.01, 0.05),
-                    c_miss: float = 1.0, c_fa: float = 1.0) -> Metrics:
-    """EER and minDCF at each ``p_target`` from one sort of the scores."""
+                    c_miss: float = 1.0, c_fa: float = 1.0, llr: bool = False) -> Metrics:
+    """EER and minDCF at each ``p_target`` from one sort of the scores.
+
+    With ``llr`` (the scores are log-likelihood ratios, e.g. calibrated), also Cllr and the
+    actual DCF at the Bayes threshold of each ``p_target``.
+    """
     p_miss, p_fa, thr = det_points(scores, labels)
     eer, eer_thr = eer_from_det(p_miss, p_fa, thr)
     dcf = {p: min_dcf_from_det(p_miss, p_fa, thr, p, c_miss, c_fa)[0] for p in p_targets}
     n_tar = int(np.asarray(labels).astype(bool).sum())
-    return Metrics(eer, eer_thr, dcf, n_tar, len(labels) - n_tar)
+    m = Metrics(eer, eer_thr, dcf, n_tar, len(labels) - n_tar)
+    if llr:
+        from sslspk.scoring.calibration import act_dcf, cllr
+
+        m.cllr = cllr(scores, labels)
+        m.act_dcf = {p: act_dcf(scores, labels, p, c_miss, c_fa) for p in p_targets}
+    return m

@@ -15,11 +15,11 @@ from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 _LABELS = {"target": 1, "nontarget": 0}
 
 
-def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and labels from ``enroll test score [label]`` lines (labels from ``trials`` if absent)."""
+def read_score_file(path: str | os.PathLike) -> tuple[list[tuple[str, str]], np.ndarray, list[str | None]]:
+    """``(pairs, scores, labels)`` of a score file; labels are ``'target'``/``'nontarget'`` or None."""
     pairs: list[tuple[str, str]] = []
     scores: list[float] = []
-    labels: list[int] = []
+    labels: list[str | None] = []
     for n, line in iter_lines(path):
         f = line.split()
         if len(f) not in (3, 4) or (len(f) == 4 and f[3] not in _LABELS):
@@ -29,12 +29,18 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
         except ValueError:
             raise FormatError(path, n, f"score {f[2]!r} is not a number") from None
         pairs.append((f[0], f[1]))
-        if len(f) == 4:
-            labels.append(_LABELS[f[3]])
+        labels.append(f[3] if len(f) == 4 else None)
     if not scores:
         raise FormatError(path, None, "no scores")
-    if len(labels) == len(scores):
-        return np.asarray(scores), np.asarray(labels)
+    return pairs, np.asarray(scores), labels
+
+
+def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and labels from ``enroll test score [label]`` lines (labels from ``trials`` if absent)."""
+    pairs, score_arr, names = read_score_file(path)
+    labels = [_LABELS[x] for x in names if x is not None]
+    if len(labels) == len(names):
+        return score_arr, np.asarray(labels)
     if labels:
         raise FormatError(path, None, "some lines have a label and some do not")
     if trials is None:
@@ -46,22 +52,107 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
     missing = [p for p in pairs if p not in lab]
     if missing:
         raise KeyError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
-    return np.asarray(scores), np.asarray([lab[p] for p in pairs])
+    return score_arr, np.asarray([lab[p] for p in pairs])
 
 
-def update_results(exp_dir: str | os.PathLike, name: str, metrics: Metrics, scores: str | os.PathLike) -> None:
-    """Add or replace row ``name`` in ``exp_dir/results.json`` and regenerate ``results.md``."""
+def file_sha256(path: str | os.PathLike, length: int = 12) -> str:
+    """First ``length`` hex digits of the SHA-256 of a file."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]
+
+
+def update_results(exp_dir: str | os.PathLike, name: str, metrics: Metrics, scores: str | os.PathLike,
+                   backend: str = "cosine", extra: dict | None = None) -> dict:
+    """Add or replace row ``name`` in ``exp_dir/results.json`` and regenerate ``results.md``.
+
+    The row records the metrics, the score file, the scoring ``backend`` (e.g. ``cosine``,
+    ``as-norm``, ``+cal``), the model (``exp_dir``) and its ``config.yaml`` path and SHA-256.
+    Returns the row.
+    """
     exp_dir = Path(exp_dir)
     jpath = exp_dir / "results.json"
-    rows: dict[str, dict] = json.loads(jpath.read_text()) if jpath.exists() else {}
-    rows[name] = {**metrics.as_dict(), "scores": str(scores)}
+    try:
+        rows: dict[str, dict] = json.loads(jpath.read_text()) if jpath.exists() else {}
+    except json.JSONDecodeError as e:
+        raise FormatError(jpath, e.lineno, f"invalid JSON: {e.msg}") from None
+    row = {**metrics.as_dict(), "scores": str(scores), "backend": backend, "model": str(exp_dir)}
+    cfg = exp_dir / "config.yaml"
+    if cfg.exists():
+        row["config"] = str(cfg)
+        row["config_sha256"] = file_sha256(cfg)
+    row.update(extra or {})
+    rows[name] = row
     with atomic_write(jpath) as f:
         json.dump(rows, f, indent=2, sort_keys=True)
-    p_targets = sorted({p for r in rows.values() for p in r["min_dcf"]}, key=float)
-    head = "| trials | EER (%) | " + " | ".join(f"minDCF (p={p})" for p in p_targets) + " | #target | #nontarget |"
-    lines = [f"# Results: {exp_dir}", "", head, "|" + "---|" * (5 + len(p_targets) - 1)]
-    for n, r in sorted(rows.items()):
-        dcf = " | ".join(f"{r['min_dcf'][p]:.4f}" if p in r["min_dcf"] else "-" for p in p_targets)
-        lines.append(f"| {n} | {100 * r['eer']:.3f} | {dcf} | {r['num_target']} | {r['num_nontarget']} |")
     with atomic_write(exp_dir / "results.md") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(f"# Results: {exp_dir}\n\n")
+        configs = sorted({f"`{r['config']}` (sha256 {r['config_sha256']})" for r in rows.values() if "config" in r})
+        if configs:
+            f.write("Model config: " + ", ".join(configs) + "\n\n")
+        f.write(results_table([{"trials": n, **r} for n, r in sorted(rows.items())]))
+    return row
+
+
+def _fmt_map(rows: list[dict], key: str) -> list[str]:
+    return sorted({p for r in rows for p in (r.get(key) or {})}, key=float)
+
+
+def results_table(rows: list[dict], first: tuple[str, ...] = ("trials",), last: tuple[str, ...] = ()) -> str:
+    """Markdown table of result rows (dicts as in ``results.json``, plus the ``first`` columns).
+
+    Columns: ``first``, backend, EER, minDCF per p_target, Cllr and actDCF per p_target (when
+    any row has them; ``-`` elsewhere), #target, #nontarget, ``last``.
+    """
+    dcf_p, act_p = _fmt_map(rows, "min_dcf"), _fmt_map(rows, "act_dcf")
+    has_cllr = any(r.get("cllr") is not None for r in rows)
+    head = [*first, "backend", "EER (%)", *(f"minDCF (p={p})" for p in dcf_p)]
+    if has_cllr:
+        head.append("Cllr")
+    head += [*(f"actDCF (p={p})" for p in act_p), "#target", "#nontarget", *last]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r.get(c, "-")) for c in first] + [str(r.get("backend", "-")), f"{100 * r['eer']:.3f}"]
+        cells += [f"{r['min_dcf'][p]:.4f}" if p in r.get("min_dcf", {}) else "-" for p in dcf_p]
+        if has_cllr:
+            cells.append(f"{r['cllr']:.4f}" if r.get("cllr") is not None else "-")
+        cells += [f"{r['act_dcf'][p]:.4f}" if p in (r.get("act_dcf") or {}) else "-" for p in act_p]
+        cells += [str(r.get("num_target", "-")), str(r.get("num_nontarget", "-"))]
+        cells += [str(r.get(c, "-")) for c in last]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def collect_results(dirs: list[str | os.PathLike]) -> list[dict]:
+    """Rows of every ``results.json`` in ``dirs`` or below them, with ``exp`` (the dir) and ``trials``.
+
+    Directories are visited in natural order (``iter2`` before ``iter10``); a malformed file
+    raises :class:`FormatError` naming it.
+    """
+    import re
+
+    def natural(p: Path) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+    found: list[Path] = []
+    for d in dirs:
+        d = Path(d)
+        if d.is_file() and d.name == "results.json":
+            found.append(d)
+        elif d.is_dir():
+            found += sorted(d.rglob("results.json"), key=natural)
+        else:
+            raise FileNotFoundError(f"{d}: no such directory (or results.json)")
+    rows: list[dict] = []
+    for j in dict.fromkeys(found):  # unique, in order
+        try:
+            data = json.loads(j.read_text())
+        except json.JSONDecodeError as e:
+            raise FormatError(j, e.lineno, f"invalid JSON: {e.msg}") from None
+        if not isinstance(data, dict):
+            raise FormatError(j, None, "expected an object of result rows")
+        for name, r in sorted(data.items()):
+            if not isinstance(r, dict) or "eer" not in r:
+                raise FormatError(j, None, f"row {name!r} has no 'eer'")
+            rows.append({"exp": str(j.parent), "trials": name, **r})
+    return rows

@@ -66,3 +66,38 @@ def read_trials(path: str | os.PathLike) -> Trials:
     if not enroll:
         raise FormatError(path, None, "trial list is empty")
     return Trials(enroll, test, None if fmt == "unlabelled" else np.asarray(labels, dtype=np.int8))
+
+
+def write_trials(path: str | os.PathLike, trials: Trials) -> None:
+    """Write a trial list in Kaldi format (``enroll test [target|nontarget]``), atomically."""
+    from sslspk.utils.fileio import atomic_write
+
+    names = ("nontarget", "target")
+    with atomic_write(path) as f:
+        for i, (e, t) in enumerate(zip(trials.enroll, trials.test)):
+            f.write(f"{e} {t}" + (f" {names[trials.labels[i]]}" if trials.labels is not None else "") + "\n")
+
+
+def split_by_speaker(trials: Trials, utt2spk: dict[str, str], seed: int = 0) -> tuple[Trials, Trials]:
+    """Split into two speaker-disjoint halves (e.g. calibration dev / evaluation).
+
+    The speakers of the list are shuffled with ``seed`` and halved; a trial goes to a half when
+    both its enrollment and its test speaker are in it (cross-half trials are dropped), so no
+    speaker (and no utterance) of one half occurs in the other.
+    """
+    missing = sorted({u for u in (*trials.enroll, *trials.test) if u not in utt2spk})
+    if missing:
+        raise KeyError(f"{len(missing)} trial id(s) have no speaker in utt2spk: {', '.join(missing[:5])}"
+                       + (" ..." if len(missing) > 5 else ""))
+    spks = sorted({utt2spk[u] for u in (*trials.enroll, *trials.test)})
+    if len(spks) < 2:
+        raise ValueError(f"cannot split a trial list of {len(spks)} speaker(s) into two halves")
+    order = np.random.default_rng(seed).permutation(len(spks))
+    first = {spks[i] for i in order[: len(spks) // 2]}
+    halves = []
+    for want in (True, False):
+        idx = [i for i, (e, t) in enumerate(zip(trials.enroll, trials.test))
+               if (utt2spk[e] in first) == want and (utt2spk[t] in first) == want]
+        halves.append(Trials([trials.enroll[i] for i in idx], [trials.test[i] for i in idx],
+                             None if trials.labels is None else trials.labels[idx]))
+    return halves[0], halves[1]

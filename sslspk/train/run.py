@@ -1,4 +1,4 @@
-"""Config → validated pieces → trainer: shared by ``train_ssl.py`` (and later fine-tuning)."""
+"""Config → validated pieces → trainer: shared by ``train_ssl.py`` and ``train_pseudo.py``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ from typing import Any
 
 from sslspk.utils.config import ConfigError, from_dict, load_yaml, save_yaml
 
-SECTIONS = {"ssl": ("sample_rate", "model", "data", "ssl", "train")}
+SECTIONS = {
+    "ssl": {"required": ("model", "data", "ssl", "train"), "optional": ("sample_rate",)},
+    "pseudo": {"required": ("data", "loss", "train"),
+               "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc")},
+}
 DATA_KEYS = ("views", "augment")
 
 
 def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
     """Reject unknown or missing top-level sections before any work starts."""
-    allowed = SECTIONS[kind]
+    spec = SECTIONS[kind]
+    allowed = spec["required"] + spec["optional"]
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
-    missing = [k for k in ("model", "data", kind, "train") if k not in cfg]
+    missing = [k for k in spec["required"] if k not in cfg]
     if missing:
         raise ConfigError(f"{where}: missing required section(s) {', '.join(missing)}")
     bad = sorted(set(cfg["data"] or {}) - set(DATA_KEYS))
@@ -27,16 +32,44 @@ def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
         raise ConfigError(f"{where}: data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
 
 
+def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> dict[str, Any]:
+    """The ``model:`` block: from the config, or from the ``init`` model dir (they must agree)."""
+    if init is None:
+        if "model" not in cfg:
+            raise ConfigError(f"{where}: missing 'model' section (or pass an initial model dir)")
+        return cfg["model"]
+    init_model = load_yaml(Path(init) / "config.yaml")["model"]
+    if "model" in cfg and cfg["model"] != init_model:
+        raise ConfigError(f"{where}: 'model' differs from that of the initial model {init}; drop it to inherit")
+    return init_model
+
+
 def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, exp_dir: str | os.PathLike,
-                      kind: str = "ssl", force: bool = False) -> Path:
-    """Build everything from ``config`` (validated first), train into ``exp_dir``; returns model.pt."""
+                      kind: str = "ssl", force: bool = False, init: str | os.PathLike | None = None,
+                      ref_utt2spk: str | os.PathLike | None = None) -> Path:
+    """Build everything from ``config`` (validated first), train into ``exp_dir``; returns model.pt.
+
+    ``kind`` is ``ssl`` (unlabelled) or ``pseudo`` (labels = the speakers of ``data_dir``'s
+    utt2spk, e.g. clustering output). ``init`` (or the config's ``init:``): a model dir whose
+    ``model.pt`` initialises the encoder and whose ``model:`` block it inherits.
+    ``ref_utt2spk``: true speakers, for diagnostics only.
+    """
     exp_dir = Path(exp_dir)
     out = exp_dir / "model.pt"
     cfg = load_yaml(config)
     validate(cfg, kind, str(config))
+    if kind == "pseudo":
+        init = init if init is not None else cfg.get("init")
+        cfg["model"] = _model_block(cfg, init, str(config))
+        if init is not None:
+            cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
+            cfg.setdefault("sample_rate", load_yaml(Path(init) / "config.yaml").get("sample_rate", 16000))
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force to train again)")
         return out
+    import numpy as np
+    import torch
+
     from sslspk.data.dataset import CropDataset, parse_views
     from sslspk.models import build_model
     from sslspk.train.trainer import TrainConfig, Trainer
@@ -44,14 +77,38 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     train_cfg = from_dict(TrainConfig, cfg["train"], f"{config}: train")
     sample_rate = cfg.get("sample_rate", 16000)
     views = parse_views(cfg["data"].get("views"), f"{config}: data.views")
-    import torch
-
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
     encoder = build_model(cfg["model"])
+    if init is not None:
+        state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state["model"])
     dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed)
-    from sslspk.ssl import build_ssl_task
+    if kind == "ssl":
+        from sslspk.ssl import build_ssl_task
 
-    task = build_ssl_task(cfg["ssl"], encoder, dataset, train_cfg.epochs, train_cfg.seed)
+        task = build_ssl_task(cfg["ssl"], encoder, dataset, train_cfg.epochs, train_cfg.seed)
+    else:
+        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig, SupervisedTask
+
+        spks = sorted(set(dataset.data.utt2spk.values()))
+        spk_index = {s: i for i, s in enumerate(spks)}
+        labels = np.array([spk_index[dataset.data.utt2spk[u]] for u in dataset.utts])
+        dataset.labels = labels.copy()
+        true = None
+        if ref_utt2spk is not None:
+            from sslspk.utils.fileio import read_kv
+
+            ref = read_kv(ref_utt2spk)
+            missing = [u for u in dataset.utts if u not in ref]
+            if missing:
+                raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
+            true_index: dict[str, int] = {}
+            true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
+        loss = from_dict(LossConfig, cfg["loss"], f"{config}: loss")
+        dlg = from_dict(DLGLCConfig, cfg["dlg_lc"], f"{config}: dlg_lc") if cfg.get("dlg_lc") else None
+        task = SupervisedTask(encoder, len(spks), len(dataset), loss,
+                              from_dict(FinetuneConfig, cfg.get("finetune"), f"{config}: finetune"), dlg,
+                              labels=labels, true_labels=true)
     trainer = Trainer(train_cfg, exp_dir)
     if trainer.is_main:
         if force:

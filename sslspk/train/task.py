@@ -18,6 +18,10 @@ class TrainTask(nn.Module):
 
     export_prefix = "encoder."
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups; a group's ``lr_scale`` multiplies the scheduled learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
         """Called before each epoch (e.g. SSPS positives, DLG-LC gating); returns logs."""
         return {}

@@ -171,11 +171,13 @@ class Trainer:
 
     # -------------------------------------------------------------------- fit
     def _optimizer(self, task: TrainTask) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for p in task.parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = []
+        for g in task.param_groups():
+            params = [p for p in g["params"] if p.requires_grad]
+            scale = g.get("lr_scale", 1.0)
+            groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.cfg.weight_decay, "lr_scale": scale},
+                       {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
+        groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
@@ -229,7 +231,7 @@ class Trainer:
                     break
                 lr = lr_at(self.global_step, total, warmup, cfg)
                 for g in opt.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g["lr_scale"]
                 batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
                              else v.to(self.device, non_blocking=True)) for k, v in batch.items()}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -1,0 +1,197 @@
+"""Python API: load a trained encoder, embed audio, verify pairs against a threshold.
+
+>>> emb = SpeakerEmbedder.from_pretrained("exp/mini/baseline")      # doctest: +SKIP
+>>> score, same = emb.verify("a.wav", "b.wav")                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+Audio = Union[str, os.PathLike, np.ndarray]
+THRESHOLD_FILE = "threshold.json"
+
+
+class SpeakerEmbedder:
+    """Wraps any ``nn.Module`` mapping waveforms ``[B, T]`` to embeddings ``[B, D]``.
+
+    Scores are cosine similarities of the embeddings after optional ``mean`` subtraction
+    and ``scale`` division (as ``bin/score.py --mean-scp [--var-norm]``); ``verify`` accepts a
+    pair when the score is at least ``threshold``.
+    """
+
+    def __init__(self, model: Any, sample_rate: int = 16000, device: str = "cpu",
+                 exp_dir: str | os.PathLike | None = None, threshold: float | None = None,
+                 mean: np.ndarray | None = None, scale: np.ndarray | None = None):
+        self.model = model.to(device).eval()
+        self.sample_rate = int(sample_rate)
+        self.device = device
+        self.exp_dir = Path(exp_dir) if exp_dir is not None else None
+        self.threshold = threshold
+        self.mean = mean
+        self.scale = scale
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> "SpeakerEmbedder":
+        """Load an experiment dir (``config.yaml`` [+ ``model.pt``]) or a checkpoint file beside its config.
+
+        A ``threshold.json`` in the dir (written by :meth:`calibrate_threshold`) sets the
+        threshold and the score normalisation.
+        """
+        import torch
+
+        from sslspk.extraction import load_encoder
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such experiment dir or checkpoint")
+        exp_dir = path if path.is_dir() else path.parent
+        model, cfg = load_encoder(exp_dir, device="cpu")
+        if path.is_file() and path.resolve() != (exp_dir / "model.pt").resolve():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"] if "model" in state else state)
+        emb = cls(model, cfg.get("sample_rate", 16000), device, exp_dir)
+        tfile = exp_dir / THRESHOLD_FILE
+        if tfile.exists():
+            try:
+                d = json.loads(tfile.read_text())
+                emb.threshold = float(d["threshold"])
+                emb.mean = np.asarray(d["mean"]) if d.get("mean") is not None else None
+                emb.scale = np.asarray(d["scale"]) if d.get("scale") is not None else None
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{tfile}: not a threshold file: {e}") from e
+        return emb
+
+    # ------------------------------------------------------------------ embeddings
+    def _waveform(self, audio: Audio, sample_rate: int | None) -> np.ndarray:
+        from sslspk.data.audio import load_audio, resample
+
+        if isinstance(audio, np.ndarray):
+            wav = np.asarray(audio, dtype=np.float32)
+            if wav.ndim != 1 or wav.size == 0:
+                raise ValueError(f"expected a non-empty mono waveform [T], got shape {wav.shape}")
+            if sample_rate is not None and sample_rate != self.sample_rate:
+                wav = resample(wav, int(sample_rate), self.sample_rate)
+            return wav
+        return load_audio(str(audio), self.sample_rate)
+
+    def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
+        """Embedding ``[D]`` of a file path (or wav.scp pipe entry) or a waveform array.
+
+        Arrays are taken at ``sample_rate`` (default: the model's) and resampled to the model's rate.
+        """
+        import torch
+
+        wav = torch.from_numpy(self._waveform(audio, sample_rate)).to(self.device)
+        with torch.inference_mode():
+            return self.model(wav.unsqueeze(0))[0].float().cpu().numpy()
+
+    def embed_batch(self, items: Sequence[Audio], progress: bool = True,
+                    sample_rate: int | None = None) -> np.ndarray:
+        """Embeddings ``[N, D]`` of several paths/arrays (one forward pass each: lengths differ)."""
+        from tqdm import tqdm
+
+        vecs = [self.embed(a, sample_rate) for a in tqdm(items, desc="embed", unit="utt", disable=not progress)]
+        if not vecs:
+            raise ValueError("embed_batch: no inputs")
+        return np.stack(vecs)
+
+    # ------------------------------------------------------------------ scoring
+    def score_embeddings(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine scores of the rows of ``a`` and ``b`` (``[D]`` or ``[N, D]``) after normalisation."""
+        from sslspk.scoring.cosine import normalise_embeddings
+
+        a2, b2 = np.atleast_2d(a), np.atleast_2d(b)
+        s = np.einsum("ij,ij->i", normalise_embeddings(a2, self.mean, self.scale),
+                      normalise_embeddings(b2, self.mean, self.scale))
+        return s
+
+    def score(self, a: Audio, b: Audio, sample_rate: int | None = None) -> float:
+        """Cosine score of two recordings (paths or arrays)."""
+        return float(self.score_embeddings(self.embed(a, sample_rate), self.embed(b, sample_rate))[0])
+
+    def verify(self, a: Audio, b: Audio, sample_rate: int | None = None) -> tuple[float, bool]:
+        """``(score, same_speaker)``; needs a threshold (:meth:`set_threshold` or :meth:`calibrate_threshold`)."""
+        if self.threshold is None:
+            raise ValueError("no decision threshold: call set_threshold(value) or calibrate_threshold(trials, audio)")
+        s = self.score(a, b, sample_rate)
+        return s, bool(s >= self.threshold)
+
+    def set_threshold(self, value: float) -> None:
+        """Set the decision threshold on the score."""
+        self.threshold = float(value)
+
+    def set_normalization(self, reference: np.ndarray | None, var_norm: bool = False) -> None:
+        """Subtract the mean (``var_norm``: and divide by the std) of ``reference`` embeddings ``[N, D]``."""
+        if reference is None:
+            self.mean = self.scale = None
+            return
+        ref = np.asarray(reference, dtype=np.float64)
+        self.mean = ref.mean(axis=0)
+        self.scale = ref.std(axis=0) if var_norm else None
+
+    def calibrate_threshold(self, trials: str | os.PathLike, audio: str | os.PathLike | Mapping[str, str],
+                            save: bool = True, progress: bool = False) -> dict[str, float]:
+        """Set the threshold to the EER threshold of a labelled dev trial list.
+
+        ``audio`` maps the trial ids to audio: a Kaldi data dir (``wav.scp`` [+ ``segments``]),
+        a ``wav.scp`` file, or a dict ``{id: path}``. With ``save`` and an experiment dir, the
+        threshold (and the score normalisation) is written to ``exp_dir/threshold.json``.
+        Returns ``{"threshold", "eer", "num_trials"}``.
+        """
+        from sslspk.scoring.metrics import compute_metrics
+        from sslspk.scoring.trials import read_trials
+
+        t = read_trials(trials)
+        if t.labels is None:
+            raise ValueError(f"{trials}: calibrate_threshold needs a labelled trial list")
+        ids = sorted(set(t.enroll) | set(t.test))
+        loader = _audio_loader(audio, self.sample_rate)
+        missing = [u for u in ids if not loader.has(u)]
+        if missing:
+            raise KeyError(f"{len(missing)} trial id(s) of {trials} have no audio in {loader.source}: "
+                           + ", ".join(missing[:5]))
+        emb = self.embed_batch([loader.load(u) for u in ids], progress=progress)
+        row = {u: i for i, u in enumerate(ids)}
+        scores = self.score_embeddings(emb[[row[e] for e in t.enroll]], emb[[row[x] for x in t.test]])
+        m = compute_metrics(scores, t.labels)
+        # Between the EER threshold's score and the next lower one, any value gives the same decisions.
+        self.threshold = float(m.eer_threshold)
+        info = {"threshold": self.threshold, "eer": m.eer, "num_trials": len(t), "trials": str(trials)}
+        if save and self.exp_dir is not None:
+            from sslspk.utils.fileio import atomic_write
+
+            with atomic_write(self.exp_dir / THRESHOLD_FILE) as f:
+                json.dump({**info, "mean": None if self.mean is None else self.mean.tolist(),
+                           "scale": None if self.scale is None else self.scale.tolist()}, f, indent=2)
+        return info
+
+
+class _AudioSource:
+    """Id → waveform from a data dir, a wav.scp or a mapping."""
+
+    def __init__(self, has, load, source: str):
+        self.has, self.load, self.source = has, load, source
+
+
+def _audio_loader(audio: str | os.PathLike | Mapping[str, str], sample_rate: int) -> _AudioSource:
+    from sslspk.data.audio import load_audio
+
+    if isinstance(audio, Mapping):
+        return _AudioSource(audio.__contains__, lambda u: load_audio(str(audio[u]), sample_rate), "the given mapping")
+    p = Path(audio)
+    if p.is_dir():
+        from sslspk.data.datadir import DataDir
+
+        d = DataDir.load(p)
+        utts = set(d.utts)
+        return _AudioSource(utts.__contains__, lambda u: d.load_audio(u, sample_rate), str(p))
+    from sslspk.utils.fileio import read_kv
+
+    table = read_kv(p)
+    return _AudioSource(table.__contains__, lambda u: load_audio(table[u], sample_rate), str(p))

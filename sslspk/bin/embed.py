@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Embed audio files with a trained model; prints JSON.
+
+Usage: embed.py [--device cpu] MODEL AUDIO ...
+
+MODEL is an experiment dir (config.yaml [+ model.pt]) or a checkpoint beside its config.yaml.
+Prints ``{"model": ..., "sample_rate": ..., "dim": D, "embeddings": {"<audio>": [...], ...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to the model's)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    from sslspk.utils.errors import run_cli
+
+    def work() -> None:
+        import json
+
+        from sslspk.api import SpeakerEmbedder
+
+        emb = SpeakerEmbedder.from_pretrained(args.model, device=args.device)
+        vecs = emb.embed_batch(args.audio, progress=False)
+        print(json.dumps({"model": args.model, "sample_rate": emb.sample_rate, "dim": int(vecs.shape[1]),
+                          "embeddings": {a: [round(float(x), 7) for x in v] for a, v in zip(args.audio, vecs)}}))
+
+    run_cli(work)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""DET curves of one or several systems on one plot (normal-deviate axes), plus their points.
+
+Usage: plot_det.py --out det.png [--points det.txt] [--trials TRIALS] [--title T] NAME=SCORES ...
+
+Each SCORES is a score file ``<enroll> <test> <score> [target|nontarget]`` (``--trials`` gives
+labels when absent); a bare path is named by its file stem. The points (``system p_miss p_fa
+threshold``, the corners of each curve) go to ``--points`` (default: the PNG path with ``.txt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("systems", nargs="+", metavar="NAME=SCORES")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--points", help="text file of the curve points (default: OUT with .txt)")
+    p.add_argument("--trials", help="labelled trial list, for score files without labels")
+    p.add_argument("--title")
+    args = p.parse_args(argv)
+
+    from sslspk.utils.errors import run_cli
+
+    def work() -> None:
+        import os
+
+        from sslspk.scoring.det import det_corners, parse_system_args, plot_det, write_det_points
+        from sslspk.scoring.metrics import eer_from_det
+        from sslspk.scoring.report import read_scores
+
+        systems = {}
+        for name, path in parse_system_args(args.systems).items():
+            systems[name] = det_corners(*read_scores(path, args.trials))
+        points = args.points or os.path.splitext(args.out)[0] + ".txt"
+        plot_det(args.out, systems, title=args.title)
+        write_det_points(points, systems)
+        for name, curve in systems.items():
+            print(f"{name}: EER {100 * eer_from_det(*curve)[0]:.3f}%")
+        print(f"DET -> {args.out}, points -> {points}")
+
+    run_cli(work)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Split a trial list into two speaker-disjoint halves (e.g. calibration dev and evaluation).
+
+Usage: split_trials.py [--seed 0] UTT2SPK TRIALS OUT_DEV OUT_EVAL
+
+Speakers (from UTT2SPK) are shuffled with --seed and halved; a trial is kept in a half when
+both of its sides belong to it (cross-half trials are dropped). Outputs are Kaldi-format lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("utt2spk")
+    p.add_argument("trials")
+    p.add_argument("out_dev")
+    p.add_argument("out_eval")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from sslspk.utils.errors import run_cli
+
+    def work() -> None:
+        from sslspk.scoring.trials import read_trials, split_by_speaker, write_trials
+        from sslspk.utils.fileio import read_kv
+
+        dev, ev = split_by_speaker(read_trials(args.trials), read_kv(args.utt2spk), args.seed)
+        for t, path in ((dev, args.out_dev), (ev, args.out_eval)):
+            if len(t) == 0:
+                raise ValueError(f"{path}: the split of {args.trials} left no trials")
+            write_trials(path, t)
+        print(f"{len(dev)} trials -> {args.out_dev}, {len(ev)} trials -> {args.out_eval}")
+
+    run_cli(work)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Same speaker or not? Cosine score of two recordings and a decision; prints JSON.
+
+Usage: verify.py [--threshold T] [--device cpu] MODEL AUDIO_A AUDIO_B
+
+The threshold is --threshold, else MODEL/threshold.json (``SpeakerEmbedder.calibrate_threshold``);
+without either, only the score is printed (``"same_speaker": null``).
+Prints ``{"score": s, "threshold": t, "same_speaker": true|false|null}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("audio_a")
+    p.add_argument("audio_b")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    from sslspk.utils.errors import run_cli
+
+    def work() -> None:
+        import json
+
+        from sslspk.api import SpeakerEmbedder
+
+        emb = SpeakerEmbedder.from_pretrained(args.model, device=args.device)
+        if args.threshold is not None:
+            emb.set_threshold(args.threshold)
+        score = emb.score(args.audio_a, args.audio_b)
+        same = None if emb.threshold is None else bool(score >= emb.threshold)
+        print(json.dumps({"a": args.audio_a, "b": args.audio_b, "score": score, "threshold": emb.threshold,
+                          "same_speaker": same}))
+
+    run_cli(work)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

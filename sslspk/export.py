@@ -1,0 +1,120 @@
+"""Export a speaker encoder to TorchScript (``torch.jit.trace``) and ONNX.
+
+Findings (torch 2.9, checked by tests/test_export.py):
+
+* TorchScript: tracing works for the Kaldi fbank/MFCC front-end, and the traced model accepts
+  any length, but its per-utterance loop is traced for the example's batch size: export with
+  a batch of 1 and embed one utterance per call (what :func:`export_torchscript` does).
+* ONNX (TorchScript-based exporter, ``dynamo=False``): ``torchaudio.compliance.kaldi`` uses
+  ``aten::fft_rfft``, which that exporter does not support at any opset, so models with a
+  fbank/MFCC front-end cannot be exported; :func:`export_onnx` raises :class:`ExportError`
+  saying so. Encoders without FFTs (e.g. conv nets on waveforms) export with a dynamic
+  length axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class ExportError(ValueError):
+    """The model cannot be exported in the requested format."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptors 1 and 2 (C++ logging included) to /dev/null inside the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+def _example(length: int) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return 0.1 * torch.randn(1, length, generator=g)
+
+
+def export_torchscript(model: Any, out: str | os.PathLike, example_length: int = 32000) -> Path:
+    """Trace ``model`` (waveform ``[1, T]`` → ``[1, D]``) and save it; batch size 1, any ``T``."""
+    import warnings
+
+    import torch
+
+    model = model.eval()
+    x = _example(example_length)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, x, check_trace=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    traced.save(str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def export_onnx(model: Any, out: str | os.PathLike, example_length: int = 32000, opset: int = 17) -> Path:
+    """Export ``model`` to ONNX with input ``wav [1, T]`` (dynamic ``T``) and output ``embedding``."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise ExportError("ONNX export needs the 'onnx' package: pip install 'sslspk[export]'") from e
+    import warnings
+
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:  # the exporter logs its whole IR graph (from C++) on failure: keep it off the terminal
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_stderr():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (_example(example_length),), str(tmp), input_names=["wav"],
+                              output_names=["embedding"], dynamic_axes={"wav": {1: "num_samples"}},
+                              opset_version=opset, dynamo=False)
+    except Exception as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = (" (the Kaldi fbank/MFCC front-end uses an FFT the TorchScript-based ONNX exporter does not "
+                "support; use TorchScript)") if "fft" in msg.lower() else ""
+        raise ExportError(f"ONNX export failed: {msg}{hint}") from e
+    os.replace(tmp, out)
+    return out
+
+
+def max_abs_diff(model: Any, exported: str | os.PathLike, lengths: tuple[int, ...] = (16000, 24000)) -> float:
+    """Largest absolute difference of embeddings between ``model`` and an exported file (.pt/.onnx)."""
+    import numpy as np
+    import torch
+
+    exported = str(exported)
+    worst = 0.0
+    if exported.endswith(".onnx"):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(exported, providers=["CPUExecutionProvider"])
+        run = lambda x: sess.run(None, {"wav": x.numpy()})[0]  # noqa: E731
+    else:
+        ts = torch.jit.load(exported)
+        run = lambda x: ts(x).numpy()  # noqa: E731
+    with torch.no_grad():
+        for n in lengths:
+            x = _example(n)
+            worst = max(worst, float(np.abs(run(x) - model(x).numpy()).max()))
+    return worst

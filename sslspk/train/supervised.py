@@ -1,0 +1,123 @@
+"""Supervised fine-tuning on (pseudo) speaker labels: AAM-softmax, margin warm-up, optional
+frozen-backbone first phase, and DLG-LC (dynamic loss-gate + label correction)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslspk.train.distributed import all_gather_cat
+from sslspk.train.task import TrainTask
+
+log = logging.getLogger("sslspk.train")
+
+
+@dataclass
+class LossConfig:
+    """``loss:`` block: AAM-softmax (defaults as wespeaker: margin 0.2, scale 32)."""
+
+    margin: float = 0.2
+    scale: float = 32.0
+    subcenters: int = 1
+    margin_warmup_epochs: tuple[int, int] | None = None  # margin rises linearly 0 → margin between these epochs
+
+
+@dataclass
+class FinetuneConfig:
+    """``finetune:`` block: the paper's two phases for pretrained backbones such as WavLM."""
+
+    freeze_backbone_epochs: int = 0   # phase 1: train the head only
+    backbone_lr_scale: float = 1.0    # phase 2: backbone LR = scheduled LR × this
+
+
+@dataclass
+class DLGLCConfig:
+    """``dlg_lc:`` block (Han et al. 2022)."""
+
+    start_epoch: int = 1              # first epoch gated (losses of the previous one are needed)
+    threshold: float = 0.5            # relabel an unreliable sample when its prediction's posterior exceeds this
+    min_posterior: float = 0.5        # reliable when P(low-loss component) exceeds this
+
+
+def backbone_and_head(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split an encoder's parameters: pretrained backbone vs pooling head (all backbone if it has no split)."""
+    if hasattr(encoder, "backbone_parameters"):
+        return list(encoder.backbone_parameters()), list(encoder.head_parameters())
+    return list(encoder.parameters()), []
+
+
+class SupervisedTask(TrainTask):
+    """Encoder + AAM-softmax classifier over ``num_classes`` (pseudo) speakers."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, num_utts: int, loss: LossConfig,
+                 finetune: FinetuneConfig, dlg_lc: DLGLCConfig | None = None,
+                 labels: np.ndarray | None = None, true_labels: np.ndarray | None = None):
+        super().__init__()
+        from sslspk.losses.aam_softmax import AAMSoftmax
+
+        self.encoder = encoder
+        self.classifier = AAMSoftmax(encoder.embedding_dim, num_classes, margin=loss.margin, scale=loss.scale,
+                                     subcenters=loss.subcenters)
+        self.loss_cfg, self.finetune, self.dlg_lc = loss, finetune, dlg_lc
+        self.labels = labels            # the pseudo-labels as given (DLG-LC corrects from these each epoch)
+        self.true_labels = true_labels  # only for diagnostics
+        # What DLG-LC needs from the previous epoch, per utterance (NaN: not seen).
+        self.register_buffer("last_loss", torch.full((num_utts,), float("nan")))
+        self.register_buffer("last_pred", torch.zeros(num_utts, dtype=torch.long))
+        self.register_buffer("last_conf", torch.zeros(num_utts))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        backbone, head = backbone_and_head(self.encoder)
+        return [{"params": backbone, "lr_scale": self.finetune.backbone_lr_scale},
+                {"params": head + list(self.classifier.parameters())}]
+
+    def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        w = self.loss_cfg.margin_warmup_epochs
+        if w is not None:
+            a, b = w
+            frac = min(1.0, max(0.0, (epoch - a) / max(1, b - a)))
+            self.classifier.set_margin(self.loss_cfg.margin * frac)
+            logs["margin"] = self.loss_cfg.margin * frac
+        if self.dlg_lc is not None and epoch >= self.dlg_lc.start_epoch:
+            from sslspk.losses.dlg_lc import corrections_right, gate_and_correct
+
+            res = gate_and_correct(self.last_loss.cpu().numpy(), self.last_pred.cpu().numpy(),
+                                   self.last_conf.cpu().numpy(), self.labels, self.dlg_lc.threshold,
+                                   self.dlg_lc.min_posterior)
+            trainer.dataset.labels = res.labels
+            logs.update({"dlg/kept": res.kept_fraction, "dlg/corrected": res.corrected_fraction,
+                         "dlg/dropped": res.dropped_fraction})
+            if self.true_labels is not None and res.corrected.any():
+                logs["dlg/corrections_right"] = corrections_right(res, self.labels, self.true_labels)
+            log.info("DLG-LC epoch %d: " + " ".join(f"{k}={v:.3f}" for k, v in logs.items()), epoch + 1)
+        return logs
+
+    def before_optimizer_step(self, epoch: int) -> None:
+        if epoch < self.finetune.freeze_backbone_epochs:
+            for p in backbone_and_head(self.encoder)[0]:
+                p.grad = None
+
+    def forward(self, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        labels = batch["label"]  # this epoch's labels: corrected by DLG-LC, -1 = left out
+        emb = self.encoder(batch["views"][0][:, 0])
+        given = torch.as_tensor(self.labels, device=labels.device)[batch["index"]]
+        # DLG-LC gates on the loss against the given pseudo-label, whatever this epoch trains on.
+        given_loss, logits = self.classifier(emb, given)
+        changed = (labels != given) & (labels >= 0)
+        per_sample = self.classifier(emb, labels.clamp_min(0))[0] if changed.any() else given_loss
+        keep = labels >= 0
+        with torch.no_grad():
+            conf, pred = torch.softmax(logits.float(), dim=1).max(dim=1)
+            idx = all_gather_cat(batch["index"])
+            self.last_loss[idx] = all_gather_cat(given_loss.detach().float())
+            self.last_pred[idx] = all_gather_cat(pred)
+            self.last_conf[idx] = all_gather_cat(conf)
+        loss = (per_sample * keep).sum() / keep.sum().clamp_min(1)
+        acc = float(((pred == labels) & keep).sum() / keep.sum().clamp_min(1))
+        return loss, {"accuracy": acc}
