@@ -1,0 +1,285 @@
+"""Pretrained WavLM (Hugging Face ``transformers``) with a speaker-embedding head.
+
+``model: {type: wavlm, pretrained: microsoft/wavlm-base-plus, ...}`` loads the backbone with
+``transformers.WavLMModel.from_pretrained`` (a hub name or a local directory) and adds a
+pooling head over its hidden states:
+
+* ``layer_weighting``: how the hidden states (the encoder input, i.e. the projected CNN
+  features after the positional convolution, plus every Transformer layer output) are
+  combined: ``weighted_sum`` (learnable softmax-normalised weights), ``average`` or ``last``.
+* ``head: ecapa``: two TDNN layers of ``head_channels`` (the second residual and dilated) →
+  attentive statistics pooling → BN → Linear → BN.
+* ``head: mhfa``: multi-head factorized attentive pooling (Peng et al., SLT 2022): keys and
+  values come from two separate layer weightings, each compressed by a linear layer to
+  ``mhfa_compression`` dims; ``mhfa_heads`` attention distributions over time are computed
+  from the keys; each head's weighted mean of the values is concatenated → Linear.
+
+``cnn_grad_mult`` scales the gradient flowing into the CNN feature encoder (0 freezes it and
+builds no graph through it). :meth:`backbone_parameters` / :meth:`head_parameters` and
+:meth:`set_backbone_trainable` support a head-only phase followed by full fine-tuning.
+
+Input: raw 16 kHz waveforms ``[B, T]`` of equal length (batches are equal-length crops, so
+no attention mask is used; pad-free batching is the caller's job). ``normalize`` applies the
+per-utterance zero-mean/unit-variance normalisation of ``Wav2Vec2FeatureExtractor``
+(``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus`` ships
+``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
+Layer drop is disabled at load time (``layerdrop=0``) so every forward pass returns the
+same number of hidden states for the layer weighting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslspk.models.pooling import AttentiveStatsPool
+from sslspk.utils.config import ConfigError, from_dict
+
+LAYER_WEIGHTINGS = ("weighted_sum", "average", "last")
+HEADS = ("ecapa", "mhfa")
+
+
+@dataclass
+class WavLMEncoderConfig:
+    """Keys of a ``model: {type: wavlm}`` block (besides ``type``)."""
+
+    pretrained: str = "microsoft/wavlm-base-plus"  # HF hub name or local dir (save_pretrained)
+    layer_weighting: str = "weighted_sum"          # weighted_sum | average | last
+    cnn_grad_mult: float = 0.1                     # gradient scale into the CNN; 0 = frozen CNN
+    head: str = "ecapa"                            # ecapa | mhfa
+    embedding_dim: int = 256
+    head_channels: int = 512                       # ecapa: TDNN channels
+    attention_channels: int = 128                  # ecapa: attentive-pooling bottleneck
+    mhfa_heads: int = 64
+    mhfa_compression: int = 128
+    freeze_backbone: bool = False                  # start with the backbone frozen (head only)
+    normalize: bool = False                        # per-utterance zero mean / unit variance
+    mask_time_prob: float | None = None            # WavLM time masking in training; null = checkpoint's
+
+    def __post_init__(self) -> None:
+        if self.layer_weighting not in LAYER_WEIGHTINGS:
+            raise ConfigError(f"model.layer_weighting: {self.layer_weighting!r} is not one of "
+                              f"{', '.join(LAYER_WEIGHTINGS)}")
+        if self.head not in HEADS:
+            raise ConfigError(f"model.head: {self.head!r} is not one of {', '.join(HEADS)}")
+        if not 0.0 <= self.cnn_grad_mult:
+            raise ConfigError(f"model.cnn_grad_mult must be >= 0, got {self.cnn_grad_mult}")
+        if min(self.embedding_dim, self.head_channels, self.attention_channels, self.mhfa_heads,
+               self.mhfa_compression) < 1:
+            raise ConfigError("model: embedding_dim, head_channels, attention_channels, mhfa_heads and "
+                              "mhfa_compression must be >= 1")
+        if self.mask_time_prob is not None and not 0.0 <= self.mask_time_prob < 1.0:
+            raise ConfigError(f"model.mask_time_prob must be in [0, 1) or null, got {self.mask_time_prob}")
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``mult`` backwards."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, mult: float) -> torch.Tensor:
+        ctx.mult = mult
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.mult, None
+
+
+def scale_grad(x: torch.Tensor, mult: float) -> torch.Tensor:
+    """``x`` unchanged, with its gradient multiplied by ``mult`` in the backward pass."""
+    return _GradScale.apply(x, mult)
+
+
+class LayerWeighting(nn.Module):
+    """Combine hidden states ``L x [B, T, D]`` into ``[B, T, D]`` (weighted_sum | average | last)."""
+
+    def __init__(self, num_states: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.num_states = num_states
+        self.logits = nn.Parameter(torch.zeros(num_states)) if mode == "weighted_sum" else None
+
+    def weights(self) -> torch.Tensor:
+        """The normalised weights over the hidden states (one-hot on the last for ``last``)."""
+        if self.logits is not None:
+            return torch.softmax(self.logits, dim=0)
+        if self.mode == "average":
+            return torch.full((self.num_states,), 1.0 / self.num_states)
+        w = torch.zeros(self.num_states)
+        w[-1] = 1.0
+        return w
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(states) != self.num_states:
+            raise ValueError(f"expected {self.num_states} hidden states, got {len(states)}")
+        if self.mode == "last":
+            return states[-1]
+        stacked = torch.stack(list(states), dim=0)
+        if self.mode == "average":
+            return stacked.mean(dim=0)
+        w = torch.softmax(self.logits, dim=0).to(stacked.dtype)
+        return (w.view(-1, 1, 1, 1) * stacked).sum(dim=0)
+
+
+class _Tdnn(nn.Module):
+    """Conv1d ('same' length) → ReLU → BatchNorm1d."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(cin, cout, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(torch.relu(self.conv(x)))
+
+
+class EcapaHead(nn.Module):
+    """Weighted hidden states ``[B, T, D]`` → TDNN(k=5) → residual TDNN(k=3, d=2) → ASP → BN → Linear → BN."""
+
+    def __init__(self, num_states: int, hidden: int, channels: int, attention_channels: int,
+                 embedding_dim: int, weighting: str):
+        super().__init__()
+        self.weighting = LayerWeighting(num_states, weighting)
+        self.tdnn1 = _Tdnn(hidden, channels, 5)
+        self.tdnn2 = _Tdnn(channels, channels, 3, dilation=2)
+        self.pool = AttentiveStatsPool(channels, attention_channels, global_context=True)
+        self.pool_bn = nn.BatchNorm1d(2 * channels)
+        self.fc = nn.Linear(2 * channels, embedding_dim)
+        self.emb_bn = nn.BatchNorm1d(embedding_dim)
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = self.tdnn1(self.weighting(states).transpose(1, 2))
+        x = x + self.tdnn2(x)
+        return self.emb_bn(self.fc(self.pool_bn(self.pool(x))))
+
+
+class MhfaHead(nn.Module):
+    """Multi-head factorized attentive pooling (Peng et al., 2022) over ``L x [B, T, D]``.
+
+    ``K = W_k (sum_l a_l h_l)``, ``V = W_v (sum_l b_l h_l)`` with two separate layer
+    weightings ``a``, ``b``; ``A = softmax_t(W_a K)`` gives ``heads`` distributions over time;
+    head ``h`` pools ``sum_t A[t, h] V[t]``; the ``heads x compression`` vector → Linear.
+    """
+
+    def __init__(self, num_states: int, hidden: int, heads: int, compression: int, embedding_dim: int,
+                 weighting: str):
+        super().__init__()
+        self.key_weighting = LayerWeighting(num_states, weighting)
+        self.value_weighting = LayerWeighting(num_states, weighting)
+        self.key_proj = nn.Linear(hidden, compression)
+        self.value_proj = nn.Linear(hidden, compression)
+        self.attention = nn.Linear(compression, heads)
+        self.fc = nn.Linear(heads * compression, embedding_dim)
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        k = self.key_proj(self.key_weighting(states))            # [B, T, C]
+        v = self.value_proj(self.value_weighting(states))        # [B, T, C]
+        att = torch.softmax(self.attention(k).float(), dim=1)    # [B, T, H], sums to 1 over T
+        pooled = torch.einsum("bth,btc->bhc", att, v.float())    # [B, H, C]
+        return self.fc(pooled.flatten(1).to(v.dtype))
+
+
+class WavLMEncoder(nn.Module):
+    """Waveforms ``[B, T]`` → speaker embeddings ``[B, embedding_dim]`` (see module docstring)."""
+
+    type_name = "wavlm"
+
+    def __init__(self, cfg: WavLMEncoderConfig):
+        super().__init__()
+        from transformers import WavLMModel
+
+        self.cfg = cfg
+        overrides: dict[str, Any] = {"layerdrop": 0.0}
+        if cfg.mask_time_prob is not None:
+            overrides["mask_time_prob"] = cfg.mask_time_prob
+        try:
+            self.backbone = WavLMModel.from_pretrained(cfg.pretrained, **overrides)
+        except OSError as e:
+            raise ConfigError(f"model.pretrained: cannot load WavLM from {cfg.pretrained!r}: {e}") from e
+        hcfg = self.backbone.config
+        num_states = hcfg.num_hidden_layers + 1
+        if cfg.head == "ecapa":
+            self.head: nn.Module = EcapaHead(num_states, hcfg.hidden_size, cfg.head_channels,
+                                             cfg.attention_channels, cfg.embedding_dim, cfg.layer_weighting)
+        else:
+            self.head = MhfaHead(num_states, hcfg.hidden_size, cfg.mhfa_heads, cfg.mhfa_compression,
+                                 cfg.embedding_dim, cfg.layer_weighting)
+        self._cnn_hook = None
+        if 0.0 < cfg.cnn_grad_mult != 1.0:
+            self._cnn_hook = self.backbone.feature_extractor.register_forward_hook(self._scale_cnn_output)
+        self._backbone_trainable = True
+        self.set_backbone_trainable(not cfg.freeze_backbone)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "WavLMEncoder":
+        """Build from a ``model:`` block (``type: wavlm`` plus :class:`WavLMEncoderConfig` keys)."""
+        cfg = dict(cfg)
+        cfg.pop("type", None)
+        try:
+            return cls(from_dict(WavLMEncoderConfig, cfg, "model (type wavlm)"))
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model (type wavlm): {e}") from e
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.cfg.embedding_dim
+
+    # ------------------------------------------------------------ parameters
+    def _scale_cnn_output(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return scale_grad(output, self.cfg.cnn_grad_mult)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the pretrained WavLM (CNN feature encoder included)."""
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters trained from scratch: layer weights and pooling head."""
+        return self.head.parameters()
+
+    def set_backbone_trainable(self, flag: bool) -> None:
+        """(Un)freeze the backbone; the CNN stays frozen when ``cnn_grad_mult`` is 0.
+
+        A frozen backbone runs under ``torch.no_grad`` (no activations kept for backward).
+        """
+        self._backbone_trainable = bool(flag)
+        for p in self.backbone.parameters():
+            p.requires_grad = self._backbone_trainable
+        cnn_trainable = self._backbone_trainable and self.cfg.cnn_grad_mult > 0
+        fe = self.backbone.feature_extractor
+        for p in fe.parameters():
+            p.requires_grad = cnn_trainable
+        # HF's feature encoder marks its input as requiring grad in training unless frozen this way.
+        if hasattr(fe, "_requires_grad"):
+            fe._requires_grad = cnn_trainable
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return self._backbone_trainable
+
+    # --------------------------------------------------------------- forward
+    def prepare(self, wav: torch.Tensor) -> torch.Tensor:
+        """Float waveform ``[B, T]``, normalised per utterance when ``normalize`` is set."""
+        if wav.ndim != 2:
+            raise ValueError(f"expected waveforms [B, T], got shape {tuple(wav.shape)}")
+        wav = wav.float()
+        if self.cfg.normalize:
+            mean = wav.mean(dim=1, keepdim=True)
+            var = wav.var(dim=1, unbiased=False, keepdim=True)
+            wav = (wav - mean) / torch.sqrt(var + 1e-7)
+        return wav
+
+    def hidden_states(self, wav: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """All ``num_hidden_layers + 1`` hidden states ``[B, frames, hidden]`` of the backbone."""
+        x = self.prepare(wav)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._backbone_trainable):
+            out = self.backbone(x, output_hidden_states=True, return_dict=True)
+        return tuple(out.hidden_states)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden_states(wav))
