@@ -28,7 +28,7 @@ sox:
 	  else echo "WARNING: sox not found; install it (e.g. 'sudo apt-get install sox') for wav.scp pipes"; fi; }
 
 demo: setup
-	cd egs/mini && ./run.sh --stage 0 --stop-stage 1 && ./run.sh --stage 6
+	cd egs/mini && ./run.sh
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -166,3 +166,25 @@ def test_source_errors_name_the_source(tmp_path, monkeypatch):
         Augmenter.from_config({"music": {"source": "x", "snr": [15, 5]}}, SR)
     with pytest.raises(ConfigError, match=r"augment: unknown key\(s\) nois"):
         Augmenter.from_config({"nois": {}}, SR)
+
+
+def test_random_eq_shapes_the_spectrum():
+    """A +12 dB peaking band raises the tone at its centre by 12 dB; eq views differ from each other."""
+    from sslspk.augment.augmenter import Augmenter, biquad
+    from scipy.signal import freqz
+
+    b, a = biquad("peaking", 1000.0, 1.0, 12.0, 16000)
+    _, h = freqz(b, a, worN=[1000.0, 100.0, 6000.0], fs=16000)
+    assert 20 * np.log10(abs(h[0])) == pytest.approx(12.0, abs=0.01)
+    assert abs(20 * np.log10(abs(h[1]))) < 1.0
+    for kind, lo, hi in (("lowshelf", 12.0, 0.0), ("highshelf", 0.0, 12.0)):
+        b, a = biquad(kind, 1000.0, 0.7, 12.0, 16000)
+        _, h = freqz(b, a, worN=[20.0, 7900.0], fs=16000)
+        assert 20 * np.log10(abs(h)) == pytest.approx([lo, hi], abs=0.5)
+    aug = Augmenter.from_config({"prob": 1.0, "eq": {"prob": 1.0, "bands": [2, 2]}}, 16000)
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    y1, info = aug.apply(x, np.random.default_rng(1))
+    y2 = aug(x, np.random.default_rng(2))
+    assert len(info["eq"]) == 2 and y1.shape == x.shape and not np.allclose(y1, y2)
+    with pytest.raises(ConfigError, match="augment.eq: unknown key"):
+        Augmenter.from_config({"eq": {"gain": 3}}, 16000)

@@ -3,7 +3,8 @@ random SNR, reverberation with a room impulse response, optional speed and volum
 
 Per call (one view), with probability ``prob`` the view is augmented as follows, in order:
 speed perturbation (a factor drawn from ``speed``), reverberation (with probability
-``reverb.prob``), one additive category drawn by ``weight`` among ``noise``/``music``/``babble``
+``reverb.prob``), a random equaliser (with probability ``eq.prob``: a different "channel" per
+view, so that crops cannot be matched by their recording's frequency response), one additive category drawn by ``weight`` among ``noise``/``music``/``babble``
 (``num_speakers`` sources summed, each at equal power, then scaled to an SNR drawn uniformly
 from ``snr`` dB relative to the view), and a gain drawn from ``volume`` dB. The output has the
 input's length.
@@ -48,6 +49,15 @@ class ReverbConfig:
 
 
 @dataclass
+class EQConfig:
+    """``augment.eq``: random parametric equaliser (peaking / low-shelf / high-shelf biquads)."""
+
+    prob: float = 0.5                     # probability that an augmented view is equalised
+    bands: list[int] = field(default_factory=lambda: [1, 3])            # number of biquads
+    gain_db: list[float] = field(default_factory=lambda: [-12.0, 12.0])  # gain of each band
+
+
+@dataclass
 class AugmentConfig:
     """The ``augment:`` block (sub-blocks as plain dicts, parsed by :meth:`Augmenter.from_config`)."""
 
@@ -56,6 +66,7 @@ class AugmentConfig:
     music: dict | None = None
     babble: dict | None = None
     reverb: dict | None = None
+    eq: dict | None = None
     speed: list[float] | None = None  # e.g. [0.9, 1.0, 1.1]
     volume: list[float] | None = None  # gain range in dB, e.g. [-6, 6]
     cache_mb: float = 512.0  # decoded-audio cache per source
@@ -102,6 +113,41 @@ def reverberate(signal: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return fftconvolve(signal, h)[:len(signal)]
 
 
+def biquad(kind: str, freq: float, q: float, gain_db: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of a peaking or shelving equaliser biquad (the audio-EQ-cookbook formulas)."""
+    amp = 10.0 ** (gain_db / 40.0)
+    w0 = 2 * np.pi * freq / sample_rate
+    cw, alpha = np.cos(w0), np.sin(w0) / (2 * q)
+    if kind == "peaking":
+        b = [1 + alpha * amp, -2 * cw, 1 - alpha * amp]
+        a = [1 + alpha / amp, -2 * cw, 1 - alpha / amp]
+    else:
+        sq = 2 * np.sqrt(amp) * alpha
+        sign = 1 if kind == "lowshelf" else -1
+        b = [amp * ((amp + 1) - sign * (amp - 1) * cw + sq), sign * 2 * amp * ((amp - 1) - sign * (amp + 1) * cw),
+             amp * ((amp + 1) - sign * (amp - 1) * cw - sq)]
+        a = [(amp + 1) + sign * (amp - 1) * cw + sq, -sign * 2 * ((amp - 1) + sign * (amp + 1) * cw),
+             (amp + 1) + sign * (amp - 1) * cw - sq]
+    b, a = np.asarray(b), np.asarray(a)
+    return b / a[0], a / a[0]
+
+
+def random_eq(signal: np.ndarray, cfg: EQConfig, sample_rate: int, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+    """Filter through ``cfg.bands`` random biquads; returns the signal and the bands used."""
+    from scipy.signal import lfilter
+
+    bands = []
+    for _ in range(int(rng.integers(cfg.bands[0], cfg.bands[1] + 1))):
+        kind = ("peaking", "lowshelf", "highshelf")[int(rng.integers(3))]
+        freq = float(np.exp(rng.uniform(np.log(100.0), np.log(0.4 * sample_rate))))
+        q = float(rng.uniform(0.5, 2.0))
+        gain = float(rng.uniform(*cfg.gain_db))
+        b, a = biquad(kind, freq, q, gain, sample_rate)
+        signal = lfilter(b, a, signal)
+        bands.append((kind, round(freq), round(q, 2), round(gain, 1)))
+    return signal, bands
+
+
 def change_speed(signal: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
     """Speed (tempo and pitch) perturbation by resampling, then a random crop or zero padding to the input length."""
     if factor == 1.0:
@@ -125,12 +171,13 @@ class Augmenter:
 
     def __init__(self, sample_rate: int, prob: float = 0.6,
                  additive: dict[str, tuple[AdditiveConfig, AudioSource]] | None = None,
-                 reverb: tuple[ReverbConfig, AudioSource] | None = None,
+                 reverb: tuple[ReverbConfig, AudioSource] | None = None, eq: EQConfig | None = None,
                  speed: list[float] | None = None, volume: tuple[float, float] | None = None):
         self.sample_rate = sample_rate
         self.prob = prob
         self.additive = {k: v for k, v in (additive or {}).items() if v[0].weight > 0}
         self.reverb = reverb
+        self.eq = eq
         self.speed = list(speed) if speed else None
         self.volume = volume
 
@@ -170,6 +217,14 @@ class Augmenter:
                 raise ConfigError("augment.reverb: 'source' is required (a data dir or list file of RIRs)")
             r.prob = _check_prob(r.prob, "augment.reverb.prob")
             reverb = (r, AudioSource(r.source, sample_rate, "reverb", c.cache_mb))
+        eq = None
+        if c.eq is not None:
+            if not isinstance(c.eq, dict):
+                raise ConfigError(f"augment.eq: expected a mapping or null, got {c.eq!r}")
+            eq = from_dict(EQConfig, c.eq, "augment.eq")
+            eq.prob = _check_prob(eq.prob, "augment.eq.prob")
+            eq.bands = list(_range(eq.bands, "augment.eq.bands", int))
+            eq.gain_db = list(_range(eq.gain_db, "augment.eq.gain_db"))
         speed = None
         if c.speed:
             try:
@@ -179,12 +234,13 @@ class Augmenter:
             if min(speed) <= 0:
                 raise ConfigError(f"augment.speed: factors must be positive, got {speed}")
         volume = _range(c.volume, "augment.volume") if c.volume is not None else None
-        return cls(sample_rate, prob, additive, reverb, speed, volume)
+        return cls(sample_rate, prob, additive, reverb, eq, speed, volume)
 
     def describe(self) -> dict[str, Any]:
         """The effective settings (for logs)."""
         return {"prob": self.prob, **{k: asdict(a) for k, (a, _) in self.additive.items()},
                 "reverb": asdict(self.reverb[0]) if self.reverb else None,
+                "eq": asdict(self.eq) if self.eq else None,
                 "speed": self.speed, "volume": self.volume}
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -210,6 +266,8 @@ class Augmenter:
             i = int(rng.integers(len(src)))
             x = reverberate(x, src.load(i))
             info["reverb"] = src.id(i)
+        if self.eq is not None and rng.uniform() < self.eq.prob:
+            x, info["eq"] = random_eq(x, self.eq, self.sample_rate, rng)
         if self.additive:
             names = list(self.additive)
             weights = np.array([self.additive[k][0].weight for k in names], dtype=np.float64)

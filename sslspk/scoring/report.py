@@ -156,3 +156,52 @@ def collect_results(dirs: list[str | os.PathLike]) -> list[dict]:
                 raise FormatError(j, None, f"row {name!r} has no 'eer'")
             rows.append({"exp": str(j.parent), "trials": name, **r})
     return rows
+
+
+def _last_dlg(train_log: Path) -> dict[str, float]:
+    """Values of the last DLG-LC line of a train.log (``DLG-LC epoch N: dlg_kept=... ...``)."""
+    if not train_log.exists():
+        return {}
+    lines = [l for l in train_log.read_text().splitlines() if "DLG-LC epoch" in l]
+    if not lines:
+        return {}
+    return {k: float(v) for k, v in (f.split("=") for f in lines[-1].split(": ", 1)[1].split())}
+
+
+def loop_table(exp_dir: str | os.PathLike, trials: str = "test") -> str:
+    """Markdown table, one row per pseudo-label iteration (0 = the starting SSL model, then oracle)."""
+    import re
+
+    exp_dir = Path(exp_dir)
+    iters = sorted((int(m.group(1)), d) for d in exp_dir.glob("pl_iter*")
+                   if (m := re.fullmatch(r"pl_iter(\d+)", d.name)))
+    if not iters:
+        raise FileNotFoundError(f"no {exp_dir}/pl_iter* directories")
+    head = ("| iteration | model | EER (%) | minDCF (0.01) | #clusters | NMI | purity | inv. purity "
+            "| DLG kept | DLG corrected | correction precision |")
+    rows = [f"# Pseudo-label iterations: {exp_dir}", "", head, "|" + "---|" * 11]
+
+    def metrics(d: Path) -> tuple[str, str]:
+        p = d / "results.json"
+        r = json.loads(p.read_text()).get(trials) if p.exists() else None
+        if not r:
+            return "-", "-"
+        return f"{100 * r['eer']:.2f}", f"{r['min_dcf'].get('0.01', float('nan')):.4f}"
+
+    def fmt(x: float | None, pct: bool = False) -> str:
+        return "-" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.3f}")
+
+    if (exp_dir / "ssl").is_dir():
+        rows.append(f"| 0 | ssl | {' | '.join(metrics(exp_dir / 'ssl'))} | - | - | - | - | - | - | - |")
+    for n, d in iters:
+        cj = d / "clusters" / "clusters.json"
+        c = json.loads(cj.read_text()) if cj.exists() else {}
+        ref = c.get("reference", {}).get("final", {})
+        dlg = _last_dlg(d / "train.log")
+        rows.append(f"| {n} | {d.name} | {' | '.join(metrics(d))} | {c.get('num_clusters', '-')} | "
+                    f"{fmt(ref.get('nmi'))} | {fmt(ref.get('purity'))} | {fmt(ref.get('inverse_purity'))} | "
+                    f"{fmt(dlg.get('dlg_kept'), True)} | {fmt(dlg.get('dlg_corrected'), True)} | "
+                    f"{fmt(dlg.get('dlg_correction_precision'), True)} |")
+    if (exp_dir / "oracle").is_dir():
+        rows.append(f"| - | oracle (true labels) | {' | '.join(metrics(exp_dir / 'oracle'))} | - | 1.000 | 1.000 | 1.000 | - | - | - |")
+    return "\n".join(rows) + "\n"

@@ -37,10 +37,10 @@ class FinetuneConfig:
 
 @dataclass
 class DLGLCConfig:
-    """``dlg_lc:`` block (Han et al. 2022)."""
+    """``dlg_lc:`` block (Han et al. 2022; see sslspk.losses.dlg_lc)."""
 
     start_epoch: int = 1              # first epoch gated (losses of the previous one are needed)
-    threshold: float = 0.5            # relabel an unreliable sample when its prediction's posterior exceeds this
+    threshold: float = 0.9            # relabel an unreliable sample when its prediction's posterior exceeds this
     min_posterior: float = 0.5        # reliable when P(low-loss component) exceeds this
 
 
@@ -85,17 +85,20 @@ class SupervisedTask(TrainTask):
             self.classifier.set_margin(self.loss_cfg.margin * frac)
             logs["margin"] = self.loss_cfg.margin * frac
         if self.dlg_lc is not None and epoch >= self.dlg_lc.start_epoch:
-            from sslspk.losses.dlg_lc import corrections_right, gate_and_correct
+            from sslspk.losses.dlg_lc import gate_and_correct
 
             res = gate_and_correct(self.last_loss.cpu().numpy(), self.last_pred.cpu().numpy(),
                                    self.last_conf.cpu().numpy(), self.labels, self.dlg_lc.threshold,
                                    self.dlg_lc.min_posterior)
             trainer.dataset.labels = res.labels
-            logs.update({"dlg/kept": res.kept_fraction, "dlg/corrected": res.corrected_fraction,
-                         "dlg/dropped": res.dropped_fraction})
-            if self.true_labels is not None and res.corrected.any():
-                logs["dlg/corrections_right"] = corrections_right(res, self.labels, self.true_labels)
-            log.info("DLG-LC epoch %d: " + " ".join(f"{k}={v:.3f}" for k, v in logs.items()), epoch + 1)
+            dlg = res.logs()
+            if self.true_labels is not None:
+                d = res.diagnostics(self.true_labels)
+                dlg.update({f"dlg_{k}": float(d[k]) for k in
+                            ("corrections", "correction_precision", "accuracy_before", "accuracy_after")})
+            logs.update(dlg)
+            if trainer.is_main:
+                log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
         return logs
 
     def before_optimizer_step(self, epoch: int) -> None:

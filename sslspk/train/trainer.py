@@ -221,7 +221,7 @@ class Trainer:
             task.train()
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            self.log_scalars(task.on_epoch_start(epoch, self), epoch, "epoch")
+            start_logs = task.on_epoch_start(epoch, self)
             sums: dict[str, float] = {}
             t0 = time.time()
             bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -261,6 +261,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
             n = max(1, steps_per_epoch - skipped)
             means = {k: float(all_reduce_mean(torch.tensor(v / n))) for k, v in sums.items()}
+            means.update(start_logs)
             means.update(task.on_epoch_end(epoch))
             means["seconds"] = time.time() - t0
             self.epoch = epoch + 1

@@ -1,0 +1,122 @@
+"""Training on (pseudo) labels: AAM + DLG-LC through train_pseudo.py, --init inheritance, the loop report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from test_train import TINY_MODEL, make_data, run_train, write_config
+
+
+def pseudo_config(path: Path, epochs: int = 5, dlg: bool = True, model: bool = True) -> Path:
+    cfg = {"sample_rate": 16000, "data": {"views": [{"seconds": 0.5, "count": 1}], "augment": None},
+           "loss": {"margin": 0.2, "scale": 16, "margin_warmup_epochs": [0, 2]},
+           "train": {"epochs": epochs, "batch_size": 8, "num_workers": 0, "optimizer": "adamw", "lr": 0.01,
+                     "warmup_epochs": 0.5}}
+    if model:
+        cfg["model"] = TINY_MODEL
+    if dlg:
+        cfg["dlg_lc"] = {"start_epoch": 1, "threshold": 0.5}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def train_pseudo(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bin" / "train_pseudo.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def noisy_copy(data: Path, out: Path, frac: float, seed: int = 0) -> Path:
+    """The data dir with a fraction of its labels moved to another speaker (bad pseudo-labels)."""
+    import shutil
+
+    shutil.copytree(data, out, ignore=shutil.ignore_patterns("wav"))
+    lines = (data / "utt2spk").read_text().split("\n")[:-1]
+    spks = sorted({l.split()[1] for l in lines})
+    rng = np.random.default_rng(seed)
+    new = []
+    for l in lines:
+        u, s = l.split()
+        if rng.random() < frac:
+            s = spks[(spks.index(s) + 1 + rng.integers(len(spks) - 1)) % len(spks)]
+        new.append(f"{u} {s}")
+    (out / "utt2spk").write_text("\n".join(new) + "\n")
+    (out / "spk2utt").unlink(missing_ok=True)
+    return out
+
+
+def test_train_pseudo_with_dlg_lc(tmp_path, recipe_env):
+    data = make_data(tmp_path / "data", n_spk=4, n_utt=8)
+    noisy = noisy_copy(data, tmp_path / "noisy", 0.25)
+    cfg = pseudo_config(tmp_path / "p.yaml", epochs=5)
+    r = train_pseudo("--config", str(cfg), "--data", str(noisy), "--exp-dir", str(tmp_path / "exp"),
+                     "--ref-utt2spk", str(data / "utt2spk"), env=recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (tmp_path / "exp" / "train.log").read_text()
+    losses = [float(l.split(" loss=")[1].split()[0]) for l in log.splitlines() if " loss=" in l]
+    assert len(losses) == 5 and losses[-1] < losses[0], losses
+    dlg = [l for l in log.splitlines() if "DLG-LC epoch" in l]
+    assert len(dlg) == 4 and "dlg_kept=" in dlg[-1] and "dlg_accuracy_before=" in dlg[-1]
+    from sslspk.extraction import load_encoder
+
+    enc, _ = load_encoder(tmp_path / "exp")
+    assert enc(torch.randn(1, 8000)).shape == (1, 16)
+
+
+def test_init_inherits_model_and_is_recorded(tmp_path, recipe_env):
+    data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
+    ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
+    assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
+    cfg = pseudo_config(tmp_path / "p.yaml", epochs=1, dlg=False, model=False)
+    r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
+                     "--init", str(tmp_path / "ssl"), env=recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = yaml.safe_load((tmp_path / "pl" / "config.yaml").read_text())
+    assert saved["init"] == str(tmp_path / "ssl") and saved["model"] == TINY_MODEL
+    # The first step starts from the SSL weights: with lr 0 the exported encoder equals them.
+    c = yaml.safe_load(cfg.read_text())
+    c["train"].update(lr=0.0, min_lr=0.0)
+    cfg.write_text(yaml.safe_dump(c))
+    r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl0"),
+                     "--init", str(tmp_path / "ssl"), env=recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "ssl" / "model.pt")["model"]
+    b = torch.load(tmp_path / "pl0" / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point() and "running" not in k)
+    # A model block that contradicts the initial model is refused.
+    c["model"] = dict(TINY_MODEL, embedding_dim=8)
+    cfg.write_text(yaml.safe_dump(c))
+    r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "bad"),
+                     "--init", str(tmp_path / "ssl"), env=recipe_env)
+    assert r.returncode == 1 and "differs from that of the initial model" in r.stderr
+
+
+def test_supervised_task_records_losses_against_given_labels():
+    from sslspk.models import build_model
+    from sslspk.train.supervised import FinetuneConfig, LossConfig, SupervisedTask
+
+    torch.manual_seed(0)
+    task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=6, loss=LossConfig(),
+                          finetune=FinetuneConfig(), labels=np.array([0, 1, 2, 0, 1, 2]))
+    batch = {"views": [torch.randn(2, 1, 8000) * 0.1], "index": torch.tensor([1, 4]),
+             "label": torch.tensor([2, -1])}  # utt 1 corrected to 2, utt 4 left out this epoch
+    loss, logs = task(batch, 0)
+    loss.backward()
+    seen = task.last_loss.numpy()
+    assert np.isnan(seen[[0, 2, 3, 5]]).all() and np.isfinite(seen[[1, 4]]).all()
+    # The recorded losses are against the given labels (1 and 1), not this epoch's (2, left out).
+    with torch.no_grad():
+        emb = task.encoder(batch["views"][0][:, 0])  # same batch, train mode: same batch-norm statistics
+        given = task.classifier(emb, torch.tensor([1, 1]))[0].numpy()
+        corrected = task.classifier(emb, torch.tensor([2, 1]))[0].numpy()
+    np.testing.assert_allclose(seen[[1, 4]], given, rtol=1e-5)
+    assert not np.isclose(seen[1], corrected[0])
+    # The training loss uses this epoch's labels: utt 1 as class 2, utt 4 excluded.
+    assert loss.item() == pytest.approx(float(corrected[0]), rel=1e-5)
