@@ -2,14 +2,15 @@
 
 Findings (torch 2.9, checked by tests/test_export.py):
 
-* TorchScript: tracing works for the Kaldi fbank/MFCC front-end, and the traced model accepts
-  any length, but its per-utterance loop is traced for the example's batch size: export with
-  a batch of 1 and embed one utterance per call (what :func:`export_torchscript` does).
-* ONNX (TorchScript-based exporter, ``dynamo=False``): ``torchaudio.compliance.kaldi`` uses
-  ``aten::fft_rfft``, which that exporter does not support at any opset, so models with a
-  fbank/MFCC front-end cannot be exported; :func:`export_onnx` raises :class:`ExportError`
-  saying so. Encoders without FFTs (e.g. conv nets on waveforms) export with a dynamic
-  length axis.
+* TorchScript: tracing works for every front-end and the traced model accepts any length; the
+  MFCC front-end's per-utterance loop is traced for the example's batch size, so export with a
+  batch of 1 and embed one utterance per call (what :func:`export_torchscript` does).
+* ONNX (TorchScript-based exporter, ``dynamo=False``): the exporter maps neither ``unfold``
+  with a dynamic length nor ``aten::fft_rfft``. The batched Kaldi fbank of the learned encoders
+  (ECAPA-TDNN, ResNet) therefore switches, while exporting, to framing by a strided convolution
+  and the DFT as two matrix products (same features within 1e-3), and exports with a dynamic
+  length axis. The MFCC front-end (``torchaudio.compliance.kaldi``, e.g. the ``stats`` baseline)
+  cannot be exported: :func:`export_onnx` raises :class:`ExportError` saying so.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def export_onnx(model: Any, out: str | os.PathLike, example_length: int = 32000,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
+    from sslspk.frontend.features import KaldiFbank
+
+    fbanks = [m for m in model.modules() if isinstance(m, KaldiFbank)]
+    for m in fbanks:  # ONNX has no FFT operator the exporter maps rfft to: use the DFT as matmuls
+        m.matmul_dft = True
     try:  # the exporter logs its whole IR graph (from C++) on failure: keep it off the terminal
         with torch.no_grad(), warnings.catch_warnings(), _quiet_stderr():
             warnings.simplefilter("ignore")
@@ -94,6 +100,9 @@ def export_onnx(model: Any, out: str | os.PathLike, example_length: int = 32000,
         hint = (" (the Kaldi fbank/MFCC front-end uses an FFT the TorchScript-based ONNX exporter does not "
                 "support; use TorchScript)") if "fft" in msg.lower() else ""
         raise ExportError(f"ONNX export failed: {msg}{hint}") from e
+    finally:
+        for m in fbanks:
+            m.matmul_dft = False
     os.replace(tmp, out)
     return out
 

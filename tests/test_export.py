@@ -49,7 +49,15 @@ def test_onnx(stats_model, tmp_path):
     conv = SmallConv().eval()
     out = export_onnx(conv, tmp_path / "conv.onnx", example_length=16000)
     assert max_abs_diff(conv, out, lengths=(12345, 40000)) < 1e-4
-    # The Kaldi front-end's FFT is not exportable: a clear error, no partial file.
+    # The learned encoders (batched Kaldi fbank: framing + DFT exported as convolution/matmuls).
+    from sslspk.models import build_model
+
+    torch.manual_seed(0)
+    ecapa = build_model({"type": "ecapa_tdnn", "channels": 16, "mfa_channels": 48, "attention_channels": 8,
+                         "se_channels": 8, "embedding_dim": 16}).eval()
+    out = export_onnx(ecapa, tmp_path / "ecapa.onnx", example_length=16000)
+    assert max_abs_diff(ecapa, out, lengths=(12345, 40000)) < 1e-4
+    # The MFCC front-end (torchaudio's per-utterance Kaldi MFCC) is not exportable: a clear error, no partial file.
     with pytest.raises(ExportError, match="fft"):
         export_onnx(stats_model[1], tmp_path / "stats.onnx")
     assert not list(tmp_path.glob("*stats*"))

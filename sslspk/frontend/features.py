@@ -84,13 +84,32 @@ class KaldiFbank(nn.Module):
         self.register_buffer("window", window.float(), persistent=False)
         self.register_buffer("mel_banks", kaldi_mel_banks(num_mel_bins, self.padded, sample_rate, low_freq,
                                                           high_freq), persistent=False)
+        self.matmul_dft = False  # set by ONNX export: framing and DFT as convolution/matmuls (no unfold, no FFT)
+
+    def _power_spectrum(self, frames: torch.Tensor) -> torch.Tensor:
+        if not self.matmul_dft:
+            spec = torch.fft.rfft(frames, n=self.padded)
+            return spec.real.square() + spec.imag.square()
+        n = torch.arange(self.window_size, dtype=torch.float64)[:, None]
+        k = torch.arange(self.padded // 2 + 1, dtype=torch.float64)[None, :]
+        angle = 2 * torch.pi * n * k / self.padded  # zero padding to `padded` = fewer rows
+        re = frames @ torch.cos(angle).to(frames.dtype)
+        im = frames @ torch.sin(angle).to(frames.dtype)
+        return re.square() + im.square()
 
     def num_frames(self, num_samples: int) -> int:
         """Frames for ``num_samples`` samples (Kaldi ``snip_edges=true``)."""
         return 0 if num_samples < self.window_size else 1 + (num_samples - self.window_size) // self.window_shift
 
+    def _frames(self, wav: torch.Tensor) -> torch.Tensor:
+        if not self.matmul_dft:
+            return wav.unfold(-1, self.window_size, self.window_shift)  # [B, F, W] (a view)
+        # ONNX: framing as a strided convolution with an identity kernel (unfold does not export).
+        eye = torch.eye(self.window_size, dtype=wav.dtype, device=wav.device)[:, None, :]
+        return torch.nn.functional.conv1d(wav[:, None, :], eye, stride=self.window_shift).transpose(1, 2)
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = wav.unfold(-1, self.window_size, self.window_shift)  # [B, F, W] (a view)
+        frames = self._frames(wav)
         if self.dither > 0.0:
             frames = frames + self.dither * torch.randn_like(frames)
         frames = frames - frames.mean(dim=-1, keepdim=True)
@@ -98,9 +117,7 @@ class KaldiFbank(nn.Module):
             prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
             frames = frames - self.preemph * prev
         frames = frames * self.window
-        spec = torch.fft.rfft(frames, n=self.padded)
-        power = spec.real.square() + spec.imag.square()
-        return torch.clamp(power @ self.mel_banks, min=_EPS).log()
+        return torch.clamp(self._power_spectrum(frames) @ self.mel_banks, min=_EPS).log()
 
 
 class Frontend(nn.Module):
