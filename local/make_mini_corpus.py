@@ -53,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from sslspk.augment.augmenter import biquad  # noqa: E402
 from sslspk.utils.fileio import atomic_write, write_kv  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
@@ -311,21 +312,7 @@ def random_eq(sr: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
           "peaking": rng.uniform(300.0, 4000.0)}[kind]
     f0 = min(f0, 0.8 * nyq)
     q = rng.uniform(0.5, 2.0) if kind == "peaking" else 0.707
-    A = 10.0 ** (gain_db / 40.0)
-    w0 = 2.0 * np.pi * f0 / sr
-    alpha = np.sin(w0) / (2.0 * q)
-    cw = np.cos(w0)
-    if kind == "peaking":
-        b = [1 + alpha * A, -2 * cw, 1 - alpha * A]
-        a = [1 + alpha / A, -2 * cw, 1 - alpha / A]
-    else:
-        sq = 2.0 * np.sqrt(A) * alpha
-        s = 1.0 if kind == "lowshelf" else -1.0
-        b = [A * ((A + 1) - s * (A - 1) * cw + sq), s * 2 * A * ((A - 1) - s * (A + 1) * cw),
-             A * ((A + 1) - s * (A - 1) * cw - sq)]
-        a = [(A + 1) + s * (A - 1) * cw + sq, -s * 2 * ((A - 1) + s * (A + 1) * cw),
-             (A + 1) + s * (A - 1) * cw - sq]
-    b, a = np.asarray(b) / a[0], np.asarray(a) / a[0]
+    b, a = biquad(kind, f0, q, gain_db, sr)
     return b, a, f"{kind} {f0:.0f} Hz {gain_db:+.1f} dB"
 
 
