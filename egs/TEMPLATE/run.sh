@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# egs/TEMPLATE: the skeleton of a new recipe (see docs/adapting.md). Copy this directory to
+# egs/<corpus>/v1, write local/prepare_<corpus>.py for stage 0, adapt conf/*.yaml (sizes; their
+# augment: sources data/musan_*, data/rirs come from local/prepare_voxceleb.py --musan-dir/--rirs-dir).
+# Stages 1-6 are those of egs/mini and work on any Kaldi data dirs.
+#
+# Stages (the same numbers in every egs/*):
+#   0  data: runs --prepare-cmd (your local/prepare_<corpus>.py), which must write
+#      <train-data>, <test-data> and <trials>
+#   1  lists: utt2num_samples/utt2dur, validation of the data dirs
+#   2  SSL pretraining of the speaker encoder (conf/ssl.yaml)            -> exp/<corpus>/ssl
+#   3  embeddings of the training data -> k-means (+AHC) -> pseudo-labels -> data/<corpus>/train_pl_iter1
+#   4  training on the pseudo-labels (conf/pseudo.yaml, AAM + DLG-LC)    -> exp/<corpus>/pl_iter1
+#   5  iterations 2..num_iters of stages 3-4
+#   6  evaluation of every system: cosine, AS-norm, calibration -> exp/<corpus>/results.md
+#
+# Example:
+#   ./run.sh --corpus mycorpus --prepare-cmd "local/prepare_mycorpus.py /path/to/audio data/mycorpus"
+#   ./run.sh --corpus mycorpus --train-data /path/train --test-data /path/test --trials /path/trials --stage 1
+set -euo pipefail
+. ./path.sh
+. ./cmd.sh
+
+stage=0
+stop_stage=6
+nj=2                      # parallel jobs for extraction
+corpus=mycorpus           # name of the corpus (data/<corpus>, exp/<corpus>)
+prepare_cmd=              # stage 0: the command preparing the data dirs (e.g. local/prepare_<corpus>.py ...)
+train_data=               # default: data/<corpus>/train
+test_data=                # default: data/<corpus>/test
+trials=                   # default: <test-data>/trials (Kaldi or VoxCeleb format)
+baseline_conf=conf/baseline.yaml   # conf/baseline_nocmn.yaml where the channel is tied to the speaker (FSDD)
+ssl_conf=conf/ssl.yaml    # stage 2
+pseudo_conf=conf/pseudo.yaml  # stages 4-5
+init_embedder=ssl         # embeddings seeding the first clustering: ssl (stage 2) or baseline
+init_from_ssl=true        # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
+retrain_from=previous     # iterations >= 2 start from: previous (the last iteration's model) or initial
+num_iters=2               # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
+num_clusters=60           # k-means clusters
+ahc_clusters=             # AHC of the k-means centroids down to this many clusters (empty: none)
+min_cluster_size=2        # smaller clusters are dropped
+true_speakers=true        # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
+oracle=false              # stage 4 also trains the supervised reference on the true labels -> exp/<corpus>/oracle
+asnorm_cohort=utt          # AS-norm cohort: utt (training embeddings) or spk (training speaker means)
+asnorm_top_n=300           # AS-norm: closest cohort entries (clipped to the cohort size)
+cal_p_target=0.5           # prior of the score calibration objective
+
+. utils/parse_options.sh
+
+train_data=${train_data:-data/$corpus/train}
+test_data=${test_data:-data/$corpus/test}
+trials=${trials:-$test_data/trials}
+exp=exp/$corpus
+
+ref=()   # true speakers, for diagnostics only
+[ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")
+
+baseline=$exp/$(basename $baseline_conf .yaml)   # the non-learned baseline's model dir
+make_baseline() {  # (re)creates it when new or when its config changed
+  if ! cmp -s $baseline_conf $baseline/config.yaml; then
+    rm -rf $baseline && mkdir -p $baseline && cp $baseline_conf $baseline/config.yaml
+  fi
+}
+cluster_iteration() {  # <iteration> <model dir whose training-set embeddings are clustered>
+  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $2 "$train_data" $2/embeddings/train
+  steps/cluster.sh --k $num_clusters ${ahc_clusters:+--ahc-clusters $ahc_clusters} \
+    --min-cluster-size $min_cluster_size "${ref[@]}" --report-dir $exp/pl_iter$1/clusters \
+    $2/embeddings/train/embeddings.scp "$train_data" data/$corpus/train_pl_iter$1
+}
+train_iteration() {  # <iteration> [<model dir to start from>]
+  steps/train.sh train_pseudo.py --config $pseudo_conf --data data/$corpus/train_pl_iter$1 \
+    --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
+}
+initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  echo "Stage 0: data ($corpus)"
+  if [ -z "$prepare_cmd" ]; then
+    echo "$0: stage 0 runs --prepare-cmd (your local/prepare_$corpus.py: see docs/adapting.md);" \
+         "with data dirs already made, pass --train-data/--test-data/--trials and --stage 1" >&2
+    exit 1
+  fi
+  eval "$prepare_cmd"
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  echo "Stage 1: lists"
+  for d in "$train_data" "$test_data"; do
+    [ -f "$d/utt2dur" ] || utils/compute_utt2dur.sh "$d"
+    utils/validate_data_dir.sh "$d"
+  done
+  [ -f "$trials" ] || { echo "$0: no trial list $trials" >&2; exit 1; }
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  echo "Stage 2: SSL pretraining ($ssl_conf) -> $exp/ssl"
+  steps/train.sh train_ssl.py --config $ssl_conf --data "$train_data" --exp-dir $exp/ssl
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  seed=$exp/ssl
+  if [ "$init_embedder" = baseline ]; then make_baseline; seed=$baseline; fi
+  echo "Stage 3: clustering the training embeddings of $seed -> data/$corpus/train_pl_iter1"
+  cluster_iteration 1 $seed
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> $exp/pl_iter1"
+  train_iteration 1 $initial
+  if [ "$oracle" = true ]; then
+    echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle"
+    steps/train.sh train_pseudo.py --config $pseudo_conf --data "$train_data" --exp-dir $exp/oracle \
+      ${initial:+--init $initial}
+  fi
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  for it in $(seq 2 $num_iters); do
+    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training -> $exp/pl_iter$it"
+    cluster_iteration $it $exp/pl_iter$((it - 1))
+    if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
+  done
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  echo "Stage 6: evaluation"
+  make_baseline
+  systems=($baseline)
+  if [ -f $exp/ssl/model.pt ]; then   # the SSL encoder before training: its initial weights
+    mkdir -p $exp/ssl_untrained
+    cmp -s $exp/ssl/config.yaml $exp/ssl_untrained/config.yaml || cp $exp/ssl/config.yaml $exp/ssl_untrained/
+    systems+=($exp/ssl_untrained $exp/ssl)
+  fi
+  for d in $exp/pl_iter* $exp/oracle; do [ ! -f $d/model.pt ] || systems+=($d); done
+  for sys in "${systems[@]}"; do
+    steps/evaluate.sh --nj $nj --cmd "$cmd" --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+      --cal-p-target $cal_p_target $sys "$train_data" "$test_data" "$trials"
+  done
+  compare_results.py --trials test --trials test_asnorm "${systems[@]}" > $exp/results.md
+  ls -d $exp/pl_iter* >/dev/null 2>&1 && loop_report.py $exp > $exp/iterations.md && cat $exp/iterations.md
+  cat $exp/results.md
+fi

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Prepare Kaldi data dirs for VoxCeleb1/2, MUSAN and RIRS_NOISES (egs/voxceleb/v1 stage 0).
+
+Expected layout (what the official archives unpack to; every part is optional)::
+
+    VOX1_DIR/wav/<spk>/<video>/<n>.wav        VoxCeleb1 dev + test (vox1_dev_wav.zip, vox1_test_wav.zip)
+    VOX1_DIR/veri_test2.txt                    Vox1-O (cleaned), list_test_all2.txt (E), list_test_hard2.txt (H)
+    VOX2_DIR/dev/aac/<spk>/<video>/<n>.m4a     VoxCeleb2 dev (vox2_dev_aac.zip); .wav files are taken as they are
+    MUSAN_DIR/{noise,music,speech}/**.wav
+    RIRS_DIR/simulated_rirs/**.wav
+
+Utterance ids are the path below the ``wav/`` or ``aac/`` root without extension
+(``id10270/5r0dWxy17C8/00001``); the speaker is the first component. Outputs::
+
+    DATA_DIR/vox2_dev/{wav.scp,utt2spk,spk2utt}    m4a as ``ffmpeg ... - |`` pipes, or wav files (--convert-dir)
+    DATA_DIR/vox1_all/{wav.scp,utt2spk,spk2utt}    all of VoxCeleb1 (the utterances of Vox1-E/H)
+    DATA_DIR/vox1_test/{...}                       the speakers of the Vox1-O list
+    DATA_DIR/vox1_test/trials/vox1_O               Kaldi format ``<enroll> <test> target|nontarget``
+    DATA_DIR/vox1_all/trials/vox1_{E,H}
+    DATA_DIR/{musan_noise,musan_music,musan_speech,rirs}/{wav.scp,utt2spk,spk2utt}   (id -> id)
+
+Official trial lines ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav`` are checked
+(label against the speakers, ids present in the data dir) and errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv  # noqa: E402
+
+TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
+MUSAN_PARTS = ("noise", "music", "speech")
+
+
+def audio_root(base: Path, candidates: tuple[str, ...]) -> Path:
+    """The first of ``base/<candidate>`` that is a directory, else ``base`` itself."""
+    for c in candidates:
+        if (base / c).is_dir():
+            return base / c
+    if not base.is_dir():
+        raise SystemExit(f"error: directory not found: {base}")
+    return base
+
+
+def scan_utts(root: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    """``{<spk>/<video>/<n>: path}`` of the files ``root/*/*/*.<ext>`` (the first extension wins)."""
+    found: dict[str, Path] = {}
+    for ext in exts:
+        for p in root.glob(f"*/*/*.{ext}"):
+            utt = p.relative_to(root).with_suffix("").as_posix()
+            found.setdefault(utt, p.resolve())
+    if not found:
+        raise SystemExit(f"error: no <spk>/<video>/<n>.{{{','.join(exts)}}} files below {root}")
+    return found
+
+
+def write_data_dir(out: Path, wav_scp: dict[str, str], utt2spk: dict[str, str]) -> None:
+    """Write sorted ``wav.scp``, ``utt2spk`` and ``spk2utt``."""
+    write_kv(out / "wav.scp", wav_scp)
+    write_kv(out / "utt2spk", utt2spk)
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    write_kv(out / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+
+
+def speaker(utt: str) -> str:
+    """The speaker of a VoxCeleb utterance id (its first path component)."""
+    return utt.split("/", 1)[0]
+
+
+def convert_trials(path: Path, utts: set[str]) -> list[tuple[str, str, str]]:
+    """Official ``1|0 <enroll>.wav <test>.wav`` lines → Kaldi ``(enroll, test, target|nontarget)``.
+
+    Raises :class:`FormatError` on a malformed line, an id missing from ``utts`` or a label that
+    contradicts the speakers.
+    """
+    trials = []
+    for n, line in iter_lines(path):
+        fields = line.split()
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise FormatError(path, n, f"expected '1|0 <enroll>.wav <test>.wav', got {line!r}")
+        label, *pair = fields
+        ids = [p[:-4] if p.endswith(".wav") else p for p in pair]
+        for u in ids:
+            if u not in utts:
+                raise FormatError(path, n, f"utterance {u!r} is not in the VoxCeleb1 audio")
+        if (label == "1") != (speaker(ids[0]) == speaker(ids[1])):
+            raise FormatError(path, n, f"label {label} contradicts the speakers of {ids[0]!r} and {ids[1]!r}")
+        trials.append((ids[0], ids[1], "target" if label == "1" else "nontarget"))
+    return trials
+
+
+def write_trials(path: Path, trials: list[tuple[str, str, str]]) -> None:
+    """Write a Kaldi trial list atomically (in the official order)."""
+    with atomic_write(path) as f:
+        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
+
+
+def prepare_vox1(vox1_dir: Path, trials_dir: Path, data: Path) -> None:
+    """``vox1_all``, ``vox1_test`` (speakers of Vox1-O) and the converted trial lists."""
+    files = scan_utts(audio_root(vox1_dir, ("wav",)), ("wav",))
+    utt2spk = {u: speaker(u) for u in files}
+    o_list = trials_dir / TRIAL_LISTS["vox1_O"]
+    if not o_list.is_file():
+        raise SystemExit(f"error: {o_list} not found: the Vox1-O list defines the test speakers "
+                         f"(download it with local/download_voxceleb.sh or pass --trials-dir)")
+    write_data_dir(data / "vox1_all", {u: str(p) for u, p in files.items()}, utt2spk)
+    for name, fname in TRIAL_LISTS.items():
+        src = trials_dir / fname
+        if not src.is_file():
+            print(f"warning: {src} not found: trial list {name} skipped", file=sys.stderr)
+            continue
+        try:
+            trials = convert_trials(src, set(files))
+        except FormatError as e:
+            raise SystemExit(f"error: {e}") from e
+        if name == "vox1_O":
+            test_spks = {speaker(u) for e, t, _ in trials for u in (e, t)}
+            test = {u: s for u, s in utt2spk.items() if s in test_spks}
+            write_data_dir(data / "vox1_test", {u: str(files[u]) for u in test}, test)
+            out = data / "vox1_test" / "trials" / name
+        else:
+            out = data / "vox1_all" / "trials" / name
+        write_trials(out, trials)
+        n_tgt = sum(lab == "target" for *_, lab in trials)
+        print(f"{name}: {len(trials)} trials ({n_tgt} target) from {src} -> {out}")
+    print(f"VoxCeleb1: {len(files)} utts, {len(set(utt2spk.values()))} speakers -> {data}/vox1_all")
+
+
+def ffmpeg_pipe(path: Path, ffmpeg: str, sample_rate: int) -> str:
+    """The ``wav.scp`` pipe decoding ``path`` to mono WAV at ``sample_rate``."""
+    return f"{ffmpeg} -v 8 -i {shlex.quote(str(path))} -f wav -ar {sample_rate} -ac 1 - |"
+
+
+def convert_one(src: Path, dst: Path, ffmpeg: str, sample_rate: int) -> None:
+    """Decode ``src`` to a 16-bit mono WAV ``dst`` (written beside it, then renamed: never half-written)."""
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp.wav")
+    r = subprocess.run([ffmpeg, "-v", "8", "-y", "-i", str(src), "-ar", str(sample_rate), "-ac", "1",
+                        "-c:a", "pcm_s16le", str(tmp)], capture_output=True, text=True)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"ffmpeg failed on {src} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
+    os.replace(tmp, dst)
+
+
+def prepare_vox2(vox2_dir: Path, data: Path, convert_dir: Path | None, nj: int, ffmpeg: str,
+                 sample_rate: int) -> None:
+    """``vox2_dev``: m4a as ffmpeg pipes, or converted to WAV below ``convert_dir`` in ``nj`` threads."""
+    files = scan_utts(audio_root(vox2_dir, ("dev/aac", "aac", "dev/wav", "wav")), ("m4a", "wav"))
+    m4a = {u: p for u, p in files.items() if p.suffix == ".m4a"}
+    if m4a and shutil.which(ffmpeg) is None:
+        raise SystemExit(f"error: {len(m4a)} m4a files need ffmpeg ('{ffmpeg}' not found; e.g. apt-get install ffmpeg)")
+    wav_scp = {u: str(p) for u, p in files.items() if p.suffix == ".wav"}
+    if convert_dir is not None and m4a:
+        jobs = {u: convert_dir / f"{u}.wav" for u in m4a}
+        print(f"VoxCeleb2: converting {len(jobs)} m4a files to {convert_dir} in {nj} jobs")
+        with ThreadPoolExecutor(max_workers=nj) as pool:
+            list(pool.map(lambda u: convert_one(m4a[u], jobs[u], ffmpeg, sample_rate), sorted(jobs)))
+        wav_scp.update({u: str(p.resolve()) for u, p in jobs.items()})
+    else:
+        wav_scp.update({u: ffmpeg_pipe(p, ffmpeg, sample_rate) for u, p in m4a.items()})
+    utt2spk = {u: speaker(u) for u in files}
+    write_data_dir(data / "vox2_dev", wav_scp, utt2spk)
+    how = "converted WAV" if convert_dir is not None and m4a else "ffmpeg pipes" if m4a else "WAV"
+    print(f"VoxCeleb2: {len(files)} utts ({how}), {len(set(utt2spk.values()))} speakers -> {data}/vox2_dev")
+
+
+def list_noise_dir(root: Path, out: Path) -> int:
+    """A data dir (id -> id) of every ``*.wav`` below ``root``; ids are the relative paths without extension."""
+    files = {p.relative_to(root).with_suffix("").as_posix(): str(p.resolve()) for p in root.rglob("*.wav")}
+    if not files:
+        raise SystemExit(f"error: no .wav files below {root}")
+    write_data_dir(out, files, {k: k for k in files})
+    return len(files)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line interface."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data_dir", help="where the Kaldi data dirs go (e.g. data)")
+    p.add_argument("--vox1-dir", type=Path, help="VoxCeleb1 (wav/<spk>/<video>/<n>.wav below it)")
+    p.add_argument("--trials-dir", type=Path, help="folder of the official trial lists (default: --vox1-dir)")
+    p.add_argument("--vox2-dir", type=Path, help="VoxCeleb2 (dev/aac/<spk>/<video>/<n>.m4a below it)")
+    p.add_argument("--convert-dir", type=Path, help="convert the VoxCeleb2 m4a to WAV below this folder "
+                   "(default: wav.scp holds ffmpeg pipes)")
+    p.add_argument("--musan-dir", type=Path, help="MUSAN (noise/, music/, speech/ below it)")
+    p.add_argument("--rirs-dir", type=Path, help="RIRS_NOISES (simulated_rirs/ below it)")
+    p.add_argument("--nj", type=int, default=4, help="parallel ffmpeg conversions (default 4)")
+    p.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg executable (default: ffmpeg on PATH)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="rate of the decoded m4a (default 16000)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = get_parser().parse_args(argv)
+    data = Path(args.data_dir)
+    if not any((args.vox1_dir, args.vox2_dir, args.musan_dir, args.rirs_dir)):
+        raise SystemExit("error: nothing to prepare: give at least one of --vox1-dir, --vox2-dir, --musan-dir, --rirs-dir")
+    if args.vox1_dir:
+        prepare_vox1(args.vox1_dir, args.trials_dir or args.vox1_dir, data)
+    if args.vox2_dir:
+        try:
+            prepare_vox2(args.vox2_dir, data, args.convert_dir, args.nj, args.ffmpeg, args.sample_rate)
+        except RuntimeError as e:
+            raise SystemExit(f"error: {e}") from e
+    if args.musan_dir:
+        for part in MUSAN_PARTS:
+            n = list_noise_dir(args.musan_dir / part, data / f"musan_{part}")
+            print(f"MUSAN {part}: {n} files -> {data}/musan_{part}")
+    if args.rirs_dir:
+        n = list_noise_dir(args.rirs_dir / "simulated_rirs", data / "rirs")
+        print(f"RIRS_NOISES: {n} simulated RIRs -> {data}/rirs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

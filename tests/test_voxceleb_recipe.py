@@ -1,0 +1,263 @@
+"""egs/voxceleb/v1 end to end on a fake miniature VoxCeleb tree (stages 0-6), offline.
+
+The tree mimics the official archives: VoxCeleb1 wav/<spk>/<video>/<n>.wav with the Vox1-O/E/H
+lists in their official format, VoxCeleb2 dev/aac/... as m4a (wav when ffmpeg is missing), MUSAN
+and RIRS_NOISES. Configs are the recipe's paper-scale ones shrunk by the test; the pseudo-label
+stage fine-tunes a tiny randomly initialised WavLM saved with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, write_wav
+
+RECIPE = REPO / "egs" / "voxceleb" / "v1"
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None
+VOX1 = {f"id1000{i}": 150.0 + 50 * i for i in range(1, 6)}   # speaker -> tone; id10002-5 = Vox1-O test
+VOX2 = {f"id0001{i}": 170.0 + 70 * i for i in range(1, 4)}
+
+
+def _utts(spks: dict[str, float]) -> list[tuple[str, float]]:
+    return [(f"{s}/vid{v}{s[-1]}/0000{n}", f) for s, f in spks.items() for v in (1, 2) for n in (1, 2)]
+
+
+def make_fake_voxceleb(raw: Path) -> dict[str, list[str]]:
+    """Write the miniature tree below ``raw``; returns the trial lines written per list."""
+    for i, (u, f) in enumerate(_utts(VOX1)):
+        write_wav(raw / "voxceleb1" / "wav" / f"{u}.wav", 2.5, freq=f, seed=i)
+    aac = raw / "voxceleb2" / "dev" / "aac"
+    vox2 = _utts(VOX2) + [("id00011/short/00001", 300.0)]  # 1 s: removed by --min-dur
+    for i, (u, f) in enumerate(vox2):
+        wav = write_wav(aac / f"{u}.wav", 1.0 if "short" in u else 2.5, freq=f, seed=100 + i)
+        if HAVE_FFMPEG:
+            subprocess.run(["ffmpeg", "-v", "8", "-y", "-i", str(wav), "-c:a", "aac", str(wav.with_suffix(".m4a"))],
+                           check=True)
+            wav.unlink()
+    u1 = [u for u, _ in _utts(VOX1)]
+    test = [u for u in u1 if u.split("/")[0] != "id10001"]
+
+    def line(a: str, b: str) -> str:
+        return f"{int(a.split('/')[0] == b.split('/')[0])} {a}.wav {b}.wav"
+    lists = {"veri_test2.txt": [line(a, b) for i, a in enumerate(test) for b in test[i + 1::3]],
+             "list_test_all2.txt": [line(a, b) for a in u1[::3] for b in u1[1::3]],
+             "list_test_hard2.txt": [line(u1[0], u1[1]), line(u1[0], u1[5]), line(u1[8], u1[9]), line(u1[2], u1[12])]}
+    for name, lines in lists.items():
+        (raw / "voxceleb1" / name).write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(0)
+    import soundfile as sf
+    for part in ("noise", "music", "speech"):
+        write_wav(raw / "musan" / part / "src" / f"{part}-0000.wav", 3.0, freq=500.0, seed=7)
+    rir = np.zeros(1600, dtype=np.float32)
+    rir[10] = 1.0
+    rir[11:] = 0.1 * rng.standard_normal(1589) * np.exp(-np.arange(1589) / 300)
+    p = raw / "RIRS_NOISES" / "simulated_rirs" / "smallroom" / "Room001" / "Room001-00001.wav"
+    p.parent.mkdir(parents=True)
+    sf.write(p, rir, 16000)
+    return lists
+
+
+def tiny_wavlm(path: Path) -> Path:
+    """A randomly initialised 2-layer WavLM in ``save_pretrained`` format."""
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8),  # 320: 50 frames/s
+                      num_feat_extract_layers=3,
+                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=16,
+                      max_bucket_distance=32, mask_time_prob=0.0)
+    WavLMModel(cfg).save_pretrained(path)
+    return path
+
+
+def tiny_configs(conf: Path, wavlm: Path) -> None:
+    """Shrink the paper-scale configs in place (same keys, tiny sizes)."""
+    c = yaml.safe_load((conf / "ssl_dino_ecapa1024.yaml").read_text())
+    c["model"].update(channels=16, mfa_channels=48, attention_channels=8, se_channels=8, embedding_dim=16)
+    c["model"]["frontend"]["num_mel_bins"] = 40
+    c["data"]["views"] = [{"seconds": 1.0, "count": 2}, {"seconds": 0.5, "count": 2}]
+    c["ssl"].update(out_dim=32, hidden=32, bottleneck=16, warmup_teacher_temp_epochs=1)
+    c["train"].update(epochs=1, batch_size=6, num_workers=0, warmup_epochs=0)
+    (conf / "ssl_dino_ecapa1024.yaml").write_text(yaml.safe_dump(c))
+    c = yaml.safe_load((conf / "pseudo_wavlm_base_plus.yaml").read_text())
+    c["model"].update(pretrained=str(wavlm), mhfa_heads=2, mhfa_compression=8, embedding_dim=16)
+    c["data"]["views"] = [{"seconds": 1.0, "count": 1}]
+    c["loss"]["margin_warmup_epochs"] = [0, 1]
+    c["finetune"]["freeze_backbone_epochs"] = 1
+    c["dlg_lc"]["start_epoch"] = 1
+    c["train"].update(epochs=2, batch_size=6, num_workers=0, warmup_epochs=0, average_last=1)
+    (conf / "pseudo_wavlm_base_plus.yaml").write_text(yaml.safe_dump(c))
+
+
+@pytest.fixture
+def recipe(tmp_path, recipe_env):
+    """A copy of egs/voxceleb/v1 in tmp_path with symlinked utils/steps/local; returns a runner."""
+    d = tmp_path / "v1"
+    d.mkdir()
+    for name in ("run.sh", "path.sh", "cmd.sh", "conf"):
+        src = RECIPE / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
+    for name in ("utils", "steps", "local"):
+        (d / name).symlink_to(REPO / name)
+    env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
+
+    def run(*args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        r = subprocess.run(["./run.sh", *args], cwd=d, env={**env, **(extra_env or {})}, capture_output=True,
+                           text=True, timeout=900)
+        if check:
+            assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        return r
+
+    run.dir = d
+    run.env = env
+    return run
+
+
+def read_kv(p: Path) -> dict[str, str]:
+    return dict(line.split(maxsplit=1) for line in p.read_text().splitlines())
+
+
+def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
+    if not HAVE_FFMPEG:
+        print("ffmpeg not found: VoxCeleb2 is faked as wav, the m4a pipe path is NOT tested "
+              "(apt-get install ffmpeg to test it)")
+    d = recipe.dir
+    monkeypatch.chdir(d)
+    raw = tmp_path / "raw"
+    lists = make_fake_voxceleb(raw)
+    tiny_configs(d / "conf", tiny_wavlm(tmp_path / "wavlm"))
+    opts = ("--raw-dir", str(raw), "--nj", "1", "--num-clusters", "4", "--ahc-clusters", "3",
+            "--min-cluster-size", "1", "--cohort-size", "8", "--asnorm-top-n", "5")
+    r = recipe(*opts, "--stop-stage", "1")
+
+    # Stage 0: data dirs with VoxCeleb ids, m4a as ffmpeg pipes, converted trials.
+    data = d / "data"
+    vox2 = read_kv(data / "vox2_dev" / "wav.scp")
+    assert len(vox2) == 13 and "id00011/vid11/00001" in vox2
+    if HAVE_FFMPEG:
+        assert all(v.startswith("ffmpeg -v 8 -i ") and v.endswith(".m4a -f wav -ar 16000 -ac 1 - |") for v in vox2.values())
+    assert read_kv(data / "vox2_dev" / "utt2spk")["id00012/vid12/00002"] == "id00012"
+    assert len(read_kv(data / "vox1_all" / "wav.scp")) == 20
+    assert set(read_kv(data / "vox1_test" / "utt2spk").values()) == {"id10002", "id10003", "id10004", "id10005"}
+    for name, path in (("veri_test2.txt", data / "vox1_test" / "trials" / "vox1_O"),
+                       ("list_test_all2.txt", data / "vox1_all" / "trials" / "vox1_E"),
+                       ("list_test_hard2.txt", data / "vox1_all" / "trials" / "vox1_H")):
+        got = [line.split() for line in path.read_text().splitlines()]
+        want = [line.split() for line in lists[name]]
+        assert [(e, t) for e, t, _ in got] == [(a[:-4], b[:-4]) for _, a, b in want]
+        assert [lab for *_, lab in got] == ["target" if w[0] == "1" else "nontarget" for w in want]
+        assert {"target", "nontarget"} <= {lab for *_, lab in got}
+    for part in ("musan_noise", "musan_music", "musan_speech", "rirs"):
+        assert all(k == v for k, v in read_kv(data / part / "utt2spk").items())
+    # Stage 1: the 1 s utterance removed and reported, a cohort subset, everything valid.
+    assert "1 of 13 utterances of data/vox2_dev are shorter than 2.0 s: removed" in r.stdout
+    train = read_kv(data / "vox2_dev_train" / "utt2spk")
+    assert len(train) == 12 and "id00011/short/00001" not in train
+    assert len(read_kv(data / "vox2_dev_cohort" / "utt2spk")) == 8
+    assert r.stdout.count(": OK (") >= 9
+
+    # Stages 2-6.
+    recipe(*opts, "--stage", "2", "--num-iters", "2")
+    exp = d / "exp"
+    import kaldiio
+
+    for sys_dir in ("ssl", "pl_iter1", "pl_iter2"):
+        res = json.loads((exp / sys_dir / "results.json").read_text())
+        assert {"test", "test_asnorm", "test_asnorm_eval_cal", "vox1_E", "vox1_E_asnorm", "vox1_H",
+                "vox1_H_asnorm"} <= set(res), (sys_dir, sorted(res))
+        assert res["vox1_H"]["num_target"] + res["vox1_H"]["num_nontarget"] == 4
+        emb = kaldiio.load_scp(str(exp / sys_dir / "embeddings" / "test" / "embeddings.scp"))
+        assert len(emb) == 20
+    assert (exp / "pl_iter1" / "data" / "utt2spk").exists() and (exp / "pl_iter2" / "data" / "utt2spk").exists()
+    assert json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())["num_clusters"] <= 3
+    assert yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]["type"] == "wavlm"
+    for t in "OEH":
+        assert (exp / f"det_vox1_{t}.png").stat().st_size > 1000
+    table = (exp / "results.md").read_text()
+    assert all(f"| {n} |" in table for n in ("test_asnorm", "vox1_E", "vox1_H_asnorm")), table
+    assert "| 2 | pl_iter2 |" in (exp / "iterations.md").read_text()
+
+    # The Slurm example of cmd.sh (uncommented) under the fake sbatch/srun: extraction as an array job.
+    cmd_sh = (d / "cmd.sh").read_text()
+    assert "# export cmd=\"utils/run.py --backend slurm" in cmd_sh
+    (d / "cmd.sh").write_text(cmd_sh.replace("# export cmd=\"utils/run.py --backend slurm",
+                                             "export cmd=\"utils/run.py --backend slurm"))
+    shutil.rmtree(exp / "ssl" / "embeddings" / "test")
+    log = tmp_path / "sbatch.log"
+    fake = {"PATH": f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{recipe.env['PATH']}",
+            "FAKE_SLURM_LOG": str(log), "SSLSPK_STATUS_GRACE": "0"}
+    r = recipe(*opts, "--stage", "6", "--nj", "2", "--eval-systems", "exp/ssl", extra_env=fake)
+    assert "--array=1-2" in log.read_text()
+    assert len(kaldiio.load_scp(str(exp / "ssl" / "embeddings" / "test" / "embeddings.scp"))) == 20
+
+
+def test_help_lists_stages_and_options(recipe):
+    r = recipe("--help")
+    assert all(f"  {i}  " in r.stdout for i in range(7)), r.stdout
+    for opt in ("--stop-stage", "--raw-dir", "--ssl-conf", "--pseudo-conf", "--num-clusters", "--ahc-clusters",
+                "--min-dur", "--eval-systems"):
+        assert opt in r.stdout
+    r = subprocess.run([str(REPO / "local" / "download_voxceleb.sh"), "--help"], cwd=recipe.dir, env=recipe.env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "VOXCELEB_URL" in r.stdout and "--parts" in r.stdout
+
+
+def test_download_needs_url(recipe, tmp_path):
+    """Without URLs the download stops with the explanation, before fetching anything."""
+    env = {k: v for k, v in recipe.env.items() if not k.startswith("VOXCELEB_")}
+    r = subprocess.run([str(REPO / "local" / "download_voxceleb.sh"), "--parts", "vox1", str(tmp_path / "dl")],
+                       cwd=recipe.dir, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "VGG site" in r.stderr and "VOXCELEB_URL" in r.stderr
+
+
+def test_prepare_rejects_bad_trials(tmp_path):
+    """A trial label contradicting the speakers is reported with file and line."""
+    raw = tmp_path / "raw"
+    for u in ("id10001/a/00001", "id10002/b/00001"):
+        write_wav(raw / "voxceleb1" / "wav" / f"{u}.wav", 0.5)
+    (raw / "voxceleb1" / "veri_test2.txt").write_text(
+        "0 id10001/a/00001.wav id10002/b/00001.wav\n1 id10001/a/00001.wav id10002/b/00001.wav\n")
+    r = subprocess.run([sys.executable, str(REPO / "local" / "prepare_voxceleb.py"), "--vox1-dir",
+                        str(raw / "voxceleb1"), str(tmp_path / "data")], capture_output=True, text=True)
+    assert r.returncode != 0 and "veri_test2.txt:2: label 1 contradicts" in r.stderr
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg not found: m4a -> wav conversion not tested (apt-get install ffmpeg)")
+def test_prepare_converts_m4a(tmp_path):
+    """--convert-dir decodes the m4a to 16 kHz mono wav files that wav.scp then names."""
+    import soundfile as sf
+
+    wav = write_wav(tmp_path / "src.wav", 1.0, sr=44100)
+    for u in ("id00001/v/00001", "id00002/w/00002"):
+        out = tmp_path / "vox2" / "dev" / "aac" / f"{u}.m4a"
+        out.parent.mkdir(parents=True)
+        subprocess.run(["ffmpeg", "-v", "8", "-i", str(wav), "-c:a", "aac", str(out)], check=True)
+    r = subprocess.run([sys.executable, str(REPO / "local" / "prepare_voxceleb.py"), "--vox2-dir",
+                        str(tmp_path / "vox2"), "--convert-dir", str(tmp_path / "conv"), "--nj", "2",
+                        str(tmp_path / "data")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    scp = read_kv(tmp_path / "data" / "vox2_dev" / "wav.scp")
+    assert scp["id00001/v/00001"] == str(tmp_path / "conv" / "id00001" / "v" / "00001.wav")
+    info = sf.info(scp["id00002/w/00002"])
+    assert info.samplerate == 16000 and info.channels == 1 and abs(info.duration - 1.0) < 0.1
+
+
+def test_template_recipe_stage0_explains(tmp_path, recipe_env):
+    """egs/TEMPLATE lists its options and stops at stage 0 with a pointer to docs/adapting.md."""
+    d = REPO / "egs" / "TEMPLATE"
+    env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
+    r = subprocess.run(["./run.sh", "--help"], cwd=d, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "--prepare-cmd" in r.stdout and "Stages" in r.stdout
+    r = subprocess.run(["./run.sh", "--stop-stage", "0"], cwd=d, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "docs/adapting.md" in r.stderr
