@@ -54,7 +54,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.augment.augmenter import biquad  # noqa: E402
-from sslspk.utils.fileio import atomic_write, write_kv  # noqa: E402
+from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.utils.fileio import atomic_write  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
 GENERATOR_VERSION = 2
@@ -529,16 +530,6 @@ def make_trials(utt2spk: dict[str, str], num_trials: int, seed: int) -> list[tup
     return sorted(trials)
 
 
-def write_data_dir(out: Path, utt2path: dict[str, str], utt2spk: dict[str, str]) -> None:
-    """Write sorted ``wav.scp``, ``utt2spk`` and ``spk2utt`` into ``out``."""
-    write_kv(out / "wav.scp", utt2path)
-    write_kv(out / "utt2spk", utt2spk)
-    spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk):
-        spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    write_kv(out / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
-
-
 def marker_content(args: argparse.Namespace, data_dir: Path) -> dict:
     """What the ``.done`` marker records: everything that determines the output."""
     keys = ["num_train_speakers", "num_test_speakers", "utts_per_speaker", "min_dur", "max_dur", "seed",
@@ -597,11 +588,11 @@ def generate(args: argparse.Namespace) -> bool:
             f.write("\n")
     for split, prefix in (("train", "mtr"), ("test", "mts")):
         sel = [j for j in jobs if j.utt.startswith(prefix)]
-        write_data_dir(data_dir / split, {j.utt: j.path for j in sel}, {j.utt: j.speaker.spk for j in sel})
+        write_core_tables(data_dir / split, {j.utt: j.path for j in sel}, {j.utt: j.speaker.spk for j in sel})
     for kind in AUG_SETS:
         sel = {j.key: j.path for j in aug_jobs if j.kind == kind}
         if sel:
-            write_data_dir(data_dir / kind, sel, {k: k for k in sel})
+            write_core_tables(data_dir / kind, sel, {k: k for k in sel})
         else:
             shutil.rmtree(data_dir / kind, ignore_errors=True)
     test_utt2spk = {j.utt: j.speaker.spk for j in jobs if j.utt.startswith("mts")}

@@ -30,7 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv  # noqa: E402
+from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
 
 NAME_RE = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
 
@@ -107,13 +108,8 @@ def generate_trials(speakers: dict[str, str], partners: int, seed: int) -> list[
 
 def write_data_dir(out: Path, paths: dict[str, str], speakers: dict[str, str]) -> None:
     """Write sorted ``wav.scp``, ``utt2spk`` and ``spk2utt`` with speaker-prefixed utterance ids."""
-    utt2spk = {utt_id(n, speakers): s for n, s in speakers.items()}
-    write_kv(out / "wav.scp", {utt_id(n, speakers): p for n, p in paths.items()})
-    write_kv(out / "utt2spk", utt2spk)
-    spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk):
-        spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    write_kv(out / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+    write_core_tables(out, {utt_id(n, speakers): p for n, p in paths.items()},
+                      {utt_id(n, speakers): s for n, s in speakers.items()})
 
 
 def get_parser() -> argparse.ArgumentParser:

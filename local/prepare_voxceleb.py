@@ -38,7 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv  # noqa: E402
+from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
 
 TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
 MUSAN_PARTS = ("noise", "music", "speech")
@@ -64,16 +65,6 @@ def scan_utts(root: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     if not found:
         raise SystemExit(f"error: no <spk>/<video>/<n>.{{{','.join(exts)}}} files below {root}")
     return found
-
-
-def write_data_dir(out: Path, wav_scp: dict[str, str], utt2spk: dict[str, str]) -> None:
-    """Write sorted ``wav.scp``, ``utt2spk`` and ``spk2utt``."""
-    write_kv(out / "wav.scp", wav_scp)
-    write_kv(out / "utt2spk", utt2spk)
-    spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk):
-        spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    write_kv(out / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
 
 
 def speaker(utt: str) -> str:
@@ -117,7 +108,7 @@ def prepare_vox1(vox1_dir: Path, trials_dir: Path, data: Path) -> None:
     if not o_list.is_file():
         raise SystemExit(f"error: {o_list} not found: the Vox1-O list defines the test speakers "
                          f"(download it with local/download_voxceleb.sh or pass --trials-dir)")
-    write_data_dir(data / "vox1_all", {u: str(p) for u, p in files.items()}, utt2spk)
+    write_core_tables(data / "vox1_all", {u: str(p) for u, p in files.items()}, utt2spk)
     for name, fname in TRIAL_LISTS.items():
         src = trials_dir / fname
         if not src.is_file():
@@ -130,7 +121,7 @@ def prepare_vox1(vox1_dir: Path, trials_dir: Path, data: Path) -> None:
         if name == "vox1_O":
             test_spks = {speaker(u) for e, t, _ in trials for u in (e, t)}
             test = {u: s for u, s in utt2spk.items() if s in test_spks}
-            write_data_dir(data / "vox1_test", {u: str(files[u]) for u in test}, test)
+            write_core_tables(data / "vox1_test", {u: str(files[u]) for u in test}, test)
             out = data / "vox1_test" / "trials" / name
         else:
             out = data / "vox1_all" / "trials" / name
@@ -176,7 +167,7 @@ def prepare_vox2(vox2_dir: Path, data: Path, convert_dir: Path | None, nj: int, 
     else:
         wav_scp.update({u: ffmpeg_pipe(p, ffmpeg, sample_rate) for u, p in m4a.items()})
     utt2spk = {u: speaker(u) for u in files}
-    write_data_dir(data / "vox2_dev", wav_scp, utt2spk)
+    write_core_tables(data / "vox2_dev", wav_scp, utt2spk)
     how = "converted WAV" if convert_dir is not None and m4a else "ffmpeg pipes" if m4a else "WAV"
     print(f"VoxCeleb2: {len(files)} utts ({how}), {len(set(utt2spk.values()))} speakers -> {data}/vox2_dev")
 
@@ -186,7 +177,7 @@ def list_noise_dir(root: Path, out: Path) -> int:
     files = {p.relative_to(root).with_suffix("").as_posix(): str(p.resolve()) for p in root.rglob("*.wav")}
     if not files:
         raise SystemExit(f"error: no .wav files below {root}")
-    write_data_dir(out, files, {k: k for k in files})
+    write_core_tables(out, files, {k: k for k in files})
     return len(files)
 
 

@@ -177,6 +177,21 @@ def _listed(items: Sequence[str], limit: int = _MAX_LISTED) -> list[str]:
 
 # ----------------------------------------------------------------------------- DataDir
 
+def write_core_tables(out: str | Path, wav_scp: dict[str, str], utt2spk: dict[str, str]) -> None:
+    """Write ``wav.scp``, ``utt2spk`` and the derived ``spk2utt`` of ``out`` (sorted, each atomically).
+
+    Other files of ``out`` are left alone (corpus preparation scripts write their trials beside).
+    """
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    write_kv(d / "utt2spk", utt2spk)
+    write_kv(d / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
+    write_kv(d / "wav.scp", wav_scp)
+
+
 @dataclass
 class DataDir:
     """An in-memory Kaldi data directory; tables are ``{key: value}`` dicts (saved sorted)."""
@@ -217,10 +232,7 @@ class DataDir:
     def save(self, path: str | Path) -> None:
         """Write every table sorted (each file atomically) plus ``spk2utt``; remove stale optional files."""
         d = Path(path)
-        d.mkdir(parents=True, exist_ok=True)
-        write_kv(d / "utt2spk", self.utt2spk)
-        write_kv(d / "spk2utt", {s: " ".join(u) for s, u in self.spk2utt.items()})
-        write_kv(d / "wav.scp", self.wav_scp)
+        write_core_tables(d, self.wav_scp, self.utt2spk)
         tables: dict[str, dict[str, str] | None] = {
             "segments": None if self.segments is None else {
                 u: f"{s.recording} {_fmt_float(s.start)} {_fmt_float(s.end)}" for u, s in self.segments.items()},
