@@ -91,6 +91,7 @@ concat_unzip() {  # <zip name> <dest dir> <part files...>
   [ -f "$dest/.done.$zip" ] && { echo "$0: $zip already unpacked in $dest"; return 0; }
   if [ $# -gt 0 ]; then
     (cd "$dir/archives" && cat "$@" > "$zip.tmp" && mv "$zip.tmp" "$zip")
+    verify "$dir/archives/$zip"
   fi
   mkdir -p "$dest"
   unzip -q -o "$dir/archives/$zip" -d "$dest"

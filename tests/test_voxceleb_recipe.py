@@ -2,8 +2,8 @@
 
 The tree mimics the official archives: VoxCeleb1 wav/<spk>/<video>/<n>.wav with the Vox1-O/E/H
 lists in their official format, VoxCeleb2 dev/aac/... as m4a (wav when ffmpeg is missing), MUSAN
-and RIRS_NOISES. Configs are the recipe's paper-scale ones shrunk by the test; the pseudo-label
-stage fine-tunes a tiny randomly initialised WavLM saved with ``save_pretrained``.
+and RIRS_NOISES. The recipe runs with ``--tiny true``: its conf/tiny configs (the paper-scale ones
+shrunk) and a tiny randomly initialised WavLM written with ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -66,40 +66,6 @@ def make_fake_voxceleb(raw: Path) -> dict[str, list[str]]:
     return lists
 
 
-def tiny_wavlm(path: Path) -> Path:
-    """A randomly initialised 2-layer WavLM in ``save_pretrained`` format."""
-    import torch
-    from transformers import WavLMConfig, WavLMModel
-
-    torch.manual_seed(0)
-    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(32, 32, 32), conv_kernel=(10, 8, 4), conv_stride=(5, 8, 8),  # 320: 50 frames/s
-                      num_feat_extract_layers=3,
-                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=16,
-                      max_bucket_distance=32, mask_time_prob=0.0)
-    WavLMModel(cfg).save_pretrained(path)
-    return path
-
-
-def tiny_configs(conf: Path, wavlm: Path) -> None:
-    """Shrink the paper-scale configs in place (same keys, tiny sizes)."""
-    c = yaml.safe_load((conf / "ssl_dino_ecapa1024.yaml").read_text())
-    c["model"].update(channels=16, mfa_channels=48, attention_channels=8, se_channels=8, embedding_dim=16)
-    c["model"]["frontend"]["num_mel_bins"] = 40
-    c["data"]["views"] = [{"seconds": 1.0, "count": 2}, {"seconds": 0.5, "count": 2}]
-    c["ssl"].update(out_dim=32, hidden=32, bottleneck=16, warmup_teacher_temp_epochs=1)
-    c["train"].update(epochs=1, batch_size=6, num_workers=0, warmup_epochs=0)
-    (conf / "ssl_dino_ecapa1024.yaml").write_text(yaml.safe_dump(c))
-    c = yaml.safe_load((conf / "pseudo_wavlm_base_plus.yaml").read_text())
-    c["model"].update(pretrained=str(wavlm), mhfa_heads=2, mhfa_compression=8, embedding_dim=16)
-    c["data"]["views"] = [{"seconds": 1.0, "count": 1}]
-    c["loss"]["margin_warmup_epochs"] = [0, 1]
-    c["finetune"]["freeze_backbone_epochs"] = 1
-    c["dlg_lc"]["start_epoch"] = 1
-    c["train"].update(epochs=2, batch_size=6, num_workers=0, warmup_epochs=0, average_last=1)
-    (conf / "pseudo_wavlm_base_plus.yaml").write_text(yaml.safe_dump(c))
-
-
 @pytest.fixture
 def recipe(tmp_path, recipe_env):
     """A copy of egs/voxceleb/v1 in tmp_path with symlinked utils/steps/local; returns a runner."""
@@ -136,9 +102,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(d)
     raw = tmp_path / "raw"
     lists = make_fake_voxceleb(raw)
-    tiny_configs(d / "conf", tiny_wavlm(tmp_path / "wavlm"))
-    opts = ("--raw-dir", str(raw), "--nj", "1", "--num-clusters", "4", "--ahc-clusters", "3",
-            "--min-cluster-size", "1", "--cohort-size", "8", "--asnorm-top-n", "5")
+    opts = ("--raw-dir", str(raw), "--nj", "1", "--tiny", "true")
     r = recipe(*opts, "--stop-stage", "1")
 
     # Stage 0: data dirs with VoxCeleb ids, m4a as ffmpeg pipes, converted trials.
@@ -181,7 +145,9 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
         assert len(emb) == 20
     assert (exp / "pl_iter1" / "data" / "utt2spk").exists() and (exp / "pl_iter2" / "data" / "utt2spk").exists()
     assert json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())["num_clusters"] <= 3
-    assert yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]["type"] == "wavlm"
+    model = yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]
+    assert model["type"] == "wavlm" and model["pretrained"] == "exp/tiny_wavlm"
+    assert (d / "exp" / "tiny_wavlm" / "config.json").exists()
     for t in "OEH":
         assert (exp / f"det_vox1_{t}.png").stat().st_size > 1000
     table = (exp / "results.md").read_text()
@@ -206,7 +172,7 @@ def test_help_lists_stages_and_options(recipe):
     r = recipe("--help")
     assert all(f"  {i}  " in r.stdout for i in range(7)), r.stdout
     for opt in ("--stop-stage", "--raw-dir", "--ssl-conf", "--pseudo-conf", "--num-clusters", "--ahc-clusters",
-                "--min-dur", "--eval-systems"):
+                "--min-dur", "--eval-systems", "--tiny"):
         assert opt in r.stdout
     r = subprocess.run([str(REPO / "local" / "download_voxceleb.sh"), "--help"], cwd=recipe.dir, env=recipe.env,
                        capture_output=True, text=True)
@@ -261,3 +227,80 @@ def test_template_recipe_stage0_explains(tmp_path, recipe_env):
     assert r.returncode == 0 and "--prepare-cmd" in r.stdout and "Stages" in r.stdout
     r = subprocess.run(["./run.sh", "--stop-stage", "0"], cwd=d, env=env, capture_output=True, text=True)
     assert r.returncode == 1 and "docs/adapting.md" in r.stderr
+
+
+def test_tiny_configs_have_the_paper_scale_keys():
+    """conf/tiny/* shrink the sizes only: the same keys (and method) as the configs they stand for."""
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        return set().union(*({prefix + k} | (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else set())
+                             for k, v in d.items()))
+    conf = RECIPE / "conf"
+    for tiny, full in (("ssl_dino_ecapa.yaml", "ssl_dino_ecapa1024.yaml"), ("pseudo_wavlm.yaml", "pseudo_wavlm_base_plus.yaml")):
+        t, f = (yaml.safe_load((p).read_text()) for p in (conf / "tiny" / tiny, conf / full))
+        assert keys(t) == keys(f), (tiny, keys(t) ^ keys(f))
+        assert t["model"]["type"] == f["model"]["type"] and t.get("ssl", {}).get("method") == f.get("ssl", {}).get("method")
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A local HTTP server over tmp_path/www (the download script is tested offline against it)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_checks_concatenates_and_resumes(http_dir, tmp_path, recipe_env):
+    """VoxCeleb1 as split archives: every part and the concatenated zip checked, unpacked once;
+    a second run downloads nothing; a wrong checksum stops with the file's name."""
+    import hashlib
+    import zipfile
+
+    www, url = http_dir
+    for name, n in (("vox1_dev_wav.zip", 3), ("vox1_test_wav.zip", 1)):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            for i in range(n):
+                z.write(write_wav(tmp_path / f"{name}{i}.wav", 0.2, seed=i), f"wav/id1000{i}/vid/0000{i}.wav")
+    blob = (tmp_path / "vox1_dev_wav.zip").read_bytes()
+    q = len(blob) // 4 + 1
+    parts = {f"vox1_dev_wav_part{p}": blob[i * q:(i + 1) * q] for i, p in enumerate(("aa", "ab", "ac", "ad"))}
+    parts["vox1_test_wav.zip"] = (tmp_path / "vox1_test_wav.zip").read_bytes()
+    for name, data in parts.items():
+        (www / name).write_bytes(data)
+    (www / "meta").mkdir()
+    for t in ("veri_test2.txt", "list_test_all2.txt", "list_test_hard2.txt"):
+        (www / "meta" / t).write_text("1 id10000/vid/00000.wav id10000/vid/00000.wav\n")
+    sums = {name: hashlib.md5(data).hexdigest() for name, data in parts.items()}
+    sums["vox1_dev_wav.zip"] = hashlib.md5(blob).hexdigest()
+    table = tmp_path / "sums.txt"
+    table.write_text("".join(f"{k} md5 {v}\n" for k, v in sums.items()))
+
+    def download(out: Path, checksums: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "local" / "download_voxceleb.sh"), "--parts", "vox1", "--vox-url", url,
+                               "--meta-url", f"{url}/meta", "--checksums", str(checksums), str(out)],
+                              cwd=tmp_path, env=recipe_env, capture_output=True, text=True, timeout=120)
+
+    r = download(tmp_path / "raw", table)
+    assert r.returncode == 0, r.stderr
+    assert "vox1_dev_wav.zip: md5 OK" in r.stdout and r.stdout.count(": md5 OK") == 6
+    for i in range(3):
+        assert (tmp_path / "raw" / "voxceleb1" / "wav" / f"id1000{i}" / "vid" / f"0000{i}.wav").exists()
+    assert (tmp_path / "raw" / "voxceleb1" / "veri_test2.txt").exists()
+    r = download(tmp_path / "raw", table)
+    assert r.returncode == 0 and ": md5 OK" not in r.stdout and "already unpacked" in r.stdout, r.stdout
+
+    table.write_text(table.read_text().replace(sums["vox1_dev_wav_partab"], "0" * 32))
+    r = download(tmp_path / "raw2", table)
+    assert r.returncode != 0 and "vox1_dev_wav_partab: md5" in r.stderr and "expected 000" in r.stderr, r.stderr
+    assert not (tmp_path / "raw2" / "voxceleb1").exists()

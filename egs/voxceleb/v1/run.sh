@@ -22,6 +22,7 @@
 #   ./run.sh --raw-dir /data/voxceleb_raw --stage 1            # archives already unpacked there
 #   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
+#   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
 set -euo pipefail
 . ./path.sh
@@ -49,9 +50,14 @@ eval_systems=             # systems evaluated in stage 6 (default: <exp>/ssl and
 asnorm_cohort=utt         # AS-norm cohort: utt (the cohort utterances) or spk (their true-speaker means: uses labels)
 asnorm_top_n=300          # AS-norm: closest cohort entries (as wespeaker's VoxCeleb recipes)
 cal_p_target=0.5          # prior of the score calibration objective
+tiny=false                # true: smoke-test sizes, not results (conf/tiny/*.yaml with a random tiny WavLM, 4->3 clusters, cohort 8)
 
 . utils/parse_options.sh
 
+if [ "$tiny" = true ]; then  # overrides the configs and sizes set above or on the command line
+  ssl_conf=conf/tiny/ssl_dino_ecapa.yaml; pseudo_conf=conf/tiny/pseudo_wavlm.yaml
+  num_clusters=4; ahc_clusters=3; min_cluster_size=1; cohort_size=8; asnorm_top_n=5
+fi
 train_data=data/vox2_dev_train
 cohort_data=data/vox2_dev_cohort
 eval_data=data/vox1_all            # embeddings of all of VoxCeleb1 serve the three trial lists
@@ -111,6 +117,7 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> $exp/pl_iter1"
+  [ "$tiny" != true ] || [ -d exp/tiny_wavlm ] || local/make_tiny_wavlm.py exp/tiny_wavlm
   train_iteration 1 $initial
 fi
 
