@@ -6,6 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
+#: Trials scored at a time: two ``[block, dim]`` float64 gathers (32 MiB each at 256-d). Larger
+#: blocks are slower, not faster: 2**18 took 5x longer on 580k trials (bench/bench_scoring.py).
+PAIR_BLOCK = 1 << 14
+
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm."""
@@ -55,7 +59,7 @@ def trial_rows(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], tes
 
 
 def paired_dot(a: np.ndarray, b: np.ndarray, a_rows: np.ndarray, b_rows: np.ndarray,
-               block: int = 1 << 18) -> np.ndarray:
+               block: int = PAIR_BLOCK) -> np.ndarray:
     """``a[a_rows[i]] . b[b_rows[i]]`` for every i, ``block`` pairs at a time."""
     out = np.empty(len(a_rows), dtype=np.float64)
     for s in range(0, len(a_rows), block):
@@ -66,7 +70,7 @@ def paired_dot(a: np.ndarray, b: np.ndarray, a_rows: np.ndarray, b_rows: np.ndar
 def score_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], test_ids: Sequence[str],
                  mean: np.ndarray | None = None, scale: np.ndarray | None = None,
                  test_emb: tuple[list[str], np.ndarray] | None = None,
-                 source: str = "the embeddings", block: int = 1 << 18) -> np.ndarray:
+                 source: str = "the embeddings", block: int = PAIR_BLOCK) -> np.ndarray:
     """Cosine score of each trial ``(enroll_ids[i], test_ids[i])``.
 
     ``emb`` is ``(keys, matrix)``; ``test_emb`` optionally holds the test side separately.
