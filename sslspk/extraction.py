@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -45,9 +45,56 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any
     return model.to(device).eval(), cfg
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_samples: int,
+                   equal_lengths_only: bool = False) -> list[list[int]]:
+    """Indices of ``lengths`` grouped longest first into batches of at most ``batch_size`` items and
+    ``max_samples`` padded samples (a longer item is a batch of its own); with ``equal_lengths_only``
+    a batch holds items of one length."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        if (last is not None and len(last) < batch_size and (len(last) + 1) * lengths[last[0]] <= max_samples
+                and not (equal_lengths_only and lengths[i] != lengths[last[0]])):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu", batch_size: int = 1,
+                    max_batch_seconds: float = 300.0, sample_rate: int = 16000) -> list[np.ndarray]:
+    """Embeddings of waveforms of any lengths, in input order (call under ``torch.inference_mode``).
+
+    Utterances are sorted by length and embedded ``batch_size`` at a time (at most
+    ``max_batch_seconds`` of padded audio per batch), zero-padded with their lengths passed to
+    the model, which then gives the embeddings of one-by-one extraction (to float rounding).
+    A model whose ``honours_lengths`` is false (e.g. WavLM Base+, see :mod:`sslspk.models.wavlm`)
+    is only given batches of equal-length utterances.
+    """
+    import torch
+
+    lengths = [len(w) for w in wavs]
+    pads = bool(getattr(model, "honours_lengths", False))
+    out: list[np.ndarray] = [np.empty(0)] * len(wavs)
+    for batch in length_batches(lengths, batch_size, int(max_batch_seconds * sample_rate), not pads):
+        x = torch.zeros(len(batch), lengths[batch[0]])
+        for row, i in enumerate(batch):
+            x[row, :lengths[i]] = torch.as_tensor(wavs[i])
+        n = torch.tensor([lengths[i] for i in batch])
+        emb = model(x.to(device)) if bool((n == n[0]).all()) else model(x.to(device), n.to(device))
+        for row, i in enumerate(batch):
+            out[i] = emb[row].float().cpu().numpy()
+    return out
+
+
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
-                   progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(utt, embedding)`` for every utterance of a data dir (segments honoured)."""
+                   progress: bool = True, batch_size: int = 1) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(utt, embedding)`` for every utterance of a data dir in its order (segments honoured).
+
+    With ``batch_size`` > 1, :func:`embed_waveforms` embeds windows of ``8 x batch_size``
+    consecutive utterances, sorted by length within the window, ``batch_size`` at a time.
+    """
     import torch
     from tqdm import tqdm
 
@@ -55,8 +102,14 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     from sslspk.data.datadir import DataDir
 
     data = DataDir.load(data_dir)
-    with torch.inference_mode():
-        for utt in tqdm(data.utts, desc=f"embed {data_dir}", unit="utt", disable=not progress, mininterval=5):
-            entry, start, end = data.audio_entry(utt)
-            wav = torch.from_numpy(load_audio(entry, sample_rate, start, end)).to(device)
-            yield utt, model(wav.unsqueeze(0))[0].float().cpu().numpy()
+    window = 1 if batch_size == 1 else 8 * batch_size
+    with torch.inference_mode(), tqdm(total=len(data.utts), desc=f"embed {data_dir}", unit="utt",
+                                      disable=not progress, mininterval=5) as bar:
+        for start in range(0, len(data.utts), window):
+            utts = data.utts[start:start + window]
+            wavs = []
+            for utt in utts:
+                entry, begin, end = data.audio_entry(utt)
+                wavs.append(load_audio(entry, sample_rate, begin, end))
+            yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate))
+            bar.update(len(utts))

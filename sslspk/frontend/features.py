@@ -3,6 +3,9 @@
 All front-ends map a batch of waveforms ``[B, T]`` (float, roughly in [-1, 1]) to
 features ``[B, frames, dim]``, optionally with per-utterance cepstral mean normalisation.
 Inputs shorter than one analysis window are zero-padded to one window (one frame out).
+A batch of zero-padded utterances of different lengths gives, with their ``lengths``, the
+frames each would give alone: frames never straddle utterances (no centring), and the mean
+normalisation uses each utterance's own frames (:meth:`Frontend.frame_lengths`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float,
     banks = torch.clamp(torch.minimum(up, down), min=0.0)  # [num_bins, num_fft_bins]
     banks = torch.cat([banks, torch.zeros(num_bins, 1, dtype=torch.float64)], dim=1)  # Nyquist bin
     return banks.T.contiguous().float()
+
+
+def frame_mask(frame_lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Float mask ``[B, num_frames]``: 1 on the first ``frame_lengths[b]`` frames of row ``b``, else 0."""
+    steps = torch.arange(num_frames, device=frame_lengths.device)
+    return (steps < frame_lengths[:, None]).float()
 
 
 class KaldiFbank(nn.Module):
@@ -145,7 +154,19 @@ class Frontend(nn.Module):
     def dim(self) -> int:
         return self.cfg.num_ceps if self.cfg.type == "mfcc" else self.cfg.num_mel_bins
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames of utterances of ``lengths`` samples (as :meth:`forward` gives them one at a time)."""
+        cfg = self.cfg
+        if cfg.type == "logmel":
+            window, shift = self.melspec.n_fft, self.melspec.hop_length
+        else:  # Kaldi framing (snip_edges) as KaldiFbank and torchaudio's kaldi.mfcc compute it
+            window = int(cfg.sample_rate * cfg.frame_length_ms * 0.001)
+            shift = int(cfg.sample_rate * cfg.frame_shift_ms * 0.001)
+        return 1 + (lengths.clamp(min=window) - window) // shift
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[B, frames, dim]``; ``lengths`` (samples of each zero-padded row) limits the
+        mean normalisation to each utterance's frames (the frames after them are padding)."""
         cfg = self.cfg
         if wav.dim() != 2:
             raise ValueError(f"expected waveforms [B, T], got shape {tuple(wav.shape)}")
@@ -164,6 +185,9 @@ class Frontend(nn.Module):
                 kw = dict(sample_frequency=cfg.sample_rate, frame_length=cfg.frame_length_ms,
                           frame_shift=cfg.frame_shift_ms, dither=cfg.dither, num_mel_bins=cfg.num_mel_bins)
                 feats = torch.stack([K.mfcc(w.unsqueeze(0) * 32768.0, num_ceps=cfg.num_ceps, **kw) for w in wav])
-            if cfg.cmn:
+            if cfg.cmn and lengths is None:
                 feats = feats - feats.mean(dim=1, keepdim=True)
+            elif cfg.cmn:
+                valid = frame_mask(self.frame_lengths(lengths).to(feats.device), feats.shape[1]).unsqueeze(-1)
+                feats = feats - (feats * valid).sum(dim=1, keepdim=True) / valid.sum(dim=1, keepdim=True)
         return feats

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sslspk.frontend.features import Frontend, FrontendConfig
+from sslspk.frontend.features import Frontend, FrontendConfig, frame_mask
 from sslspk.frontend.specaug import SpecAugConfig, SpecAugment
 from sslspk.utils.config import ConfigError, from_dict
 
@@ -20,9 +20,13 @@ class Encoder(nn.Module):
     """Waveforms ``[B, T]`` → embeddings ``[B, embedding_dim]``; subclasses implement :meth:`encode`.
 
     The front-end (fbank + CMN by default) runs first; SpecAugment, when configured, masks
-    the features in ``train()`` mode only.
+    the features in ``train()`` mode only. ``forward(wav, lengths)`` embeds a batch of
+    zero-padded utterances of ``lengths`` samples each as if one at a time (``eval()`` mode):
+    padded frames are kept out of every convolution, mean and pooling.
     """
 
+    #: ``forward`` honours ``lengths`` (batches of padded utterances embed as one at a time).
+    honours_lengths: ClassVar[bool] = True
     type_name: ClassVar[str] = ""
     config_cls: ClassVar[type] = object
     default_frontend: ClassVar[dict[str, Any]] = {"type": "fbank", "num_mel_bins": 80, "cmn": True}
@@ -60,17 +64,20 @@ class Encoder(nn.Module):
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{where}: {e}") from e
 
-    def features(self, wav: torch.Tensor) -> torch.Tensor:
+    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Front-end features ``[B, frames, dim]`` (masked by SpecAugment when training)."""
-        feats = self.frontend(wav)
+        feats = self.frontend(wav, lengths)
         return self.specaug(feats) if self.specaug is not None else feats
 
-    def encode(self, feats: torch.Tensor) -> torch.Tensor:
-        """Features ``[B, frames, dim]`` → embeddings ``[B, D]``."""
+    def encode(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[B, frames, dim]`` → embeddings ``[B, D]``; ``mask`` ``[B, 1, frames]``: 1 = valid frame."""
         raise NotImplementedError
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.features(wav))
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.features(wav, lengths)
+        if lengths is None:
+            return self.encode(feats)
+        return self.encode(feats, frame_mask(self.frontend.frame_lengths(lengths), feats.shape[1]).unsqueeze(1))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

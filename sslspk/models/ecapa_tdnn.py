@@ -43,14 +43,17 @@ class EcapaConfig:
 
 
 class ConvReluBn(nn.Module):
-    """Conv1d → ReLU → BatchNorm1d ('same' length)."""
+    """Conv1d → ReLU → BatchNorm1d ('same' length); ``mask`` zeroes padded input frames, as the
+    convolution's own zero padding sees them, when the kernel spans several frames."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, dilation: int = 1):
         super().__init__()
         self.conv = nn.Conv1d(cin, cout, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
         self.bn = nn.BatchNorm1d(cout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None and self.conv.kernel_size[0] > 1:
+            x = x * mask
         return self.bn(torch.relu(self.conv(x)))
 
 
@@ -63,26 +66,29 @@ class Res2Conv(nn.Module):
         width = channels // scale
         self.convs = nn.ModuleList(ConvReluBn(width, width, kernel, dilation) for _ in range(scale - 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         groups = torch.chunk(x, self.scale, dim=1)
         out = [groups[0]]
         y = None
         for conv, g in zip(self.convs, groups[1:]):
-            y = conv(g if y is None else g + y)
+            y = conv(g if y is None else g + y, mask)
             out.append(y)
         return torch.cat(out, dim=1)
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel gating from the utterance mean: linear → ReLU → linear → sigmoid."""
+    """Channel gating from the utterance mean (over the ``mask``'s frames): linear → ReLU → linear → sigmoid."""
 
     def __init__(self, channels: int, bottleneck: int):
         super().__init__()
         self.fc1 = nn.Conv1d(channels, bottleneck, 1)
         self.fc2 = nn.Conv1d(bottleneck, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=-1, keepdim=True)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            s = x.mean(dim=-1, keepdim=True)
+        else:
+            s = (x * mask).sum(dim=-1, keepdim=True) / mask.sum(dim=-1, keepdim=True)
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
 
 
@@ -97,8 +103,11 @@ class SERes2Block(nn.Module):
             ConvReluBn(channels, channels, 1),
             SqueezeExcitation(channels, se_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = x
+        for layer in self.body:
+            y = layer(y, mask)
+        return x + y
 
 
 class EcapaTdnn(Encoder):
@@ -125,12 +134,12 @@ class EcapaTdnn(Encoder):
     def embedding_dim(self) -> int:
         return self.cfg.embedding_dim
 
-    def encode(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.layer1(feats.transpose(1, 2))
+    def encode(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.layer1(feats.transpose(1, 2), mask)
         outs = []
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
             outs.append(x)
         x = self.mfa(torch.cat(outs, dim=1))
-        x = self.pool_bn(self.pool(x))
+        x = self.pool_bn(self.pool(x, mask))
         return self.emb_bn(self.fc(x))

@@ -24,11 +24,20 @@ def weighted_stats(x: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torc
     return mean, var.clamp(min=_VAR_FLOOR).sqrt()
 
 
-class StatsPool(nn.Module):
-    """``[B, C, T]`` → ``[B, 2C]``: concatenated temporal mean and standard deviation."""
+def uniform_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Frame weights ``[B, 1, T]`` averaging the valid frames of ``mask`` (``[B, 1, T]``, 1 = valid)."""
+    mask = mask.float()
+    return mask / mask.sum(dim=-1, keepdim=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(weighted_stats(x), dim=1)
+
+class StatsPool(nn.Module):
+    """``[B, C, T]`` → ``[B, 2C]``: concatenated temporal mean and standard deviation.
+
+    ``mask`` (``[B, 1, T]``, 1 = valid frame) restricts the statistics to each utterance's frames.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat(weighted_stats(x, None if mask is None else uniform_weights(mask)), dim=1)
 
 
 class AttentiveStatsPool(nn.Module):
@@ -36,7 +45,8 @@ class AttentiveStatsPool(nn.Module):
 
     Per-channel frame weights come from a small 1x1-conv network (tanh bottleneck of
     ``attention_channels``) whose input is, with ``global_context``, each frame
-    concatenated with the utterance's mean and std (the ECAPA-TDNN variant).
+    concatenated with the utterance's mean and std (the ECAPA-TDNN variant). ``mask``
+    (``[B, 1, T]``, 1 = valid frame) keeps padded frames out of the statistics and the softmax.
     """
 
     def __init__(self, channels: int, attention_channels: int = 128, global_context: bool = True):
@@ -47,11 +57,13 @@ class AttentiveStatsPool(nn.Module):
             nn.Conv1d(in_ch, attention_channels, 1), nn.ReLU(), nn.BatchNorm1d(attention_channels), nn.Tanh(),
             nn.Conv1d(attention_channels, channels, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = x
         if self.global_context:
-            mean, std = weighted_stats(x)
+            mean, std = weighted_stats(x, None if mask is None else uniform_weights(mask))
             t = x.shape[-1]
             h = torch.cat([x, mean.unsqueeze(-1).expand(-1, -1, t), std.unsqueeze(-1).expand(-1, -1, t)], dim=1)
-        w = torch.softmax(self.attention(h), dim=-1)
-        return torch.cat(weighted_stats(x, w), dim=1)
+        logits = self.attention(h)
+        if mask is not None:
+            logits = logits.masked_fill(mask == 0, float("-inf"))
+        return torch.cat(weighted_stats(x, torch.softmax(logits, dim=-1)), dim=1)

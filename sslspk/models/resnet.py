@@ -38,7 +38,11 @@ class ResNetConfig:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with BN/ReLU and an identity (or 1x1-conv projection) shortcut."""
+    """Two 3x3 convs with BN/ReLU and an identity (or 1x1-conv projection) shortcut.
+
+    ``mask`` (``[B, 1, 1, T]``, 1 = valid frame) zeroes padded frames before each 3x3 conv; the
+    block returns its output and the mask of its (time-strided) output frames.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
@@ -50,10 +54,13 @@ class BasicBlock(nn.Module):
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = torch.relu(self.bn1(self.conv1(x if mask is None else x * mask)))
+        if mask is not None:
+            mask = mask[..., ::self.conv1.stride[1]]
+            y = y * mask
         y = self.bn2(self.conv2(y))
-        return torch.relu(y + self.shortcut(x))
+        return torch.relu(y + self.shortcut(x)), mask
 
 
 class ResNetEncoder(Encoder):
@@ -88,7 +95,12 @@ class ResNetEncoder(Encoder):
     def embedding_dim(self) -> int:
         return self.cfg.embedding_dim
 
-    def encode(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # [B, C, F', T']
+    def encode(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = feats.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]
+        mask = None if mask is None else mask.unsqueeze(2)  # [B, 1, 1, T]
+        x = self.stem(x if mask is None else x * mask)
+        for stage in self.stages:
+            for block in stage:
+                x, mask = block(x, mask)  # [B, C, F', T'] and its mask
         x = x.flatten(1, 2)  # [B, C * F', T']
-        return self.emb_bn(self.fc(self.pool(x)))
+        return self.emb_bn(self.fc(self.pool(x, None if mask is None else mask.squeeze(2))))

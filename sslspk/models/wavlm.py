@@ -18,8 +18,13 @@ pooling head over its hidden states:
 builds no graph through it). :meth:`backbone_parameters` / :meth:`head_parameters` and
 :meth:`set_backbone_trainable` support a head-only phase followed by full fine-tuning.
 
-Input: raw 16 kHz waveforms ``[B, T]`` of equal length (batches are equal-length crops, so
-no attention mask is used; pad-free batching is the caller's job). ``normalize`` applies the
+Input: raw 16 kHz waveforms ``[B, T]``: equal-length crops in training; zero-padded
+utterances with their ``lengths`` in extraction, which embed as one at a time only when the CNN
+feature encoder normalises each frame (``feat_extract_norm: layer``, WavLM Large): then the
+backbone gets an attention mask and the head masks the padded frames. WavLM Base/Base+
+(``group``) normalise each CNN channel over the whole input, padding included, so their
+embeddings change with padding and :attr:`WavLMEncoder.honours_lengths` is false (extraction
+then batches equal-length utterances only). ``normalize`` applies the
 per-utterance zero-mean/unit-variance normalisation of ``Wav2Vec2FeatureExtractor``
 (``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus`` ships
 ``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
@@ -36,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sslspk.frontend.features import frame_mask
 from sslspk.models.pooling import AttentiveStatsPool
 from sslspk.utils.config import ConfigError, from_dict
 
@@ -151,10 +157,12 @@ class EcapaHead(nn.Module):
         self.fc = nn.Linear(2 * channels, embedding_dim)
         self.emb_bn = nn.BatchNorm1d(embedding_dim)
 
-    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = self.tdnn1(self.weighting(states).transpose(1, 2))
-        x = x + self.tdnn2(x)
-        return self.emb_bn(self.fc(self.pool_bn(self.pool(x))))
+    def forward(self, states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` ``[B, 1, T]``: 1 = valid frame (padded frames are zeroed before each convolution)."""
+        x = self.weighting(states).transpose(1, 2)
+        x = self.tdnn1(x if mask is None else x * mask)
+        x = x + self.tdnn2(x if mask is None else x * mask)
+        return self.emb_bn(self.fc(self.pool_bn(self.pool(x, mask))))
 
 
 class MhfaHead(nn.Module):
@@ -175,10 +183,14 @@ class MhfaHead(nn.Module):
         self.attention = nn.Linear(compression, heads)
         self.fc = nn.Linear(heads * compression, embedding_dim)
 
-    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` ``[B, 1, T]``: 1 = valid frame (padded frames get no attention)."""
         k = self.key_proj(self.key_weighting(states))            # [B, T, C]
         v = self.value_proj(self.value_weighting(states))        # [B, T, C]
-        att = torch.softmax(self.attention(k).float(), dim=1)    # [B, T, H], sums to 1 over T
+        logits = self.attention(k).float()                       # [B, T, H]
+        if mask is not None:
+            logits = logits.masked_fill(mask.transpose(1, 2) == 0, float("-inf"))
+        att = torch.softmax(logits, dim=1)                       # sums to 1 over T
         pooled = torch.einsum("bth,btc->bhc", att, v.float())    # [B, H, C]
         return self.fc(pooled.flatten(1).to(v.dtype))
 
@@ -262,24 +274,46 @@ class WavLMEncoder(nn.Module):
     def backbone_trainable(self) -> bool:
         return self._backbone_trainable
 
+    @property
+    def honours_lengths(self) -> bool:
+        """Whether ``forward(wav, lengths)`` embeds padded utterances as one at a time (see module doc)."""
+        return self.backbone.config.feat_extract_norm == "layer"
+
     # --------------------------------------------------------------- forward
-    def prepare(self, wav: torch.Tensor) -> torch.Tensor:
-        """Float waveform ``[B, T]``, normalised per utterance when ``normalize`` is set."""
+    def prepare(self, wav: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Float waveform ``[B, T]``, normalised per utterance when ``normalize`` is set
+        (over the ``valid`` samples, ``[B, T]`` 0/1, when given)."""
         if wav.ndim != 2:
             raise ValueError(f"expected waveforms [B, T], got shape {tuple(wav.shape)}")
         wav = wav.float()
-        if self.cfg.normalize:
+        if self.cfg.normalize and valid is None:
             mean = wav.mean(dim=1, keepdim=True)
             var = wav.var(dim=1, unbiased=False, keepdim=True)
             wav = (wav - mean) / torch.sqrt(var + 1e-7)
+        elif self.cfg.normalize:
+            n = valid.sum(dim=1, keepdim=True)
+            mean = (wav * valid).sum(dim=1, keepdim=True) / n
+            var = ((wav - mean).square() * valid).sum(dim=1, keepdim=True) / n
+            wav = (wav - mean) / torch.sqrt(var + 1e-7) * valid
         return wav
 
-    def hidden_states(self, wav: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """All ``num_hidden_layers + 1`` hidden states ``[B, frames, hidden]`` of the backbone."""
-        x = self.prepare(wav)
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """All ``num_hidden_layers + 1`` hidden states ``[B, frames, hidden]`` of the backbone
+        (``lengths``: samples of each zero-padded row, passed on as the attention mask)."""
+        valid = None
+        if lengths is not None:
+            if not self.honours_lengths:
+                raise ValueError("this WavLM normalises its CNN features over the whole (padded) input "
+                                 "(feat_extract_norm: group): embed utterances of different lengths one at a time")
+            valid = (torch.arange(wav.shape[1], device=wav.device) < lengths.to(wav.device)[:, None]).long()
+        x = self.prepare(wav, valid)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._backbone_trainable):
-            out = self.backbone(x, output_hidden_states=True, return_dict=True)
+            out = self.backbone(x, attention_mask=valid, output_hidden_states=True, return_dict=True)
         return tuple(out.hidden_states)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden_states(wav))
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        states = self.hidden_states(wav, lengths)
+        if lengths is None:
+            return self.head(states)
+        frames = self.backbone._get_feat_extract_output_lengths(lengths.to(wav.device))
+        return self.head(states, frame_mask(frames, states[0].shape[1]).unsqueeze(1))
