@@ -89,8 +89,10 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
 
 
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
-                   progress: bool = True, batch_size: int = 1) -> Iterator[tuple[str, np.ndarray]]:
+                   progress: bool = True, batch_size: int = 1, channel: str = "mix") -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, embedding)`` for every utterance of a data dir in its order (segments honoured).
+
+    ``channel``: ``mix`` or ``first`` channel of multi-channel audio (the model config's ``data.channel``).
 
     With ``batch_size`` > 1, :func:`embed_waveforms` embeds windows of ``8 x batch_size``
     consecutive utterances, sorted by length within the window, ``batch_size`` at a time.
@@ -98,7 +100,6 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     import torch
     from tqdm import tqdm
 
-    from sslspk.data.audio import load_audio
     from sslspk.data.datadir import DataDir
 
     data = DataDir.load(data_dir)
@@ -107,9 +108,6 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
                                       disable=not progress, mininterval=5) as bar:
         for start in range(0, len(data.utts), window):
             utts = data.utts[start:start + window]
-            wavs = []
-            for utt in utts:
-                entry, begin, end = data.audio_entry(utt)
-                wavs.append(load_audio(entry, sample_rate, begin, end))
+            wavs = [data.load_audio(utt, sample_rate, channel) for utt in utts]   # errors name the utt
             yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate))
             bar.update(len(utts))

@@ -49,8 +49,10 @@ oracle=false              # stage 4 also trains the supervised reference on the 
 asnorm_cohort=utt          # AS-norm cohort: utt (training embeddings) or spk (training speaker means)
 asnorm_top_n=300           # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=0.5           # prior of the score calibration objective
+force=false               # true: redo the finished steps of the stages run (training, extraction, clustering, scoring)
 
 . utils/parse_options.sh
+tforce=(); [ "$force" != true ] || tforce=(--force)   # the training entry points' flag
 
 train_data=${train_data:-data/$corpus/train}
 test_data=${test_data:-data/$corpus/test}
@@ -67,13 +69,13 @@ make_baseline() {  # (re)creates it when new or when its config changed
   fi
 }
 cluster_iteration() {  # <iteration> <model dir whose training-set embeddings are clustered>
-  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $2 "$train_data" $2/embeddings/train
-  steps/cluster.sh --k $num_clusters ${ahc_clusters:+--ahc-clusters $ahc_clusters} \
+  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $2 "$train_data" $2/embeddings/train
+  steps/cluster.sh --force $force --k $num_clusters ${ahc_clusters:+--ahc-clusters $ahc_clusters} \
     --min-cluster-size $min_cluster_size "${ref[@]}" --report-dir $exp/pl_iter$1/clusters \
     $2/embeddings/train/embeddings.scp "$train_data" data/$corpus/train_pl_iter$1
 }
 train_iteration() {  # <iteration> [<model dir to start from>]
-  steps/train.sh train_pseudo.py --config $pseudo_conf --data data/$corpus/train_pl_iter$1 \
+  steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data data/$corpus/train_pl_iter$1 \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
 }
 initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
@@ -81,7 +83,7 @@ initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-labe
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "Stage 0: data ($corpus)"
   case $corpus in
-    mini) local/make_mini_corpus.py --num-train-speakers $num_train_speakers \
+    mini) local/make_mini_corpus.py "${tforce[@]}" --num-train-speakers $num_train_speakers \
             --num-test-speakers $num_test_speakers --utts-per-speaker $utts_per_speaker \
             corpus/mini data/mini ;;
     fsdd) [ -n "$corpus_dir" ] || { echo "$0: --corpus fsdd needs --corpus-dir" >&2; exit 1; }
@@ -94,7 +96,7 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "Stage 1: lists"
   for d in "$train_data" "$test_data"; do
-    [ -f "$d/utt2dur" ] || utils/compute_utt2dur.sh "$d"
+    [ "$force" != true ] && [ -f "$d/utt2dur" ] || utils/compute_utt2dur.sh "$d"
     utils/validate_data_dir.sh "$d"
   done
   [ -f "$trials" ] || { echo "$0: no trial list $trials" >&2; exit 1; }
@@ -102,7 +104,7 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   echo "Stage 2: SSL pretraining ($ssl_conf) -> $exp/ssl"
-  steps/train.sh train_ssl.py --config $ssl_conf --data "$train_data" --exp-dir $exp/ssl
+  steps/train.sh train_ssl.py "${tforce[@]}" --config $ssl_conf --data "$train_data" --exp-dir $exp/ssl
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
@@ -117,7 +119,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   train_iteration 1 $initial
   if [ "$oracle" = true ]; then
     echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle"
-    steps/train.sh train_pseudo.py --config $pseudo_conf --data "$train_data" --exp-dir $exp/oracle \
+    steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data "$train_data" --exp-dir $exp/oracle \
       ${initial:+--init $initial}
   fi
 fi
@@ -141,7 +143,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   fi
   for d in $exp/pl_iter* $exp/oracle; do [ ! -f $d/model.pt ] || systems+=($d); done
   for sys in "${systems[@]}"; do
-    steps/evaluate.sh --nj $nj --cmd "$cmd" --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+    steps/evaluate.sh --nj $nj --cmd "$cmd" --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
       --cal-p-target $cal_p_target $sys "$train_data" "$test_data" "$trials"
   done
   compare_results.py --trials test --trials test_asnorm "${systems[@]}" > $exp/results.md

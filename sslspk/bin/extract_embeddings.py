@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         model, cfg = load_encoder(args.model_dir, args.device)
         n = write_embeddings(args.out_ark, args.out_scp,
                              embed_data_dir(model, args.data_dir, cfg.get("sample_rate", 16000), args.device,
-                                            batch_size=args.batch_size))
+                                            batch_size=args.batch_size,
+                                            channel=(cfg.get("data") or {}).get("channel", "mix")))
         print(f"wrote {n} embeddings to {args.out_scp}")
 
     run_cli(work)

@@ -120,8 +120,15 @@ def _parse_segment(path: Path, n: int, rest: str) -> Segment:
     return Segment(rec, start, end)
 
 
+def _parse_wav(path: Path, n: int, rest: str) -> str:
+    if not audio.is_pipe(rest) and len(rest.split()) > 1:
+        raise FormatError(path, n, f"expected '<id> <path>' or '<id> <command> |', got a path with whitespace "
+                                   f"{rest!r} (ids and paths cannot contain spaces; a pipe ends with '|')")
+    return rest
+
+
 _PARSERS: dict[str, Callable[[Path, int, str], object]] = {
-    "wav.scp": _parse_rest,
+    "wav.scp": _parse_wav,
     "utt2spk": _parse_single,
     "segments": _parse_segment,
     "utt2dur": _parse_dur,
@@ -291,11 +298,11 @@ class DataDir:
         seg = self.segments[utt]
         return entry, seg.start, seg.end
 
-    def load_audio(self, utt: str, sample_rate: int | None = None) -> np.ndarray:
+    def load_audio(self, utt: str, sample_rate: int | None = None, channel: str = "mix") -> np.ndarray:
         """Mono float32 samples of ``utt`` at ``sample_rate`` (native rate if None); AudioError names the utt."""
         entry, start, end = self.audio_entry(utt)
         try:
-            return audio.load_audio(entry, sample_rate, start, end)
+            return audio.load_audio(entry, sample_rate, start, end, channel)
         except audio.AudioError as e:
             raise audio.AudioError(f"utt {utt!r}: {e}") from e
 

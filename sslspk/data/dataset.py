@@ -40,9 +40,14 @@ def parse_views(views: list[dict[str, Any]] | None, where: str = "data.views") -
     return specs
 
 
-def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``length``-sample crop; shorter audio is repeated (wrapped) to the length."""
+TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
+
+
+def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator, too_short: str = "repeat") -> np.ndarray:
+    """A random ``length``-sample crop; shorter audio is repeated (wrapped) or zero-padded to the length."""
     if len(wav) < length:
+        if too_short == "pad":
+            return np.pad(wav, (0, length - len(wav)))
         wav = np.tile(wav, length // len(wav) + 1)
     start = int(rng.integers(0, len(wav) - length + 1))
     return wav[start:start + length]
@@ -55,6 +60,10 @@ class CropDataset(Dataset):
     ``positive_of`` (set each epoch by SSPS) names, per utterance, another utterance whose crops
     replace the anchor's for views with ``from_positive`` (see :meth:`set_positives`).
     ``labels`` (optional) adds ``"label"`` to items (pseudo-labels for supervised training).
+    ``too_short``: an utterance shorter than a view is ``repeat``-ed (wrapped) or zero-``pad``-ded to
+    the view's length, or, with ``skip``, left out of the dataset (counted and logged; durations from
+    ``utt2dur`` when present, else from the audio headers). ``channel``: ``mix`` or ``first`` channel
+    of multi-channel audio.
     """
 
     data_dir: str | os.PathLike
@@ -66,13 +75,22 @@ class CropDataset(Dataset):
     epoch: int = 0
     positive_of: np.ndarray | None = None
     positive_views: tuple[int, ...] = ()
+    too_short: str = "repeat"
+    channel: str = "mix"
     _augmenter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        from sslspk.data.audio import CHANNELS
         from sslspk.data.datadir import DataDir
 
+        if self.too_short not in TOO_SHORT:
+            raise ConfigError(f"data.too_short must be one of {', '.join(TOO_SHORT)}, got {self.too_short!r}")
+        if self.channel not in CHANNELS:
+            raise ConfigError(f"data.channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
         self.data = DataDir.load(self.data_dir)
         self.utts = self.data.utts
+        if self.too_short == "skip":
+            self.utts = self._long_enough()
         if self.augment:
             from sslspk.augment import Augmenter
 
@@ -89,8 +107,31 @@ class CropDataset(Dataset):
         self.positive_of = positive_of
         self.positive_views = tuple(views) if positive_of is not None else ()
 
+    def _long_enough(self) -> list[str]:
+        """The utterances at least as long as the longest view; logs how many are skipped."""
+        import logging
+
+        from sslspk.data.audio import num_samples
+
+        need = max(v.seconds for v in self.views)
+        dur = self.data.utt2dur
+        if dur is None:
+            dur = {}
+            for u in self.utts:
+                entry, start, end = self.data.audio_entry(u)
+                n, sr = num_samples(entry)
+                dur[u] = (n / sr if end is None else end) - start
+        keep = [u for u in self.utts if dur[u] >= need]
+        if len(keep) < len(self.utts):
+            logging.getLogger("sslspk").warning(
+                "%s: %d of %d utterances shorter than %g s skipped (data.too_short: skip)",
+                self.data_dir, len(self.utts) - len(keep), len(self.utts), need)
+        if not keep:
+            raise ConfigError(f"{self.data_dir}: every utterance is shorter than {need:g} s (data.too_short: skip)")
+        return keep
+
     def load(self, index: int) -> np.ndarray:
-        return self.data.load_audio(self.utts[index], self.sample_rate)
+        return self.data.load_audio(self.utts[index], self.sample_rate, self.channel)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -105,7 +146,7 @@ class CropDataset(Dataset):
             length = int(round(spec.seconds * self.sample_rate))
             crops = []
             for _ in range(spec.count):
-                c = random_crop(src, length, rng)
+                c = random_crop(src, length, rng, self.too_short)
                 if spec.augment and self._augmenter is not None:
                     c = self._augmenter(c, rng)
                 crops.append(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)))

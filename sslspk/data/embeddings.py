@@ -25,15 +25,22 @@ def write_embeddings(ark: str | os.PathLike, scp: str | os.PathLike,
     ark.parent.mkdir(parents=True, exist_ok=True)
     tmp = ark.with_name(f".{ark.name}.tmp")
     lines: list[str] = []
-    with open(tmp, "wb") as f:
-        for key, vec in items:
-            if any(c.isspace() for c in key) or not key:
-                raise ValueError(f"embedding key {key!r} is empty or contains whitespace")
-            pos = f.tell()
-            kaldiio.save_ark(f, {key: np.asarray(vec, dtype=np.float32)})
-            lines.append(f"{key} {ark}:{pos + len(key.encode()) + 1}\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            for key, vec in items:
+                if any(c.isspace() for c in key) or not key:
+                    raise ValueError(f"embedding key {key!r} is empty or contains whitespace")
+                pos = f.tell()
+                kaldiio.save_ark(f, {key: np.asarray(vec, dtype=np.float32)})
+                lines.append(f"{key} {ark}:{pos + len(key.encode()) + 1}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:   # nothing half-written is left; a full disk names the ark
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(ark)) from e
+        raise
+    scp.unlink(missing_ok=True)   # killed between the two renames: no scp, so the job counts as unfinished
     os.replace(tmp, ark)
     with atomic_write(scp) as f:
         f.writelines(lines)

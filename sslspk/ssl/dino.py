@@ -14,7 +14,7 @@ from sslspk.ssl.base import SSLTask
 from sslspk.ssl.heads import DINOHead
 from sslspk.ssl.losses import dino_loss
 from sslspk.train.distributed import all_reduce_mean
-from sslspk.train.trainer import TrainingError
+from sslspk.utils.errors import TrainingError
 
 log = logging.getLogger("sslspk.train")
 

@@ -14,7 +14,7 @@ SECTIONS = {
     "pseudo": {"required": ("data", "loss", "train"),
                "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc")},
 }
-DATA_KEYS = ("views", "augment")
+DATA_KEYS = ("views", "augment", "too_short", "channel")
 
 
 def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
@@ -82,7 +82,8 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     if init is not None:
         state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
         encoder.load_state_dict(state["model"])
-    dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed)
+    dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed,
+                          too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"))
     if kind == "ssl":
         from sslspk.ssl import build_ssl_task
 

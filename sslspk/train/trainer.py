@@ -8,6 +8,7 @@ An experiment dir holds ``config.yaml`` (the full config), ``checkpoints/epoch_N
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -23,12 +24,10 @@ import torch
 
 from sslspk.train.distributed import all_reduce_mean, init_distributed, is_distributed
 from sslspk.train.task import TrainTask
+from sslspk.utils.errors import TrainingError
+from sslspk.utils.fileio import atomic_write
 
 log = logging.getLogger("sslspk.train")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
 @dataclass
@@ -50,7 +49,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda
     log_every: int = 10             # steps between TensorBoard points
-    nan_policy: str = "stop"        # stop | skip: what a non-finite loss does
+    nan_policy: str = "stop"        # stop | skip (with a count): what a non-finite loss or gradient does
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, quick runs)
 
     def __post_init__(self) -> None:
@@ -82,9 +81,11 @@ def _checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temp file renamed when complete; a full disk raises OSError naming ``path``."""
+    buf = io.BytesIO()   # torch.save's own file writer turns write errors into a bare RuntimeError
+    torch.save(obj, buf)
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def average_checkpoints(paths: list[Path], task: TrainTask) -> dict[str, torch.Tensor]:
@@ -123,10 +124,11 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.exp_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
-            log.addHandler(logging.StreamHandler())
+        root = logging.getLogger("sslspk")   # the library's warnings (e.g. resampling) land in train.log too
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+            root.addHandler(logging.StreamHandler())
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
@@ -236,20 +238,25 @@ class Trainer:
                              else v.to(self.device, non_blocking=True)) for k, v in batch.items()}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = model(batch, epoch)
-                if not torch.isfinite(loss):
+                bad = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
+                if bad is None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    task.before_optimizer_step(epoch)
+                    params = [p for p in task.parameters() if p.requires_grad and p.grad is not None]
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+                    if cfg.grad_clip:
+                        logs["grad_norm"] = float(gnorm)
+                    if not torch.isfinite(gnorm):
+                        bad = f"non-finite gradient (norm {gnorm.item()})"
+                if bad is not None:
                     if cfg.nan_policy == "stop":
-                        raise TrainingError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {i + 1}; "
+                        raise TrainingError(f"{bad} at epoch {epoch + 1}, step {i + 1}; "
                                             f"the last good checkpoint in {self.exp_dir / 'checkpoints'} is kept")
                     skipped += 1
                     opt.zero_grad(set_to_none=True)
-                    log.warning(f"non-finite loss at epoch {epoch + 1} step {i + 1}: step skipped ({skipped} so far)")
+                    log.warning(f"{bad} at epoch {epoch + 1} step {i + 1}: step skipped ({skipped} so far)")
                     continue
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                task.before_optimizer_step(epoch)
-                if cfg.grad_clip:
-                    gnorm = torch.nn.utils.clip_grad_norm_([p for p in task.parameters() if p.requires_grad], cfg.grad_clip)
-                    logs["grad_norm"] = float(gnorm)
                 opt.step()
                 self.global_step += 1
                 task.after_optimizer_step(self.global_step / total)

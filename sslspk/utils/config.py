@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -39,11 +41,64 @@ def save_yaml(cfg: dict[str, Any], path: str | os.PathLike) -> None:
         yaml.safe_dump(cfg, f, sort_keys=False)
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as YAML gives it) fits the annotation ``hint``; unknown hints pass."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+        return not args or all(_type_ok(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError` listing valid ones."""
+    """Build dataclass ``cls`` from ``data``, checked against its fields before any work starts.
+
+    Unknown keys (the error lists the valid ones), missing required keys and values of the wrong
+    type raise :class:`ConfigError` naming ``where`` and the key. A float written as ``1e-4``
+    (a string to PyYAML) is read as the number it means.
+    """
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}")
     data = dict(data or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.init]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        hint = hints.get(key, Any)
+        if isinstance(value, str) and _type_ok(1.0, hint) and not _type_ok(value, hint):
+            try:
+                data[key] = value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hint):
+            raise ConfigError(f"{where}: {key}: expected {_hint_name(hint)}, got {type(value).__name__} {value!r}")
     return cls(**data)

@@ -33,7 +33,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     A killed process therefore never leaves a half-written ``path``: either the old
-    file (or none) or the complete new one.
+    file (or none) or the complete new one. A failed write (e.g. a full disk) removes the temp
+    file and raises an ``OSError`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,9 +46,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:   # e.g. a full disk: name the file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

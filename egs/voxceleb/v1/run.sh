@@ -50,9 +50,11 @@ eval_systems=             # systems evaluated in stage 6 (default: <exp>/ssl and
 asnorm_cohort=utt         # AS-norm cohort: utt (the cohort utterances) or spk (their true-speaker means: uses labels)
 asnorm_top_n=300          # AS-norm: closest cohort entries (as wespeaker's VoxCeleb recipes)
 cal_p_target=0.5          # prior of the score calibration objective
+force=false               # true: redo the finished steps of the stages run (training, extraction, clustering, scoring)
 tiny=false                # true: smoke-test sizes, not results (conf/tiny/*.yaml with a random tiny WavLM, 4->3 clusters, cohort 8)
 
 . utils/parse_options.sh
+tforce=(); [ "$force" != true ] || tforce=(--force)   # the training entry points' flag
 
 if [ "$tiny" = true ]; then  # overrides the configs and sizes set above or on the command line
   ssl_conf=conf/tiny/ssl_dino_ecapa.yaml; pseudo_conf=conf/tiny/pseudo_wavlm.yaml
@@ -66,13 +68,13 @@ ref=()   # true speakers, for diagnostics only
 [ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")
 
 cluster_iteration() {  # <iteration> <model dir whose training-set embeddings are clustered>
-  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" $2 $train_data $2/embeddings/train_full
-  steps/cluster.sh --cmd "$cmd" --k $num_clusters ${ahc_clusters:+--ahc-clusters $ahc_clusters} \
+  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $2 $train_data $2/embeddings/train_full
+  steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters ${ahc_clusters:+--ahc-clusters $ahc_clusters} \
     --min-cluster-size $min_cluster_size "${ref[@]}" --report-dir $exp/pl_iter$1/clusters \
     $2/embeddings/train_full/embeddings.scp $train_data $exp/pl_iter$1/data
 }
 train_iteration() {  # <iteration> [<model dir to start from>]
-  steps/train.sh train_pseudo.py --config $pseudo_conf --data $exp/pl_iter$1/data \
+  steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data $exp/pl_iter$1/data \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
 }
 initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
@@ -88,7 +90,7 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "Stage 1: lists"
   for d in data/vox2_dev data/vox1_test data/vox1_all; do
-    [ -f $d/utt2dur ] || utils/compute_utt2dur.sh --nj $nj $d
+    [ "$force" != true ] && [ -f $d/utt2dur ] || utils/compute_utt2dur.sh --nj $nj $d
     utils/validate_data_dir.sh $d
   done
   awk -v m=$min_dur '$2 >= m { print $1 }' data/vox2_dev/utt2dur > data/vox2_dev/.long_utts
@@ -107,7 +109,7 @@ fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   echo "Stage 2: SSL pretraining ($ssl_conf) -> $exp/ssl"
-  steps/train.sh train_ssl.py --config $ssl_conf --data $train_data --exp-dir $exp/ssl
+  steps/train.sh train_ssl.py "${tforce[@]}" --config $ssl_conf --data $train_data --exp-dir $exp/ssl
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
@@ -136,9 +138,9 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   fi
   [ ${#systems[@]} -gt 0 ] || { echo "$0: no trained system in $exp (stages 2-5)" >&2; exit 1; }
   for sys in "${systems[@]}"; do   # Vox1-O: rows test, test_asnorm (+ calibration rows)
-    steps/evaluate.sh --nj $nj --cmd "$cmd" --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+    steps/evaluate.sh --nj $nj --cmd "$cmd" --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
       --cal-p-target $cal_p_target $sys $cohort_data $eval_data $trials_o
-    norm=(--mean-scp "$sys/embeddings/train/embeddings.scp" --var-norm true)
+    norm=(--force $force --mean-scp "$sys/embeddings/train/embeddings.scp" --var-norm true)
     asnorm=("${norm[@]}" --cohort-scp "$sys/embeddings/train/embeddings.scp" --top-n "$asnorm_top_n")
     [ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$cohort_data/utt2spk")
     for t in E H; do   # Vox1-E/H on the same embeddings: rows vox1_E, vox1_E_asnorm, ...

@@ -1,0 +1,450 @@
+"""Fault catalogue, bad input and training faults: each gets a clear error naming the culprit (file,
+line or utterance) or a documented, counted skip, never a silent wrong result; nothing already
+written is lost. docs/reliability.md maps every fault to its test here or in test_interruptions.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from conftest import REPO, write_wav
+from sslspk.train.task import TrainTask
+
+BASELINE = REPO / "egs" / "mini" / "conf" / "baseline.yaml"
+
+
+def data_dir(d: Path, wavs: dict[str, str]) -> Path:
+    """A data dir of ``{utt: wav.scp entry}``, one speaker per utterance."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wav.scp").write_text("".join(f"{u} {e}\n" for u, e in sorted(wavs.items())))
+    (d / "utt2spk").write_text("".join(f"{u} {u}\n" for u in sorted(wavs)))
+    return d
+
+
+def run_bin(name: str, *args: str, env: dict, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bin" / name), *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300, **kw)
+
+
+def assert_clean_error(r: subprocess.CompletedProcess, *names: str) -> None:
+    """Exit 1, an ``ERROR:`` line naming every culprit, no traceback."""
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert all(n in r.stderr for n in names), (names, r.stderr[-3000:])
+
+
+# ------------------------------------------------------------------------------------ bad audio
+
+def _bad_audio(kind: str, path: Path) -> Path:
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated_header":
+        write_wav(path, 1.0)
+        path.write_bytes(path.read_bytes()[:30])
+    elif kind == "not_audio":
+        path.write_text("this is a text file, not audio\n" * 50)
+    elif kind in ("nan", "inf"):
+        x[100:110] = np.nan if kind == "nan" else np.inf
+        sf.write(path, x, 16000, subtype="FLOAT")
+    elif kind == "silence":
+        sf.write(path, np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    return path
+
+
+BAD_AUDIO = {"missing": "cannot read audio", "empty": "cannot read audio", "truncated_header": "cannot read audio",
+             "not_audio": "cannot read audio", "nan": "NaN/inf sample", "inf": "NaN/inf sample",
+             "silence": "digital silence"}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_AUDIO))
+def test_bad_audio_names_utterance_and_file(tmp_path, kind):
+    from sslspk.data.audio import AudioError
+    from sslspk.data.datadir import DataDir
+
+    wav = _bad_audio(kind, tmp_path / f"{kind}.wav")
+    d = data_dir(tmp_path / "data", {"utt1": str(wav)})
+    with pytest.raises(AudioError) as e:
+        DataDir.load(d).load_audio("utt1", 16000)
+    assert BAD_AUDIO[kind] in str(e.value) and "utt1" in str(e.value) and str(wav) in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated_header", "nan", "silence"])
+def test_bad_audio_stops_extraction_without_output(tmp_path, recipe_env, kind):
+    model = tmp_path / "baseline"
+    model.mkdir()
+    (model / "config.yaml").write_text(BASELINE.read_text())
+    good = write_wav(tmp_path / "good.wav", 1.0)
+    bad = _bad_audio(kind, tmp_path / "bad.wav")
+    d = data_dir(tmp_path / "data", {"a_good": str(good), "b_bad": str(bad)})
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "b_bad", str(bad), BAD_AUDIO[kind])
+    assert not (tmp_path / "e.scp").exists()
+
+
+@pytest.mark.parametrize("cmd,msg", [("false |", r"pipe command failed \(exit 1\)"),
+                                     ("true |", "pipe command produced no output")])
+def test_failing_pipe_is_named(tmp_path, cmd, msg):
+    from sslspk.data.audio import AudioError
+    from sslspk.data.datadir import DataDir
+
+    d = data_dir(tmp_path / "data", {"utt1": cmd})
+    with pytest.raises(AudioError, match=msg) as e:
+        DataDir.load(d).load_audio("utt1")
+    assert "utt1" in str(e.value) and cmd.rstrip(" |") in str(e.value)
+
+
+def _views(seconds: float):
+    from sslspk.data.dataset import ViewSpec
+
+    return [ViewSpec(seconds=seconds, count=1, augment=False)]
+
+
+@pytest.mark.parametrize("policy", ["repeat", "pad", "skip"])
+def test_too_short_policy(tmp_path, caplog, policy):
+    from sslspk.data.dataset import CropDataset
+
+    short = tmp_path / "short.wav"
+    sf.write(short, np.linspace(0.1, 0.5, 4000, dtype=np.float32), 16000)    # 0.25 s
+    d = data_dir(tmp_path / "data", {"long": str(write_wav(tmp_path / "long.wav", 1.0)), "short": str(short)})
+    with caplog.at_level(logging.WARNING, logger="sslspk"):
+        ds = CropDataset(d, _views(0.5), 16000, too_short=policy)
+    if policy == "skip":
+        assert ds.utts == ["long"]
+        assert "1 of 2 utterances shorter than 0.5 s skipped (data.too_short: skip)" in caplog.text
+        return
+    crop = ds[ds.utts.index("short")]["views"][0][0].numpy()
+    assert crop.shape == (8000,)
+    if policy == "pad":
+        np.testing.assert_array_equal(crop[4000:], 0)
+        np.testing.assert_array_equal(crop[:4000], sf.read(short, dtype="float32")[0])
+    else:
+        assert np.count_nonzero(crop) == 8000   # wrapped around, no zeros
+
+
+def test_too_short_everything_skipped_is_an_error(tmp_path):
+    from sslspk.data.dataset import CropDataset
+    from sslspk.utils.config import ConfigError
+
+    d = data_dir(tmp_path / "data", {"u": str(write_wav(tmp_path / "u.wav", 0.2))})
+    with pytest.raises(ConfigError, match="every utterance is shorter than 0.5 s"):
+        CropDataset(d, _views(0.5), 16000, too_short="skip")
+
+
+def test_other_sample_rate_resampled_and_logged_once(tmp_path, caplog):
+    from sslspk.data import audio
+    from sslspk.data.datadir import DataDir
+
+    audio._resampled.clear()
+    d = data_dir(tmp_path / "data", {f"u{i}": str(write_wav(tmp_path / f"{i}.wav", 1.0, sr=8000, seed=i))
+                                     for i in range(3)})
+    dd = DataDir.load(d)
+    with caplog.at_level(logging.WARNING, logger="sslspk"):
+        lens = [len(dd.load_audio(u, 16000)) for u in dd.utts]
+    assert lens == [16000] * 3
+    assert caplog.text.count("audio at 8000 Hz is resampled to 16000 Hz") == 1
+
+
+@pytest.mark.parametrize("channel", ["mix", "first"])
+def test_multichannel_as_configured(tmp_path, channel):
+    from sslspk.data.dataset import CropDataset
+
+    x = np.stack([np.full(16000, 0.2, np.float32), np.full(16000, 0.6, np.float32)], axis=1)
+    sf.write(tmp_path / "stereo.wav", x, 16000, subtype="FLOAT")
+    d = data_dir(tmp_path / "data", {"u": str(tmp_path / "stereo.wav")})
+    crop = CropDataset(d, _views(0.5), 16000, channel=channel)[0]["views"][0][0].numpy()
+    np.testing.assert_allclose(crop, 0.4 if channel == "mix" else 0.2, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ data dirs
+
+def _wavs(tmp_path: Path) -> dict[str, str]:
+    return {u: str(write_wav(tmp_path / f"{u}.wav", 0.5, seed=i)) for i, u in enumerate(("a", "b", "c"))}
+
+
+@pytest.mark.parametrize("fault,file,line,msg", [
+    ("unsorted", "utt2spk", 2, "not sorted"),
+    ("duplicate", "utt2spk", 2, "duplicate"),
+    ("blank_line", "utt2spk", 2, "empty line"),
+    ("space_in_utt2spk_id", "utt2spk", 1, "expected 2 fields, got 3"),
+    ("space_in_wav_scp_id", "wav.scp", 1, "path with whitespace"),
+])
+def test_bad_data_dir_names_file_and_line(tmp_path, fault, file, line, msg):
+    from sslspk.data.datadir import DataDir
+    from sslspk.utils.fileio import FormatError
+
+    w = _wavs(tmp_path)
+    d = data_dir(tmp_path / "data", w)
+    text = {"unsorted": "b b\na a\nc c\n", "duplicate": "a a\na a\nc c\n", "blank_line": "a a\n\nc c\n",
+            "space_in_utt2spk_id": "a x a\nb b\nc c\n"}
+    if fault == "space_in_wav_scp_id":
+        (d / "wav.scp").write_text(f"a x {w['a']}\nb {w['b']}\nc {w['c']}\n")
+    else:
+        (d / "utt2spk").write_text(text[fault])
+    with pytest.raises(FormatError, match=msg) as e:
+        DataDir.load(d)
+    assert f"{d / file}:{line}" in str(e.value)
+
+
+def test_utt2spk_wav_scp_mismatch_listed(tmp_path):
+    from sslspk.data.datadir import validate
+
+    w = _wavs(tmp_path)
+    d = data_dir(tmp_path / "data", w)
+    (d / "utt2spk").write_text("a a\nb b\nz z\n")
+    problems = "\n".join(validate(d))
+    assert "c" in problems and "z" in problems and "wav.scp" in problems and "utt2spk" in problems, problems
+
+
+def test_windows_line_endings_are_read(tmp_path):
+    from sslspk.data.datadir import DataDir
+
+    w = _wavs(tmp_path)
+    d = data_dir(tmp_path / "data", w)
+    for name in ("wav.scp", "utt2spk"):
+        (d / name).write_bytes((d / name).read_bytes().replace(b"\n", b"\r\n"))
+    dd = DataDir.load(d)
+    assert dd.wav_scp["a"] == w["a"] and dd.utt2spk == {"a": "a", "b": "b", "c": "c"}
+
+
+# ------------------------------------------------------------------------------------ trials, ark/scp
+
+@pytest.fixture
+def embeddings(tmp_path):
+    from sslspk.data.embeddings import write_embeddings
+
+    rng = np.random.default_rng(0)
+    ark, scp = tmp_path / "e.ark", tmp_path / "e.scp"
+    write_embeddings(ark, scp, ((u, rng.standard_normal(8).astype(np.float32)) for u in ("a", "b", "c")))
+    return ark, scp
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("a b target\nb c maybe\n", "trials:2"),
+    ("a b target\na b c target\n", "trials:2"),
+    ("a b target\na z nontarget\n", "z"),
+    ("", "trial list is empty"),
+])
+def test_bad_trials_are_named(tmp_path, recipe_env, embeddings, text, msg):
+    (tmp_path / "trials").write_text(text)
+    r = run_bin("score.py", tmp_path / "trials", embeddings[1], tmp_path / "out.score", env=recipe_env)
+    assert_clean_error(r, msg)
+    assert not (tmp_path / "out.score").exists()
+
+
+@pytest.mark.parametrize("fault", ["missing_ark", "truncated_ark"])
+def test_scp_into_missing_or_truncated_ark(tmp_path, recipe_env, embeddings, fault):
+    ark, scp = embeddings
+    if fault == "missing_ark":
+        ark.unlink()
+    else:
+        ark.write_bytes(ark.read_bytes()[:-20])
+    (tmp_path / "trials").write_text("a b target\nb c nontarget\n")
+    r = run_bin("score.py", tmp_path / "trials", scp, tmp_path / "out.score", env=recipe_env)
+    assert_clean_error(r, str(scp))
+    assert not (tmp_path / "out.score").exists()
+
+
+# ------------------------------------------------------------------------------------ configs
+
+def _train_config(tmp_path: Path, **edit) -> Path:
+    cfg = {"sample_rate": 16000,
+           "model": {"type": "ecapa_tdnn", "channels": 8, "mfa_channels": 24, "attention_channels": 4,
+                     "se_channels": 4, "embedding_dim": 8, "frontend": {"type": "fbank", "num_mel_bins": 20}},
+           "data": {"views": [{"seconds": 0.5, "count": 1}, {"seconds": 0.5, "count": 1}]},
+           "ssl": {"method": "simclr", "projector_hidden": 16, "projector_dim": 8},
+           "train": {"epochs": 3, "batch_size": 4, "num_workers": 0, "optimizer": "adamw", "lr": 0.005,
+                     "warmup_epochs": 0, "log_every": 1}}
+    for section, values in edit.items():
+        cfg[section].update(values) if isinstance(values, dict) else cfg.__setitem__(section, values)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _train_data(tmp_path: Path, n: int = 8) -> Path:
+    return data_dir(tmp_path / "train", {f"u{i}": str(write_wav(tmp_path / f"t{i}.wav", 0.6, freq=150 + 40 * i,
+                                                                 seed=i)) for i in range(n)})
+
+
+@pytest.mark.parametrize("edit,msg", [
+    ({"train": {"lr_max": 0.1}}, "train: unknown key(s) lr_max; valid keys: amp, average_last"),
+    ({"train": {"epochs": "ten"}}, "train: epochs: expected int, got str 'ten'"),
+    ({"train": {"amp": "yes"}}, "train: amp: expected bool"),
+    ({"data": {"views": [{"count": 2}]}}, "data.views[0]: missing required key(s) seconds"),
+    ({"data": {"too_short": "drop"}}, "data.too_short must be one of repeat, pad, skip"),
+    ({"ssl": {"method": "simclr", "temperature": "warm"}}, "temperature: expected float"),
+])
+def test_bad_config_fails_before_any_work(tmp_path, recipe_env, edit, msg):
+    r = run_bin("train_ssl.py", "--config", _train_config(tmp_path, **edit), "--data", _train_data(tmp_path),
+                "--exp-dir", tmp_path / "exp", env=recipe_env)
+    assert_clean_error(r, msg)
+    assert not (tmp_path / "exp" / "checkpoints").exists()
+
+
+def test_yaml_float_without_dot_is_a_number():
+    """PyYAML reads ``1e-4`` as a string; the config check reads it as the float it means."""
+    from sslspk.train.trainer import TrainConfig
+    from sslspk.utils.config import from_dict
+
+    assert from_dict(TrainConfig, yaml.safe_load("lr: 1e-4"), "train").lr == 1e-4
+
+
+SHIPPED = sorted(p for p in (REPO / "egs").rglob("conf/**/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO / "egs")))
+def test_shipped_configs_pass_the_checks(path):
+    """Every config under egs/*/conf passes the section, key and type checks of training."""
+    from sslspk.data.dataset import parse_views
+    from sslspk.train.run import validate
+    from sslspk.train.trainer import TrainConfig
+    from sslspk.utils.config import from_dict, load_yaml
+
+    cfg = load_yaml(path)
+    if "train" not in cfg:   # a non-learned model (statistics baseline): only a model block
+        from sslspk.models import build_model
+
+        build_model(cfg["model"])
+        return
+    kind = "ssl" if "ssl" in cfg else "pseudo"
+    validate(cfg, kind, str(path))
+    from_dict(TrainConfig, cfg["train"], f"{path}: train")
+    parse_views(cfg["data"]["views"])
+    if kind == "ssl":
+        from sslspk.ssl.dino import DINOConfig
+        from sslspk.ssl.moco import MoCoConfig
+        from sslspk.ssl.simclr import SimCLRConfig
+        from sslspk.ssl.ssps import SSPSConfig
+
+        ssl = dict(cfg["ssl"])
+        method = {"dino": DINOConfig, "simclr": SimCLRConfig, "moco": MoCoConfig}[ssl.pop("method")]
+        ssps = ssl.pop("ssps", None)
+        from_dict(method, ssl, f"{path}: ssl")
+        if ssps is not None:
+            from_dict(SSPSConfig, ssps, f"{path}: ssl.ssps")
+    else:
+        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig
+
+        from_dict(LossConfig, cfg["loss"], f"{path}: loss")
+        from_dict(FinetuneConfig, cfg.get("finetune"), f"{path}: finetune")
+        if cfg.get("dlg_lc"):
+            from_dict(DLGLCConfig, cfg["dlg_lc"], f"{path}: dlg_lc")
+
+
+# ------------------------------------------------------------------------------------ training faults
+
+class _FaultyTask(TrainTask):
+    """A linear 'encoder' whose loss (or only its gradient) turns non-finite at global step ``at``."""
+
+    def __init__(self, at: int, where: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Linear(4, 2)
+        self.at, self.where, self.calls = at, where, 0
+
+    def forward(self, batch, epoch):
+        self.calls += 1
+        x = batch["views"][0][:, 0, :4]
+        loss = self.encoder(x).pow(2).mean()
+        if self.calls == self.at:
+            if self.where == "loss":
+                loss = loss * float("nan")
+            else:   # finite loss (0), NaN gradient: d sqrt(x)/dx at 0 is inf, times 0
+                loss = loss + torch.sqrt(self.encoder.weight.sum() * 0.0)
+        return loss, {}
+
+
+def _fit(tmp_path: Path, task: TrainTask, policy: str) -> Path:
+    from sslspk.data.dataset import CropDataset
+    from sslspk.train.trainer import TrainConfig, Trainer
+
+    ds = CropDataset(_train_data(tmp_path), _views(0.5), 16000)
+    cfg = TrainConfig(epochs=3, batch_size=4, num_workers=0, optimizer="sgd", lr=0.01, warmup_epochs=0,
+                      device="cpu", nan_policy=policy, amp=False)
+    return Trainer(cfg, tmp_path / "exp").fit(task, ds)
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_stops_and_keeps_the_last_good_checkpoint(tmp_path, where):
+    from sslspk.utils.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=f"non-finite {where}.* at epoch 3, step 1; the last good checkpoint"):
+        _fit(tmp_path, _FaultyTask(at=5, where=where), "stop")   # 2 steps per epoch: step 5 = epoch 3, step 1
+    ckpts = sorted(p.name for p in (tmp_path / "exp" / "checkpoints").iterdir())
+    assert ckpts == ["epoch_2.pt"], ckpts   # train.average_last = 1 keeps the last one only
+    state = torch.load(tmp_path / "exp" / "checkpoints" / "epoch_2.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["task"].values() if torch.is_tensor(v))
+    assert not (tmp_path / "exp" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_step_skipped_and_counted(tmp_path, where):
+    out = _fit(tmp_path, _FaultyTask(at=5, where=where), "skip")
+    state = torch.load(out, weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert f"non-finite {where}" in (tmp_path / "exp" / "train.log").read_text()
+    assert "step skipped (1 so far)" in (tmp_path / "exp" / "train.log").read_text()
+
+
+def test_dino_collapse_can_stop_a_run(tmp_path, recipe_env):
+    """With ssl.stop_on_collapse, the collapse monitor stops the run (here a KL threshold no run passes)."""
+    cfg = _train_config(tmp_path, data={"views": [{"seconds": 0.5, "count": 2}, {"seconds": 0.3, "count": 2}]},
+                        ssl={"method": "dino", "out_dim": 16, "hidden": 16, "bottleneck": 8,
+                             "warmup_teacher_temp_epochs": 1, "collapse_min_kl": 1e9, "stop_on_collapse": True},
+                        train={"epochs": 3})
+    r = run_bin("train_ssl.py", "--config", cfg, "--data", _train_data(tmp_path), "--exp-dir", tmp_path / "exp",
+                env=recipe_env)
+    assert_clean_error(r, "collapse")
+    assert not (tmp_path / "exp" / "model.pt").exists()
+
+
+# ------------------------------------------------------------------------------------ disk full
+
+def _limit_file_size(nbytes: int):
+    """Writes past ``nbytes`` fail with EFBIG, as on a full disk (Python ignores SIGXFSZ)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+
+def test_disk_full_while_writing_an_ark(tmp_path, recipe_env):
+    model = tmp_path / "baseline"
+    model.mkdir()
+    (model / "config.yaml").write_text(BASELINE.read_text())
+    d = data_dir(tmp_path / "data", {f"u{i:03d}": str(write_wav(tmp_path / f"{i}.wav", 0.3, seed=i))
+                                     for i in range(60)})
+    out = tmp_path / "emb"
+    out.mkdir()
+    (out / "e.scp").write_text("previous complete output\n")
+    r = run_bin("extract_embeddings.py", "--force", model, d, out / "e.ark", out / "e.scp", env=recipe_env,
+                preexec_fn=_limit_file_size(4096))
+    assert_clean_error(r, "disk full writing", "intact")
+    assert (out / "e.scp").read_text() == "previous complete output\n"
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp")), list(out.iterdir())
+
+
+def test_disk_full_while_writing_a_checkpoint(tmp_path, recipe_env):
+    cfg, data = _train_config(tmp_path, train={"epochs": 2, "average_last": 2}), _train_data(tmp_path)
+    args = ("train_ssl.py", "--config", cfg, "--data", data, "--exp-dir", tmp_path / "exp")
+    assert run_bin(*args, env=recipe_env).returncode == 0
+    ckpts = tmp_path / "exp" / "checkpoints"
+    first = ckpts / "epoch_1.pt"
+    before = first.read_bytes()
+    for p in (ckpts / "epoch_2.pt", tmp_path / "exp" / "model.pt"):   # epoch 2 is trained and written again
+        p.unlink()
+    r = run_bin(*args, env=recipe_env, preexec_fn=_limit_file_size(len(before) // 2))
+    assert_clean_error(r, "disk full writing", str(ckpts / "epoch_2.pt"), "intact")
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_1.pt"]
+    r = run_bin(*args, env=recipe_env)   # space freed: the same command finishes the run
+    assert r.returncode == 0 and (tmp_path / "exp" / "model.pt").exists(), r.stderr[-2000:]
