@@ -8,9 +8,12 @@ import platform
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
+#: 1-minute load average when the benchmark script started (imported this module).
+START_LOAD = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def machine() -> str:
@@ -28,12 +31,13 @@ def machine() -> str:
 
 
 def load_note() -> str:
-    """The 1-minute load average now, as a sentence: other processes sharing the cores show up here."""
-    if not hasattr(os, "getloadavg"):
+    """The 1-minute load average when the script started (before its own work) and now (its own
+    work included), as a sentence: other processes sharing the cores show up at the start."""
+    if START_LOAD is None:
         return ""
-    load = os.getloadavg()[0]
-    busy = " (another process was using the CPU)" if load > 0.5 else ""
-    return f"Load average when the run started: {load:.2f} on {cores()} cores{busy}."
+    busy = " (other processes were using the CPU)" if START_LOAD > 0.5 else ""
+    return (f"Load average (1 min) at the start: {START_LOAD:.2f}{busy}; at the end, the benchmark's own "
+            f"processes included: {os.getloadavg()[0]:.2f}; {cores()} cores.")
 
 
 def cores() -> int:
@@ -41,19 +45,39 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_worker(module: str, func: str, args: dict, threads: int = 1) -> dict:
-    """``bench/<module>.py:<func>(args)`` in a fresh process (``threads`` BLAS/torch threads); returns its
-    JSON-able result with ``maxrss_mib`` added: the worker's peak resident memory (``getrusage``)."""
+@dataclass
+class Worker:
+    """A running benchmark worker process and what it runs (for error messages)."""
+
+    proc: subprocess.Popen
+    what: str
+
+
+def start_worker(module: str, func: str, args: dict, threads: int = 1) -> Worker:
+    """Start ``bench/<module>.py:<func>(args)`` in a fresh process with ``threads`` BLAS/torch threads;
+    :func:`finish_worker` collects its result."""
     code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); import importlib; "
             "r = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])(json.loads(sys.argv[4])); "
             "r['maxrss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    res = subprocess.run([sys.executable, "-c", code, BENCH_DIR, module, func, json.dumps(args)],
-                         capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        raise RuntimeError(f"{module}.{func}({args}) failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-c", code, BENCH_DIR, module, func, json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return Worker(proc, f"{module}.{func}({args})")
+
+
+def finish_worker(worker: Worker) -> dict:
+    """Wait for a :func:`start_worker` process; its JSON result with ``maxrss_mib`` added (the
+    worker's peak resident memory, ``getrusage``)."""
+    out, err = worker.proc.communicate()
+    if worker.proc.returncode != 0:
+        raise RuntimeError(f"{worker.what} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_worker(module: str, func: str, args: dict, threads: int = 1) -> dict:
+    """``bench/<module>.py:<func>(args)`` in a fresh process; see :func:`start_worker`."""
+    return finish_worker(start_worker(module, func, args, threads))
 
 
 def command(script: str) -> str:

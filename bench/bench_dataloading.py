@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Benchmark: training chunks/s of the SSL data pipeline vs the training step that consumes them.
+
+Usage: python bench/bench_dataloading.py [--quick] [--batch 32] [--batches 20] [--append docs/benchmarks.md]
+
+A corpus is generated offline with ``local/make_mini_corpus.py`` (synthetic speech of 4-8 s,
+with its noise, music, babble and RIR sets as Kaldi data dirs) into a temporary dir. The
+pipeline is the training one: ``sslspk.data.dataset.CropDataset`` (read the WAV, one random 3 s
+crop, augmentation from ``sslspk.augment``) batched by ``collate`` through a torch
+``DataLoader`` with ``num_workers`` 0 (all in the main process: one core), 1 and 2. The fbank
+front-end is not part of it: it runs in the model's forward pass, on the batch (training
+step). Augmentations compared:
+
+* ``none``;
+* ``noise+reverb``: every crop reverberated and mixed with a noise at 0-15 dB SNR;
+* ``recipe``: the ``augment`` block of ``egs/voxceleb/v1/conf/ssl_dino_ecapa1024.yaml``
+  (probability 0.8; noise, music or babble of 3-7 speakers; reverberation with probability 0.3).
+
+The training step (one torch thread; SimCLR, two 3 s views per utterance, AdamW; fbank included)
+is timed for a tiny ECAPA-TDNN (``egs/mini`` size) and ECAPA-512 to tell how many cores of
+loading one step needs. Time = after the first batch (workers started, caches warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import benchlib
+
+SECONDS = 3.0
+ISSUE_TARGET = 2000  # three-second chunks/s with augmentation on 16 cores (issue #9)
+
+
+def augment_configs(data: str) -> dict[str, dict | None]:
+    """The augmentation blocks compared, with sources in the generated ``data`` dir."""
+    src = {k: os.path.join(data, k) for k in ("noise", "music", "babble", "rirs")}
+    return {
+        "none": None,
+        "noise+reverb": {"prob": 1.0, "noise": {"source": src["noise"], "snr": [0, 15]},
+                         "reverb": {"source": src["rirs"], "prob": 1.0}},
+        "recipe": {"prob": 0.8, "noise": {"source": src["noise"], "snr": [0, 15]},
+                   "music": {"source": src["music"], "snr": [5, 15]},
+                   "babble": {"source": src["babble"], "snr": [13, 20], "num_speakers": [3, 7]},
+                   "reverb": {"source": src["rirs"], "prob": 0.3}},
+    }
+
+
+def make_corpus(out: str, quick: bool) -> str:
+    """Generate the corpus with local/make_mini_corpus.py; returns the data dir."""
+    sizes = (["--num-train-speakers", "2", "--utts-per-speaker", "4", "--num-noise", "2", "--num-music", "2",
+              "--num-babble", "4", "--num-rirs", "2"] if quick else
+             ["--num-train-speakers", "20", "--utts-per-speaker", "10"])
+    data = os.path.join(out, "data")
+    subprocess.run([sys.executable, os.path.join(benchlib.REPO, "local", "make_mini_corpus.py"),
+                    os.path.join(out, "corpus"), data, "--num-test-speakers", "2", "--min-dur", "4",
+                    "--max-dur", "8", "--num-trials", "4", "--nj", str(benchlib.cores()), *sizes],
+                   check=True, capture_output=True)
+    return data
+
+
+def loader_rate(data: str, augment: dict | None, workers: int, batch: int, batches: int) -> float:
+    """Chunks/s of a DataLoader over CropDataset (3 s crops, ``augment``), after its first batch."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from sslspk.data.dataset import CropDataset, ViewSpec, collate
+
+    ds = CropDataset(os.path.join(data, "train"), [ViewSpec(SECONDS)], augment=augment)
+    sampler = RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
+    loader = iter(DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate))
+    next(loader)
+    t = time.perf_counter()
+    n = sum(b["views"][0].shape[0] for b in loader)
+    return n / (time.perf_counter() - t)
+
+
+def step_time(model_cfg: dict, batch: int, steps: int) -> tuple[float, float]:
+    """Seconds per SimCLR training step on ``batch`` utterances x 2 views of 3 s (one thread), and
+    seconds of the fbank front-end on those ``2 x batch`` crops."""
+    import torch
+
+    from sslspk.models import build_model
+    from sslspk.ssl.simclr import SimCLR, SimCLRConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    task = SimCLR(build_model(model_cfg), SimCLRConfig()).train()
+    opt = torch.optim.AdamW(task.parameters(), lr=1e-3)
+    n = int(SECONDS * 16000)
+    data = {"views": [0.1 * torch.randn(batch, 1, n), 0.1 * torch.randn(batch, 1, n)], "index": torch.arange(batch)}
+    times = []
+    for _ in range(steps + 1):  # the first step is a warm-up
+        t = time.perf_counter()
+        loss, _ = task(data, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    with torch.no_grad():
+        t = time.perf_counter()
+        task.encoder.frontend(torch.cat([v[:, 0] for v in data["views"]]))
+        fbank = time.perf_counter() - t
+    return sum(times[1:]) / steps, fbank
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32, help="utterances per loader batch (default 32)")
+    p.add_argument("--batches", type=int, default=20, help="batches timed per row, after one warm-up (default 20)")
+    p.add_argument("--step-batch", type=int, default=8, help="utterances per training step (default 8)")
+    p.add_argument("--steps", type=int, default=2, help="training steps timed, after one warm-up (default 2)")
+    p.add_argument("--quick", action="store_true", help="tiny corpus, 2 batches of 4, tiny model only")
+    p.add_argument("--append", help="markdown file to append the section to")
+    args = p.parse_args()
+    if args.quick:
+        args.batch, args.batches, args.step_batch, args.steps = 4, 2, 2, 1
+    from sslspk.utils.config import load_yaml
+
+    tiny = load_yaml(os.path.join(benchlib.REPO, "egs", "mini", "conf", "ssl.yaml"))["model"]
+    models = {"tiny ECAPA (egs/mini)": tiny}
+    if not args.quick:
+        models["ECAPA-512"] = {"type": "ecapa_tdnn", "channels": 512}
+    rates: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        data = make_corpus(tmp, args.quick)
+        print(f"corpus generated in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        for aug, cfg in augment_configs(data).items():
+            for workers in ((0, 1, 2) if aug == "recipe" or args.quick else (0, 2)):
+                rates[aug, workers] = loader_rate(data, cfg, workers, args.batch, args.batches)
+                print(f"{aug} workers={workers}: {rates[aug, workers]:.0f} chunks/s", file=sys.stderr, flush=True)
+    steps = {}
+    for name, cfg in models.items():
+        steps[name] = step_time(cfg, args.step_batch, args.steps)
+        print(f"{name}: {steps[name]}", file=sys.stderr, flush=True)
+
+    n_cores = benchlib.cores()
+    rows = []
+    for aug in augment_configs("").keys():
+        one = rates[aug, 0]
+        all_ = rates[aug, max(w for a, w in rates if a == aug)]
+        efficiency = all_ / (n_cores * one)
+        one_worker = f"{rates[aug, 1]:.0f}" if (aug, 1) in rates else ""
+        verdict = "" if aug == "none" else "met" if 16 * one >= ISSUE_TARGET else "not met"
+        rows.append(f"| {aug} | {one:.0f} | {one_worker} | {all_:.0f} | {efficiency:.2f} | {16 * one:,.0f} | "
+                    f"{16 * one * min(1.0, efficiency):,.0f} | {verdict} |")
+    step_rows = []
+    for name, (sec, fbank) in steps.items():
+        chunks = 2 * args.step_batch / sec
+        step_rows.append(f"| {name} | {sec:.2f} | {chunks:.1f} | {fbank / (2 * args.step_batch) * 1e3:.2f} | "
+                         f"{chunks / rates['recipe', 0]:.2f} | {chunks / rates['noise+reverb', 0]:.2f} |")
+    section = "\n".join([
+        f"### Data loading: SSL training chunks/s — {datetime.date.today()}, {benchlib.machine()}",
+        "", f"`{benchlib.command('bench_dataloading.py')}`", "",
+        f"CropDataset, one {SECONDS:g} s crop per utterance, batches of {args.batch} through a torch DataLoader "
+        f"({args.batches} batches timed after the first). Per core = num_workers 0 (loading in the main "
+        f"process). 16-core extrapolation: per core x 16 (linear), and x 16 x the scaling efficiency measured "
+        f"here on {n_cores} cores (all cores / ({n_cores} x per core), capped at 1). Target: >= {ISSUE_TARGET:,} "
+        f"chunks/s with augmentation on 16 cores, judged on the linear figure (loader workers share nothing). "
+        f"{benchlib.load_note()}", "",
+        f"| augmentation | chunks/s per core (0 workers) | 1 worker | {n_cores} workers | scaling efficiency | "
+        "16 cores, linear | 16 cores, x efficiency | target |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        f"Training step it feeds (one thread, SimCLR, {args.step_batch} utterances x 2 views of {SECONDS:g} s, "
+        "fbank front-end included): cores of loading per core of training = step chunks/s / loading chunks/s "
+        "per core.", "",
+        "| model | step (s) | chunks/s consumed | fbank (ms per chunk) | loading cores per step core (recipe aug) | "
+        "(noise+reverb) |", "|---|---|---|---|---|---|", *step_rows, ""])
+    benchlib.emit(section, args.append)
+
+
+if __name__ == "__main__":
+    main()
