@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   set up .venv, then run the embedded recipe egs/mini end to end
 #   make test   set up .venv, then run the test suite
+#   make bench  set up .venv, then run every benchmark at its default sizes, appending to docs/benchmarks.md
 # Set-up is idempotent: .venv/.installed is rebuilt only when the pins change.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test sox clean-demo
+.PHONY: setup demo test bench sox clean-demo
 
 setup: $(STAMP) sox
 
@@ -32,6 +33,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+BENCH_MD := docs/benchmarks.md
+
+bench: setup
+	$(PY) bench/bench_metrics.py --append $(BENCH_MD)
+	$(PY) bench/bench_clustering.py --append $(BENCH_MD)
+	$(PY) bench/bench_fbank.py --append $(BENCH_MD)
+	$(PY) bench/bench_scoring.py --append $(BENCH_MD)
+	$(PY) bench/bench_extraction.py --append $(BENCH_MD)
+	$(PY) bench/bench_dataloading.py --append $(BENCH_MD)
+	$(PY) bench/bench_training.py --append $(BENCH_MD)
 
 clean-demo:
 	rm -rf egs/mini/data egs/mini/exp egs/mini/corpus

@@ -33,10 +33,6 @@ import benchlib
 ECAPA = {"type": "ecapa_tdnn", "channels": 512}
 TINY_ECAPA = {"type": "ecapa_tdnn", "channels": 64, "mfa_channels": 192, "attention_channels": 32,
               "se_channels": 32, "embedding_dim": 128}
-WAVLM_SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024,
-               "conv_dim": [256] * 7}
-WAVLM_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-              "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
 
 
 def utterances(a: dict):
@@ -46,15 +42,6 @@ def utterances(a: dict):
     rng = np.random.default_rng(0)
     seconds = rng.uniform(a["min_seconds"], a["max_seconds"], a["utts"])
     return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in seconds]
-
-
-def save_wavlm(path: str, backbone: dict, norm: str) -> None:
-    """A randomly initialised WavLM saved with ``save_pretrained`` (loaded back as a pretrained one)."""
-    import torch
-    from transformers import WavLMConfig, WavLMModel
-
-    torch.manual_seed(0)
-    WavLMModel(WavLMConfig(**backbone, feat_extract_norm=norm, mask_time_prob=0.0)).save_pretrained(path)
 
 
 def worker(a: dict) -> dict:
@@ -105,7 +92,7 @@ def main() -> None:
             else:
                 norm = name.rsplit("-", 1)[1]
                 path = os.path.join(tmp, name)
-                save_wavlm(path, WAVLM_TINY if args.quick else WAVLM_SMALL, norm)
+                benchlib.save_wavlm(path, benchlib.WAVLM_TINY if args.quick else benchlib.WAVLM_SMALL, norm)
                 cfg = {"type": "wavlm", "pretrained": path, "head": "mhfa", "embedding_dim": 256}
             for nj in args.nj:
                 base = {"model_cfg": cfg, "nj": nj, **{k: getattr(args, k) for k in ("utts", "min_seconds",

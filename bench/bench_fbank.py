@@ -3,12 +3,16 @@
 torchaudio.compliance.kaldi.fbank, on the same batch; prints times and the largest difference.
 
 Usage: python bench/bench_fbank.py [--batch 64] [--seconds 2] [--threads 1 2] [--device cpu]
+                                   [--append docs/benchmarks.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import time
+
+import benchlib
 
 
 def main() -> None:
@@ -18,6 +22,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--append", help="markdown file to append the section to")
     args = p.parse_args()
 
     import torch
@@ -46,12 +51,18 @@ def main() -> None:
         return min(times)
 
     diff = (fe(wav) - loop()).abs().max().item()
-    print(f"B={args.batch} x {args.seconds:g} s on {args.device}; max |diff| log-fbank = {diff:.2e}")
+    rows = []
     for n in args.threads:
         torch.set_num_threads(n)
         b, l_ = best(lambda: fe(wav)), best(loop)
-        print(f"threads={n}: batched {b * 1e3:.1f} ms, loop {l_ * 1e3:.1f} ms, speed-up x{l_ / b:.2f}")
-
+        rows.append(f"| {n} | {b * 1e3:.1f} | {l_ * 1e3:.1f} | {l_ / b:.2f}x |")
+    section = "\n".join([
+        f"### Fbank: batched KaldiFbank vs per-utterance torchaudio loop — {datetime.date.today()}, "
+        f"{benchlib.machine()}", "", f"`{benchlib.command('bench_fbank.py')}`", "",
+        f"Batch of {args.batch} x {args.seconds:g} s on {args.device}, best of {args.repeats}; "
+        f"max abs difference of the log-fbank: {diff:.2e}. {benchlib.load_note()}", "",
+        "| threads | batched (ms) | loop (ms) | speed-up |", "|---|---|---|---|", *rows, ""])
+    benchlib.emit(section, args.append)
 
 if __name__ == "__main__":
     main()

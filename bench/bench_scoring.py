@@ -101,7 +101,6 @@ def main() -> None:
         args.embeddings, args.trials, args.cohort, args.loop_trials, args.blocks = 5000, 20_000, 500, 200, [512, 4096]
     base = {k: getattr(args, k) for k in ("embeddings", "trials", "cohort", "dim", "top_n", "unblocked_fraction",
                                           "loop_trials")}
-    note = benchlib.load_note()
 
     def run(method: str, **extra) -> dict:
         r = benchlib.run_worker("bench_scoring", "worker", {**base, "method": method, **extra}, args.threads)
@@ -160,7 +159,8 @@ def main() -> None:
         f"{args.trials:,} trials over {args.embeddings:,} random {args.dim}-d embeddings; AS-norm cohort "
         f"{args.cohort:,} embeddings, top {args.top_n}; {args.threads} BLAS thread(s) per worker. Time = the "
         "scoring call (id look-up, normalisation, cohort statistics, scores); memory = peak RSS of the "
-        f"worker, and above the data-only floor. Ratios are to AS-norm at block {default_block:,}. {note}", "",
+        f"worker, and above the data-only floor. Ratios are to AS-norm at block {default_block:,}. "
+        f"{benchlib.load_note()}", "",
         "| method | time (s) | time / AS-norm | peak RSS (MiB) | above floor (MiB) | block x cohort float64 (MiB) |",
         "|---|---|---|---|---|---|", *rows, "",
         f"Blocked vs unblocked AS-norm, side by side on a list scaled by {f:g} ({small['trials']:,} trials over "

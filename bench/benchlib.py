@@ -16,6 +16,24 @@ REPO = os.path.dirname(BENCH_DIR)
 START_LOAD = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+#: A small WavLM: 4 Transformer layers of 256, a 7-layer CNN of 256 channels with WavLM's strides (50 frames/s).
+WAVLM_SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024,
+               "conv_dim": [256] * 7}
+#: A tiny one for --quick runs (same CNN layout, 32 channels).
+WAVLM_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+
+
+def save_wavlm(path: str, backbone: dict, norm: str = "group") -> None:
+    """A randomly initialised WavLM (``WavLMConfig(**backbone)``; ``{}``: WavLM Base/Base+ shapes) saved with
+    ``save_pretrained``, to be loaded as a pretrained one; ``norm``: the CNN's ``feat_extract_norm``."""
+    import torch
+    from transformers import WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    WavLMModel(WavLMConfig(**backbone, feat_extract_norm=norm, mask_time_prob=0.0)).save_pretrained(path)
+
+
 def machine() -> str:
     """CPU model and usable core count (from /proc/cpuinfo where available)."""
     model = platform.processor() or platform.machine()
