@@ -33,3 +33,24 @@ def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
     return path
+
+
+TINY = ("--num-train-speakers", "4", "--num-test-speakers", "8", "--utts-per-speaker", "8")  # egs/mini options
+
+
+def tiny_configs(conf: Path) -> None:
+    """Shrink conf/ssl.yaml and conf/pseudo.yaml of a recipe copy to a few CPU seconds."""
+    import yaml
+
+    for name, epochs in (("ssl.yaml", 2), ("pseudo.yaml", 3)):
+        c = yaml.safe_load((conf / name).read_text())
+        c["train"].update(epochs=epochs, batch_size=8, num_workers=0, average_last=1)
+        for v in c["data"]["views"]:
+            v["seconds"] = min(v["seconds"], 1.0)
+        if "model" in c:
+            c["model"].update(channels=16, mfa_channels=48, attention_channels=8, se_channels=8)
+        if (c.get("ssl") or {}).get("ssps"):
+            c["ssl"]["ssps"].update(start_epoch=1, num_prototypes=4)
+        if "dlg_lc" in c:
+            c["dlg_lc"]["start_epoch"] = 1
+        (conf / name).write_text(yaml.safe_dump(c))

@@ -10,7 +10,7 @@ from pathlib import Path
 import kaldiio
 import pytest
 
-from conftest import FSDD, REPO
+from conftest import FSDD, REPO, TINY, tiny_configs
 
 
 @pytest.fixture
@@ -34,9 +34,6 @@ def recipe(tmp_path, recipe_env):
     run.dir = d
     run.env = env
     return run
-
-
-TINY = ("--num-train-speakers", "4", "--num-test-speakers", "8", "--utts-per-speaker", "8")
 
 
 def test_mini_recipe_end_to_end(recipe, monkeypatch):
@@ -107,24 +104,6 @@ def test_mini_scoring_backends(recipe, monkeypatch):
     assert halves[0] and halves[1] and not halves[0] & halves[1]
     cal_json = json.loads((sys_dir / "calibration.json").read_text())
     assert cal_json["prior"] == 0.5 and cal_json["a"] > 0
-
-
-def tiny_configs(conf: Path) -> None:
-    """Shrink conf/ssl.yaml and conf/pseudo.yaml of a recipe copy to a few CPU seconds."""
-    import yaml
-
-    for name, epochs in (("ssl.yaml", 2), ("pseudo.yaml", 3)):
-        c = yaml.safe_load((conf / name).read_text())
-        c["train"].update(epochs=epochs, batch_size=8, num_workers=0, average_last=1)
-        for v in c["data"]["views"]:
-            v["seconds"] = min(v["seconds"], 1.0)
-        if "model" in c:
-            c["model"].update(channels=16, mfa_channels=48, attention_channels=8, se_channels=8)
-        if (c.get("ssl") or {}).get("ssps"):
-            c["ssl"]["ssps"].update(start_epoch=1, num_prototypes=4)
-        if "dlg_lc" in c:
-            c["dlg_lc"]["start_epoch"] = 1
-        (conf / name).write_text(yaml.safe_dump(c))
 
 
 def test_mini_recipe_all_stages(recipe, monkeypatch):

@@ -155,6 +155,9 @@ class Trainer:
             p.unlink()
 
     def _resume(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> None:
+        if self.is_main:   # checkpoints half-written by a killed run (never loaded: only epoch_N.pt is)
+            for tmp in (self.exp_dir / "checkpoints").glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         ckpts = _checkpoints(self.exp_dir)
         if not ckpts:
             return
