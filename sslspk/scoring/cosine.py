@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 
 #: Trials scored at a time: two ``[block, dim]`` float64 gathers (32 MiB each at 256-d). Larger
-#: blocks are slower, not faster: 2**18 took 5x longer on 580k trials (bench/bench_scoring.py).
+#: blocks are slower, not faster: with 2**18, scoring 580k trials took 1.2x as long and 0.7 GiB
+#: more memory (bench/bench_scoring.py, docs/benchmarks.md).
 PAIR_BLOCK = 1 << 14
 
 
