@@ -307,10 +307,8 @@ SHIPPED = sorted(p for p in (REPO / "egs").rglob("conf/**/*.yaml"))
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO / "egs")))
 def test_shipped_configs_pass_the_checks(path):
     """Every config under egs/*/conf passes the section, key and type checks of training."""
-    from sslspk.data.dataset import parse_views
-    from sslspk.train.run import validate
-    from sslspk.train.trainer import TrainConfig
-    from sslspk.utils.config import from_dict, load_yaml
+    from sslspk.train.run import check_config
+    from sslspk.utils.config import load_yaml
 
     cfg = load_yaml(path)
     if "train" not in cfg:   # a non-learned model (statistics baseline): only a model block
@@ -318,29 +316,7 @@ def test_shipped_configs_pass_the_checks(path):
 
         build_model(cfg["model"])
         return
-    kind = "ssl" if "ssl" in cfg else "pseudo"
-    validate(cfg, kind, str(path))
-    from_dict(TrainConfig, cfg["train"], f"{path}: train")
-    parse_views(cfg["data"]["views"])
-    if kind == "ssl":
-        from sslspk.ssl.dino import DINOConfig
-        from sslspk.ssl.moco import MoCoConfig
-        from sslspk.ssl.simclr import SimCLRConfig
-        from sslspk.ssl.ssps import SSPSConfig
-
-        ssl = dict(cfg["ssl"])
-        method = {"dino": DINOConfig, "simclr": SimCLRConfig, "moco": MoCoConfig}[ssl.pop("method")]
-        ssps = ssl.pop("ssps", None)
-        from_dict(method, ssl, f"{path}: ssl")
-        if ssps is not None:
-            from_dict(SSPSConfig, ssps, f"{path}: ssl.ssps")
-    else:
-        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig
-
-        from_dict(LossConfig, cfg["loss"], f"{path}: loss")
-        from_dict(FinetuneConfig, cfg.get("finetune"), f"{path}: finetune")
-        if cfg.get("dlg_lc"):
-            from_dict(DLGLCConfig, cfg["dlg_lc"], f"{path}: dlg_lc")
+    check_config(cfg, "ssl" if "ssl" in cfg else "pseudo", str(path))
 
 
 # ------------------------------------------------------------------------------------ training faults

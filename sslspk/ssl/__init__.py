@@ -15,25 +15,35 @@ from sslspk.utils.config import ConfigError, from_dict
 METHODS = ("dino", "simclr", "moco")
 
 
-def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
-    """The SSL task of ``ssl_cfg`` (``method`` + its options + optional ``ssps`` block)."""
+def parse_ssl_config(ssl_cfg: dict[str, Any] | None, where: str = "ssl") -> tuple[str, Any, Any]:
+    """``(method, method config, SSPS config or None)`` of an ``ssl:`` block; ConfigError if invalid."""
     cfg = dict(ssl_cfg or {})
     method = cfg.pop("method", None)
     ssps_cfg = cfg.pop("ssps", None)
     if method == "dino":
-        from sslspk.ssl.dino import DINO, DINOConfig as C
+        from sslspk.ssl.dino import DINOConfig as C
     elif method == "simclr":
-        from sslspk.ssl.simclr import SimCLR, SimCLRConfig as C
+        from sslspk.ssl.simclr import SimCLRConfig as C
     elif method == "moco":
-        from sslspk.ssl.moco import MoCo, MoCoConfig as C
+        from sslspk.ssl.moco import MoCoConfig as C
     else:
         raise ConfigError(f"ssl.method must be one of {', '.join(METHODS)}, got {method!r}")
-    mcfg = from_dict(C, cfg, f"ssl (method {method})")
-    ssps = None
+    mcfg = from_dict(C, cfg, f"{where} (method {method})")
+    scfg = None
     if ssps_cfg is not None:
-        from sslspk.ssl.ssps import SSPS, SSPSConfig
+        from sslspk.ssl.ssps import SSPSConfig
 
-        scfg = from_dict(SSPSConfig, ssps_cfg, "ssl.ssps")
+        scfg = from_dict(SSPSConfig, ssps_cfg, f"{where}.ssps")
+    return method, mcfg, scfg
+
+
+def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
+    """The SSL task of ``ssl_cfg`` (``method`` + its options + optional ``ssps`` block)."""
+    method, mcfg, scfg = parse_ssl_config(ssl_cfg)
+    ssps = None
+    if scfg is not None:
+        from sslspk.ssl.ssps import SSPS
+
         data = dataset.data
         spk = np.array([data.utt2spk[u] for u in dataset.utts])
         rec = np.array([data.recording_of(u) for u in dataset.utts])
@@ -43,7 +53,15 @@ def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_ep
         ssps = SSPS(scfg, len(dataset), encoder.embedding_dim, (positive_view,),
                     speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed)
     if method == "dino":
+        from sslspk.ssl.dino import DINO
+
         return DINO(encoder, mcfg, total_epochs, ssps)
     if len(dataset.views) != 2 or any(v.count != 1 for v in dataset.views):
         raise ConfigError(f"{method} needs data.views = two groups of one crop each (anchor, positive)")
-    return (SimCLR if method == "simclr" else MoCo)(encoder, mcfg, ssps)
+    if method == "simclr":
+        from sslspk.ssl.simclr import SimCLR
+
+        return SimCLR(encoder, mcfg, ssps)
+    from sslspk.ssl.moco import MoCo
+
+    return MoCo(encoder, mcfg, ssps)

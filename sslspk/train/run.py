@@ -32,6 +32,34 @@ def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
         raise ConfigError(f"{where}: data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
 
 
+def check_config(cfg: dict[str, Any], kind: str, where: str) -> tuple[Any, list]:
+    """Every check a training config can have before any data or model is touched: sections,
+    keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo).
+    Returns the parsed ``(TrainConfig, views)``."""
+    from sslspk.data.audio import CHANNELS
+    from sslspk.data.dataset import TOO_SHORT, parse_views
+    from sslspk.train.trainer import TrainConfig
+
+    validate(cfg, kind, where)
+    train_cfg = from_dict(TrainConfig, cfg["train"], f"{where}: train")
+    views = parse_views(cfg["data"].get("views"), f"{where}: data.views")
+    for key, allowed in (("too_short", TOO_SHORT), ("channel", CHANNELS)):
+        if key in cfg["data"] and cfg["data"][key] not in allowed:
+            raise ConfigError(f"{where}: data.{key} must be one of {', '.join(allowed)}, got {cfg['data'][key]!r}")
+    if kind == "ssl":
+        from sslspk.ssl import parse_ssl_config
+
+        parse_ssl_config(cfg["ssl"], f"{where}: ssl")
+    else:
+        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig
+
+        from_dict(LossConfig, cfg["loss"], f"{where}: loss")
+        from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune")
+        if cfg.get("dlg_lc"):
+            from_dict(DLGLCConfig, cfg["dlg_lc"], f"{where}: dlg_lc")
+    return train_cfg, views
+
+
 def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> dict[str, Any]:
     """The ``model:`` block: from the config, or from the ``init`` model dir (they must agree)."""
     if init is None:
@@ -57,7 +85,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     exp_dir = Path(exp_dir)
     out = exp_dir / "model.pt"
     cfg = load_yaml(config)
-    validate(cfg, kind, str(config))
+    train_cfg, views = check_config(cfg, kind, str(config))
     if kind == "pseudo":
         init = init if init is not None else cfg.get("init")
         cfg["model"] = _model_block(cfg, init, str(config))
@@ -70,13 +98,11 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     import numpy as np
     import torch
 
-    from sslspk.data.dataset import CropDataset, parse_views
+    from sslspk.data.dataset import CropDataset
     from sslspk.models import build_model
-    from sslspk.train.trainer import TrainConfig, Trainer
+    from sslspk.train.trainer import Trainer
 
-    train_cfg = from_dict(TrainConfig, cfg["train"], f"{config}: train")
     sample_rate = cfg.get("sample_rate", 16000)
-    views = parse_views(cfg["data"].get("views"), f"{config}: data.views")
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
     encoder = build_model(cfg["model"])
     if init is not None:
