@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: faiss k-means vs scikit-learn KMeans / MiniBatchKMeans, and AHC of centroids.
 
-Usage: python bench/bench_clustering.py [--quick] [--append docs/benchmarks.md]
+Usage: python bench/bench_clustering.py [--quick] [--faiss-niter 20 5 2] [--append docs/benchmarks.md]
 
 Synthetic 256-d unit-norm embeddings with planted clusters (``--n`` points around ``--k``
 random directions, Gaussian noise ``--noise`` per dimension). Each method runs in its own
@@ -18,11 +18,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
+
+import benchlib
 
 
 def planted(n: int, k: int, dim: int, noise: float, seed: int = 0):
@@ -41,7 +42,6 @@ def planted(n: int, k: int, dim: int, noise: float, seed: int = 0):
 
 def worker(method: str, a: dict) -> dict:
     """Run one method in this process; returns seconds, NMI and settings."""
-    import numpy as np
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
     if method == "ahc":
@@ -92,28 +92,15 @@ def run_worker(method: str, a: dict) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    """CPU model and core count (from /proc/cpuinfo where available)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000, help="points (default 100000)")
     p.add_argument("--k", type=int, default=1000, help="planted clusters = k-means k (default 1000)")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--noise", type=float, default=0.1, help="per-dimension noise std (default 0.1)")
-    p.add_argument("--niter", type=int, default=20, help="faiss niter and KMeans max_iter (default 20)")
+    p.add_argument("--niter", type=int, default=20, help="KMeans max_iter (default 20)")
+    p.add_argument("--faiss-niter", type=int, nargs="+", default=[20],
+                   help="faiss niter, one row each (default 20): the speed at a given NMI")
     p.add_argument("--mb-batch", type=int, default=4096, help="MiniBatchKMeans batch_size (default 4096)")
     p.add_argument("--methods", nargs="+", default=["data", "faiss", "minibatch", "kmeans"])
     p.add_argument("--ahc-sizes", type=int, nargs="*", default=[5000, 10000, 20000],
@@ -129,17 +116,27 @@ def main() -> None:
 
     rows = []
     res = {}
-    for m in args.methods:
-        r = res[m] = run_worker(m, a)
-        print(f"{m}: {r}", file=sys.stderr, flush=True)
+    runs = [(f"faiss{n}", "faiss", n) if m == "faiss" else (m, m, args.niter)
+            for m in args.methods for n in (args.faiss_niter if m == "faiss" else [0])]
+    for key, m, niter in runs:
+        r = res[key] = run_worker(m, {**a, "niter": niter})
+        print(f"{key}: {r}", file=sys.stderr, flush=True)
     names = {"data": "data only", "faiss": "faiss Kmeans (sslspk)", "minibatch": "sklearn MiniBatchKMeans",
              "kmeans": "sklearn KMeans"}
-    for m in args.methods:
-        r = res[m]
-        speed = (f"{r['seconds'] / res['faiss']['seconds']:.1f}x" if m not in ("data", "faiss") and "faiss" in res
-                 else "1x" if m == "faiss" else "")
-        rows.append(f"| {names[m]} | {r['seconds']:.1f} | {speed} | {r['maxrss_mib']:.0f} | "
+    ref = f"faiss{args.faiss_niter[0]}"
+    for key, m, _ in runs:
+        r = res[key]
+        speed = (f"{r['seconds'] / res[ref]['seconds']:.1f}x" if m != "data" and ref in res else "")
+        vs_mb = (f"{res['minibatch']['seconds'] / r['seconds']:.1f}x" if m == "faiss" and "minibatch" in res else "")
+        rows.append(f"| {names[m]} | {r['seconds']:.1f} | {speed} | {vs_mb} | {r['maxrss_mib']:.0f} | "
                     + (f"{r['nmi']:.4f}" if m != "data" else "") + f" | {r.get('note', '')} |")
+    if ref in res:   # k-means costs n x k x d per iteration; faiss trains on all of 1M points at k = 50k
+        f = res[ref]
+        scale = (1_000_000 / args.n) * (50_000 / args.k)
+        rows += ["", f"Extrapolated to 1,000,000 x 50,000 clusters (cost grows as n x k): faiss niter "
+                     f"{args.faiss_niter[0]} about {f['seconds'] * scale / 3600:.1f} h on this machine; memory: the "
+                     f"{1_000_000 * args.dim * 4 / 2**20:,.0f} MiB embedding matrix + "
+                     f"{50_000 * args.dim * 4 / 2**20:.0f} MiB of centroids (+ assignment batches)."]
     ahc_rows = []
     for size in args.ahc_sizes:
         r = run_worker("ahc", {**a, "ahc_k": size})
@@ -158,12 +155,13 @@ def main() -> None:
                      f"(the condensed float64 distance matrix alone is {8 * 50000 * 49999 / 2 / 2**30:.1f} GiB)."]
     cmd = " ".join(["python bench/bench_clustering.py", *(shlex.quote(x) for x in sys.argv[1:])])
     table = "\n".join([
-        f"### Clustering: faiss k-means vs scikit-learn, AHC of centroids — {datetime.date.today()}, {machine()}",
+        f"### Clustering: faiss k-means vs scikit-learn, AHC of centroids — {datetime.date.today()}, {benchlib.machine()}",
         "", f"`{cmd}`", "",
         f"k-means: {args.n:,} unit-norm {args.dim}-d points around {args.k:,} planted directions "
         f"(noise std {args.noise} per dimension), k = {args.k:,}; time = fit + assignment of every point; "
         "memory = peak RSS of the worker process (the data-only row is the floor).", "",
-        "| method | time (s) | time / faiss | peak RSS (MiB) | NMI | settings |", "|---|---|---|---|---|---|",
+        f"| method | time (s) | time / faiss niter {args.faiss_niter[0]} | MiniBatchKMeans time / this | peak RSS (MiB) "
+        "| NMI | settings |", "|---|---|---|---|---|---|---|",
         *rows, "",
         f"AHC (sslspk.cluster.ahc, average linkage, cosine) of synthetic centroids: "
         f"{args.ahc_ratio:.2f} centroids per planted speaker, noise std {args.ahc_noise}.", "",

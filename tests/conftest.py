@@ -35,6 +35,18 @@ def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 220.0, 
     return path
 
 
+def copy_recipe(src: Path, dst: Path) -> Path:
+    """A runnable copy of recipe dir ``src`` at ``dst``: its files copied, utils/steps/local linked."""
+    import shutil
+
+    dst.mkdir(parents=True)
+    for name in ("run.sh", "path.sh", "cmd.sh", "conf"):
+        (shutil.copytree if (src / name).is_dir() else shutil.copy)(src / name, dst / name)
+    for name in ("utils", "steps", "local"):
+        (dst / name).symlink_to(REPO / name)
+    return dst
+
+
 TINY = ("--num-train-speakers", "4", "--num-test-speakers", "8", "--utts-per-speaker", "8")  # egs/mini options
 
 

@@ -17,7 +17,7 @@ from sslspk.cluster.kmeans import cluster_means, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
 from sslspk.data.datadir import DataDir, DataDirError, validate
-from sslspk.data.embeddings import load_embeddings, write_embeddings
+from sslspk.data.embeddings import write_embeddings
 from sslspk.utils.fileio import FormatError
 
 from conftest import REPO
@@ -344,7 +344,7 @@ def test_cli_end_to_end_and_errors(tmp_path, recipe_env):
                      (["--k", "601", str(scp), str(data), str(out)], "k=601 must be between"),
                      (["--k", "5", str(scp), str(tmp_path / "nodata"), str(out)], "not a directory")]:
         r = run_bin(bad, recipe_env)
-        assert r.returncode == 1 and f"ERROR: " in r.stderr and msg in r.stderr, r.stderr
+        assert r.returncode == 1 and "ERROR: " in r.stderr and msg in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY, tiny_configs
+from conftest import REPO, TINY, copy_recipe, tiny_configs
 
 EXP = Path("exp") / "mini"
 SYSTEMS = ("baseline", "ssl_untrained", "ssl")
@@ -91,13 +91,7 @@ def reference(tmp_path_factory):
     """egs/mini (tiny, 8 SSL epochs) run through stages 0-3 and 6 without interruption; the time
     window of the kill per stage (stage 2: two epochs; others: their duration)."""
     base = tmp_path_factory.mktemp("interrupt")
-    d = base / "reference"
-    d.mkdir()
-    for name in ("run.sh", "path.sh", "cmd.sh", "conf"):
-        src = REPO / "egs" / "mini" / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
-    for name in ("utils", "steps", "local"):
-        (d / name).symlink_to(REPO / name)
+    d = copy_recipe(REPO / "egs" / "mini", base / "reference")
     tiny_configs(d / "conf")
     (d / "conf" / "ssl.yaml").write_text((d / "conf" / "ssl.yaml").read_text().replace("epochs: 2", "epochs: 8"))
     import sys

@@ -5,24 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import kaldiio
 import pytest
 
-from conftest import FSDD, REPO, TINY, tiny_configs
+from conftest import FSDD, REPO, TINY, copy_recipe, tiny_configs
 
 
 @pytest.fixture
 def recipe(tmp_path, recipe_env):
     """A copy of egs/mini in tmp_path (its data/exp/corpus land there); returns a runner."""
-    d = tmp_path / "mini"
-    d.mkdir()
-    for name in ("run.sh", "path.sh", "cmd.sh", "conf"):
-        src = REPO / "egs" / "mini" / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
-    for name in ("utils", "steps", "local"):
-        (d / name).symlink_to(REPO / name)
+    d = copy_recipe(REPO / "egs" / "mini", tmp_path / "mini")
     env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

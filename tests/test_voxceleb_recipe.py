@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, write_wav
+from conftest import REPO, copy_recipe, write_wav
 
 RECIPE = REPO / "egs" / "voxceleb" / "v1"
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None
@@ -69,13 +69,7 @@ def make_fake_voxceleb(raw: Path) -> dict[str, list[str]]:
 @pytest.fixture
 def recipe(tmp_path, recipe_env):
     """A copy of egs/voxceleb/v1 in tmp_path with symlinked utils/steps/local; returns a runner."""
-    d = tmp_path / "v1"
-    d.mkdir()
-    for name in ("run.sh", "path.sh", "cmd.sh", "conf"):
-        src = RECIPE / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
-    for name in ("utils", "steps", "local"):
-        (d / name).symlink_to(REPO / name)
+    d = copy_recipe(RECIPE, tmp_path / "v1")
     env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
 
     def run(*args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ that the synchronised gradient equals the mean of the two halves' gradients comp
 """
 
 import copy
-import os
 import sys
 
 import torch
