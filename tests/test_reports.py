@@ -113,3 +113,24 @@ def test_results_rows_and_compare_results(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     r = run("bin/compare_results.py", str(tmp_path / "bad"))
     assert r.returncode == 1 and "bad/results.json:1" in r.stderr
+
+
+def test_loop_report_rows(tmp_path):
+    """iterations.md: row 0 = the model that seeded the clustering (--start), one row per iteration
+    with its clusters and last DLG-LC line, then the oracle."""
+    for name, eer in (("baseline", 0.339), ("ssl", 0.308), ("pl_iter1", 0.25), ("oracle", 0.2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"test": {"eer": eer, "min_dcf": {"0.01": 0.9}}}))
+    (tmp_path / "pl_iter1" / "clusters").mkdir()
+    (tmp_path / "pl_iter1" / "clusters" / "clusters.json").write_text(json.dumps(
+        {"num_clusters": 12, "reference": {"final": {"nmi": 0.5, "purity": 0.4, "inverse_purity": 0.3}}}))
+    (tmp_path / "pl_iter1" / "train.log").write_text(
+        "x DLG-LC epoch 1: dlg_kept=0.5 dlg_corrected=0.1\n"
+        "x DLG-LC epoch 2: dlg_kept=0.75 dlg_corrected=0.2 dlg_correction_precision=0.6\n")
+    r = run("bin/loop_report.py", "--start", "baseline", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| 0 | baseline | 33.90 | 0.9000 | - | - | - | - | - | - | - |",
+                    "| 1 | pl_iter1 | 25.00 | 0.9000 | 12 | 0.500 | 0.400 | 0.300 | 75.0% | 20.0% | 60.0% |",
+                    "| - | oracle (true labels) | 20.00 | 0.9000 | - | 1.000 | 1.000 | 1.000 | - | - | - |"], rows
+    assert "| 0 | ssl | 30.80 |" in run("bin/loop_report.py", str(tmp_path)).stdout

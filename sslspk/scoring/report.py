@@ -168,8 +168,9 @@ def _last_dlg(train_log: Path) -> dict[str, float]:
     return {k: float(v) for k, v in (f.split("=") for f in lines[-1].split(": ", 1)[1].split())}
 
 
-def loop_table(exp_dir: str | os.PathLike, trials: str = "test") -> str:
-    """Markdown table, one row per pseudo-label iteration (0 = the starting SSL model, then oracle)."""
+def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "ssl") -> str:
+    """Markdown table, one row per pseudo-label iteration (0 = ``exp_dir/start``, the model whose
+    embeddings seeded the first clustering), then the oracle."""
     import re
 
     exp_dir = Path(exp_dir)
@@ -191,8 +192,8 @@ def loop_table(exp_dir: str | os.PathLike, trials: str = "test") -> str:
     def fmt(x: float | None, pct: bool = False) -> str:
         return "-" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.3f}")
 
-    if (exp_dir / "ssl").is_dir():
-        rows.append(f"| 0 | ssl | {' | '.join(metrics(exp_dir / 'ssl'))} | - | - | - | - | - | - | - |")
+    if (exp_dir / start).is_dir():
+        rows.append(f"| 0 | {start} | {' | '.join(metrics(exp_dir / start))} | - | - | - | - | - | - | - |")
     for n, d in iters:
         cj = d / "clusters" / "clusters.json"
         c = json.loads(cj.read_text()) if cj.exists() else {}
