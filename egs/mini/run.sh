@@ -79,6 +79,7 @@ train_iteration() {  # <iteration> [<model dir to start from>]
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
 }
 initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
+seed=$exp/ssl; [ "$init_embedder" != baseline ] || seed=$baseline   # its embeddings seed iteration 1
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "Stage 0: data ($corpus)"
@@ -108,8 +109,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  seed=$exp/ssl
-  if [ "$init_embedder" = baseline ]; then make_baseline; seed=$baseline; fi
+  [ "$init_embedder" != baseline ] || make_baseline
   echo "Stage 3: clustering the training embeddings of $seed -> data/$corpus/train_pl_iter1"
   cluster_iteration 1 $seed
 fi
@@ -147,6 +147,6 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       --cal-p-target $cal_p_target $sys "$train_data" "$test_data" "$trials"
   done
   compare_results.py --trials test --trials test_asnorm "${systems[@]}" > $exp/results.md
-  ls -d $exp/pl_iter* >/dev/null 2>&1 && loop_report.py $exp > $exp/iterations.md && cat $exp/iterations.md
+  ls -d $exp/pl_iter* >/dev/null 2>&1 && loop_report.py --start $(basename $seed) $exp > $exp/iterations.md && cat $exp/iterations.md
   cat $exp/results.md
 fi
