@@ -163,10 +163,10 @@ def main() -> None:
         f"| method | time (s) | time / faiss niter {args.faiss_niter[0]} | MiniBatchKMeans time / this | peak RSS (MiB) "
         "| NMI | settings |", "|---|---|---|---|---|---|---|",
         *rows, "",
-        f"AHC (sslspk.cluster.ahc, average linkage, cosine) of synthetic centroids: "
-        f"{args.ahc_ratio:.2f} centroids per planted speaker, noise std {args.ahc_noise}.", "",
-        "| centroids → clusters | time (s) | peak RSS (MiB) | condensed matrix (MiB) | NMI |", "|---|---|---|---|---|",
-        *ahc_lines, *extra, ""])
+        *([f"AHC (sslspk.cluster.ahc, average linkage, cosine) of synthetic centroids: "
+           f"{args.ahc_ratio:.2f} centroids per planted speaker, noise std {args.ahc_noise}.", "",
+           "| centroids → clusters | time (s) | peak RSS (MiB) | condensed matrix (MiB) | NMI |",
+           "|---|---|---|---|---|", *ahc_lines, *extra, ""] if ahc_rows else [])])
     print(table)
     if args.append:
         with open(args.append, "a", encoding="utf-8") as f:
