@@ -128,7 +128,7 @@ def test_kill_and_rerun_gives_the_same_outputs(reference, stage, seed):
     while not list(d.glob(PROGRESS[stage])):
         assert p.poll() is None and time.time() < deadline, f"no {PROGRESS[stage]} before the end of the run"
         time.sleep(0.02)
-    time.sleep(random.Random(seed).uniform(0.0, 1.0 if stage == 2 else 0.2) * seconds[stage])
+    time.sleep(random.Random(seed).uniform(0.0, 1.0 if stage == 2 else 0.1) * seconds[stage])
     assert p.poll() is None, "the run ended before the kill: nothing tested"
     kill_tree(p.pid)
     p.wait()
