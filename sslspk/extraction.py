@@ -16,6 +16,8 @@ import numpy as np
 
 from sslspk.utils.config import ConfigError, load_yaml
 
+MIN_SECONDS = 0.025   # one analysis window (fbank frame, WavLM CNN receptive field): shorter gives no frame
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +102,7 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     import torch
     from tqdm import tqdm
 
+    from sslspk.data.audio import AudioError
     from sslspk.data.datadir import DataDir
 
     data = DataDir.load(data_dir)
@@ -109,5 +112,10 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
         for start in range(0, len(data.utts), window):
             utts = data.utts[start:start + window]
             wavs = [data.load_audio(utt, sample_rate, channel) for utt in utts]   # errors name the utt
+            for utt, wav in zip(utts, wavs):
+                if len(wav) < MIN_SECONDS * sample_rate:
+                    raise AudioError(f"utt {utt!r}: {len(wav)} samples ({len(wav) / sample_rate:.3f} s) is shorter "
+                                     f"than one {1000 * MIN_SECONDS:g} ms analysis window: nothing to embed "
+                                     "(leave it out with utils/subset_data_dir.sh)")
             yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate))
             bar.update(len(utts))

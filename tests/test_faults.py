@@ -93,6 +93,17 @@ def test_bad_audio_stops_extraction_without_output(tmp_path, recipe_env, kind):
     assert not (tmp_path / "e.scp").exists()
 
 
+def test_too_short_to_embed_is_named(tmp_path, recipe_env):
+    model = tmp_path / "baseline"
+    model.mkdir()
+    (model / "config.yaml").write_text(BASELINE.read_text())
+    sf.write(tmp_path / "tiny.wav", 0.1 * np.ones(100, np.float32), 16000)    # 6 ms: no 25 ms frame
+    d = data_dir(tmp_path / "data", {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_tiny": str(tmp_path / "tiny.wav")})
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "b_tiny", "100 samples", "shorter than one 25 ms analysis window")
+    assert not (tmp_path / "e.scp").exists()
+
+
 @pytest.mark.parametrize("cmd,msg", [("false |", r"pipe command failed \(exit 1\)"),
                                      ("true |", "pipe command produced no output")])
 def test_failing_pipe_is_named(tmp_path, cmd, msg):
