@@ -714,14 +714,24 @@ def subset_data_dir(src: str | Path, dest: str | Path, *, first: int | None = No
 # ----------------------------------------------------------------------------- utt2dur
 
 def compute_utt2dur(path: str | Path, nj: int = 1, progress: bool = True) -> DataDir:
-    """Write ``utt2num_samples`` and ``utt2dur`` (seconds, 3 decimals) for every utt; return the updated dir.
+    """Write ``utt2num_samples`` and ``utt2dur`` (seconds, 3 decimals) for every utt; return the updated dir."""
+    d = Path(path)
+    dd = DataDir.load(d)
+    num, dur = utt_durations(dd, str(d), nj, progress)
+    write_kv(d / "utt2num_samples", {u: str(v) for u, v in num.items()})
+    write_kv(d / "utt2dur", {u: _fmt_float(v) for u, v in dur.items()})
+    return replace(dd, utt2dur=dur, utt2num_samples=num)
+
+
+def utt_durations(dd: DataDir, where: str, nj: int = 1,
+                  progress: bool = True) -> tuple[dict[str, int], dict[str, float]]:
+    """``({utt: num_samples}, {utt: seconds, 3 decimals})`` of every utt of ``dd`` (the data dir
+    ``where``, for errors), nothing written.
 
     Files need only their header; pipes are run and decoded (in ``nj`` threads).
     Segments are cut as :func:`sslspk.data.audio.read_audio` does (clipped at the end of
     the recording). Any unreadable audio is an AudioError listing the utts.
     """
-    d = Path(path)
-    dd = DataDir.load(d)
     errors: list[str] = []
     entries: dict[str, str] = {}
     utt_rec: dict[str, str] = {}
@@ -751,7 +761,5 @@ def compute_utt2dur(path: str | Path, nj: int = 1, progress: bool = True) -> Dat
         num[u] = n
         dur[u] = round(n / sr, 3)
     if errors:
-        raise audio.AudioError(f"{d}: cannot get durations:\n" + "\n".join(_listed(errors)))
-    write_kv(d / "utt2num_samples", {u: str(v) for u, v in num.items()})
-    write_kv(d / "utt2dur", {u: _fmt_float(v) for u, v in dur.items()})
-    return replace(dd, utt2dur=dur, utt2num_samples=num)
+        raise audio.AudioError(f"{where}: cannot get durations:\n" + "\n".join(_listed(errors)))
+    return num, dur

@@ -43,6 +43,15 @@ def parse_views(views: list[dict[str, Any]] | None, where: str = "data.views") -
 TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
 
 
+def check_data_options(too_short: str = "repeat", channel: str = "mix", where: str = "data") -> None:
+    """ConfigError unless ``too_short`` and ``channel`` are known values (see :class:`CropDataset`)."""
+    from sslspk.data.audio import CHANNELS
+
+    for key, value, allowed in (("too_short", too_short, TOO_SHORT), ("channel", channel, CHANNELS)):
+        if value not in allowed:
+            raise ConfigError(f"{where}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator, too_short: str = "repeat") -> np.ndarray:
     """A random ``length``-sample crop; shorter audio is repeated (wrapped) or zero-padded to the length."""
     if len(wav) < length:
@@ -80,13 +89,9 @@ class CropDataset(Dataset):
     _augmenter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from sslspk.data.audio import CHANNELS
         from sslspk.data.datadir import DataDir
 
-        if self.too_short not in TOO_SHORT:
-            raise ConfigError(f"data.too_short must be one of {', '.join(TOO_SHORT)}, got {self.too_short!r}")
-        if self.channel not in CHANNELS:
-            raise ConfigError(f"data.channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
+        check_data_options(self.too_short, self.channel)
         self.data = DataDir.load(self.data_dir)
         self.utts = self.data.utts
         if self.too_short == "skip":
@@ -111,16 +116,10 @@ class CropDataset(Dataset):
         """The utterances at least as long as the longest view; logs how many are skipped."""
         import logging
 
-        from sslspk.data.audio import num_samples
+        from sslspk.data.datadir import utt_durations
 
         need = max(v.seconds for v in self.views)
-        dur = self.data.utt2dur
-        if dur is None:
-            dur = {}
-            for u in self.utts:
-                entry, start, end = self.data.audio_entry(u)
-                n, sr = num_samples(entry)
-                dur[u] = (n / sr if end is None else end) - start
+        dur = self.data.utt2dur or utt_durations(self.data, str(self.data_dir), progress=False)[1]
         keep = [u for u in self.utts if dur[u] >= need]
         if len(keep) < len(self.utts):
             logging.getLogger("sslspk").warning(

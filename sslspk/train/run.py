@@ -32,20 +32,19 @@ def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
         raise ConfigError(f"{where}: data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
 
 
-def check_config(cfg: dict[str, Any], kind: str, where: str) -> tuple[Any, list]:
+def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     """Every check a training config can have before any data or model is touched: sections,
     keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo).
-    Returns the parsed ``(TrainConfig, views)``."""
-    from sslspk.data.audio import CHANNELS
-    from sslspk.data.dataset import TOO_SHORT, parse_views
+    Returns the parsed sections: ``train``, ``views`` and, for pseudo, ``loss``, ``finetune``,
+    ``dlg_lc`` (None when absent)."""
+    from sslspk.data.dataset import check_data_options, parse_views
     from sslspk.train.trainer import TrainConfig
 
     validate(cfg, kind, where)
     train_cfg = from_dict(TrainConfig, cfg["train"], f"{where}: train")
     views = parse_views(cfg["data"].get("views"), f"{where}: data.views")
-    for key, allowed in (("too_short", TOO_SHORT), ("channel", CHANNELS)):
-        if key in cfg["data"] and cfg["data"][key] not in allowed:
-            raise ConfigError(f"{where}: data.{key} must be one of {', '.join(allowed)}, got {cfg['data'][key]!r}")
+    check_data_options(**{k: cfg["data"][k] for k in ("too_short", "channel") if k in cfg["data"]},
+                       where=f"{where}: data")
     if kind == "ssl":
         from sslspk.ssl import parse_ssl_config
 
@@ -53,11 +52,10 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> tuple[Any, list]
     else:
         from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig
 
-        from_dict(LossConfig, cfg["loss"], f"{where}: loss")
-        from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune")
-        if cfg.get("dlg_lc"):
-            from_dict(DLGLCConfig, cfg["dlg_lc"], f"{where}: dlg_lc")
-    return train_cfg, views
+        return {"train": train_cfg, "views": views, "loss": from_dict(LossConfig, cfg["loss"], f"{where}: loss"),
+                "finetune": from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune"),
+                "dlg_lc": from_dict(DLGLCConfig, cfg["dlg_lc"], f"{where}: dlg_lc") if cfg.get("dlg_lc") else None}
+    return {"train": train_cfg, "views": views}
 
 
 def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> dict[str, Any]:
@@ -85,7 +83,8 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     exp_dir = Path(exp_dir)
     out = exp_dir / "model.pt"
     cfg = load_yaml(config)
-    train_cfg, views = check_config(cfg, kind, str(config))
+    parsed = check_config(cfg, kind, str(config))
+    train_cfg, views = parsed["train"], parsed["views"]
     if kind == "pseudo":
         init = init if init is not None else cfg.get("init")
         cfg["model"] = _model_block(cfg, init, str(config))
@@ -115,7 +114,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
 
         task = build_ssl_task(cfg["ssl"], encoder, dataset, train_cfg.epochs, train_cfg.seed)
     else:
-        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig, SupervisedTask
+        from sslspk.train.supervised import SupervisedTask
 
         spks = sorted(set(dataset.data.utt2spk.values()))
         spk_index = {s: i for i, s in enumerate(spks)}
@@ -131,10 +130,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
                 raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
             true_index: dict[str, int] = {}
             true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
-        loss = from_dict(LossConfig, cfg["loss"], f"{config}: loss")
-        dlg = from_dict(DLGLCConfig, cfg["dlg_lc"], f"{config}: dlg_lc") if cfg.get("dlg_lc") else None
-        task = SupervisedTask(encoder, len(spks), len(dataset), loss,
-                              from_dict(FinetuneConfig, cfg.get("finetune"), f"{config}: finetune"), dlg,
+        task = SupervisedTask(encoder, len(spks), len(dataset), parsed["loss"], parsed["finetune"], parsed["dlg_lc"],
                               labels=labels, true_labels=true)
     trainer = Trainer(train_cfg, exp_dir)
     if trainer.is_main:
