@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: faiss k-means vs scikit-learn KMeans / MiniBatchKMeans, and AHC of centroids.
 
-Usage: python bench/bench_clustering.py [--quick] [--faiss-niter 20 5 2] [--append docs/benchmarks.md]
+Usage: python bench/bench_clustering.py [--quick] [--faiss-niter 20 5 2] [--faiss-points-per-centroid 256 32]
+       [--append docs/benchmarks.md]
 
 Synthetic 256-d unit-norm embeddings with planted clusters (``--n`` points around ``--k``
 random directions, Gaussian noise ``--noise`` per dimension). Each method runs in its own
@@ -59,8 +60,10 @@ def worker(method: str, a: dict) -> dict:
     if method == "faiss":
         from sslspk.cluster.kmeans import faiss_kmeans
 
-        pred = faiss_kmeans(x, a["k"], niter=a["niter"], seed=1, spherical=True).labels
-        note = f"niter={a['niter']}, random init, spherical, 256 pts/centroid sample"
+        ppc = a["points_per_centroid"]
+        pred = faiss_kmeans(x, a["k"], niter=a["niter"], seed=1, spherical=True, max_points_per_centroid=ppc).labels
+        note = (f"niter={a['niter']}, random init, spherical, trained on "
+                f"{min(a['n'], ppc * a['k']):,} points ({ppc} per centroid at most)")
     elif method == "minibatch":
         from sklearn.cluster import MiniBatchKMeans
 
@@ -101,6 +104,8 @@ def main() -> None:
     p.add_argument("--niter", type=int, default=20, help="KMeans max_iter (default 20)")
     p.add_argument("--faiss-niter", type=int, nargs="+", default=[20],
                    help="faiss niter, one row each (default 20): the speed at a given NMI")
+    p.add_argument("--faiss-points-per-centroid", type=int, nargs="+", default=[256],
+                   help="faiss max_points_per_centroid values to run, each with every --faiss-niter (default 256)")
     p.add_argument("--mb-batch", type=int, default=4096, help="MiniBatchKMeans batch_size (default 4096)")
     p.add_argument("--methods", nargs="+", default=["data", "faiss", "minibatch", "kmeans"])
     p.add_argument("--ahc-sizes", type=int, nargs="*", default=[5000, 10000, 20000],
@@ -112,19 +117,21 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.n, args.k, args.ahc_sizes = 20_000, 200, [2000, 4000]
-    a = {k: v for k, v in vars(args).items() if k not in ("append", "methods", "quick", "ahc_sizes")}
+    a = {k: v for k, v in vars(args).items()
+         if k not in ("append", "methods", "quick", "ahc_sizes", "faiss_niter", "faiss_points_per_centroid")}
 
     rows = []
     res = {}
-    runs = [(f"faiss{n}", "faiss", n) if m == "faiss" else (m, m, args.niter)
-            for m in args.methods for n in (args.faiss_niter if m == "faiss" else [0])]
-    for key, m, niter in runs:
-        r = res[key] = run_worker(m, {**a, "niter": niter})
+    faiss_runs = [(n, ppc) for ppc in args.faiss_points_per_centroid for n in args.faiss_niter]
+    runs = [(f"faiss{n}_{ppc}", "faiss", n, ppc) if m == "faiss" else (m, m, args.niter, 0)
+            for m in args.methods for n, ppc in (faiss_runs if m == "faiss" else [(0, 0)])]
+    for key, m, niter, ppc in runs:
+        r = res[key] = run_worker(m, {**a, "niter": niter, "points_per_centroid": ppc})
         print(f"{key}: {r}", file=sys.stderr, flush=True)
     names = {"data": "data only", "faiss": "faiss Kmeans (sslspk)", "minibatch": "sklearn MiniBatchKMeans",
              "kmeans": "sklearn KMeans"}
-    ref = f"faiss{args.faiss_niter[0]}"
-    for key, m, _ in runs:
+    ref = f"faiss{faiss_runs[0][0]}_{faiss_runs[0][1]}"
+    for key, m, _, _ in runs:
         r = res[key]
         speed = (f"{r['seconds'] / res[ref]['seconds']:.1f}x" if m != "data" and ref in res else "")
         vs_mb = (f"{res['minibatch']['seconds'] / r['seconds']:.1f}x" if m == "faiss" and "minibatch" in res else "")
@@ -160,7 +167,7 @@ def main() -> None:
         f"k-means: {args.n:,} unit-norm {args.dim}-d points around {args.k:,} planted directions "
         f"(noise std {args.noise} per dimension), k = {args.k:,}; time = fit + assignment of every point; "
         "memory = peak RSS of the worker process (the data-only row is the floor).", "",
-        f"| method | time (s) | time / faiss niter {args.faiss_niter[0]} | MiniBatchKMeans time / this | peak RSS (MiB) "
+        f"| method | time (s) | time / first faiss row | MiniBatchKMeans time / this | peak RSS (MiB) "
         "| NMI | settings |", "|---|---|---|---|---|---|---|",
         *rows, "",
         *([f"AHC (sslspk.cluster.ahc, average linkage, cosine) of synthetic centroids: "

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
     ("bench_extraction.py", "| model | nj (processes) | mode | utterances/s |"),
     ("bench_dataloading.py", "| augmentation | chunks/s per core (0 workers) |"),
     ("bench_training.py", "| model | device | precision | batch | s/step |"),
+    ("bench_clustering.py", "| method | time (s) | time / first faiss row |"),
 ])
 def test_bench_quick(script, header, tmp_path):
     out = tmp_path / "bench.md"

@@ -120,3 +120,27 @@ def test_supervised_task_records_losses_against_given_labels():
     assert not np.isclose(seen[1], corrected[0])
     # The training loss uses this epoch's labels: utt 1 as class 2, utt 4 excluded.
     assert loss.item() == pytest.approx(float(corrected[0]), rel=1e-5)
+
+
+def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
+    from types import SimpleNamespace
+
+    from sslspk.models import build_model
+    from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig, SupervisedTask
+
+    labels = np.array([0, 1, 2, 0, 1, 2] * 4)
+    task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=len(labels), loss=LossConfig(),
+                          finetune=FinetuneConfig(), labels=labels,
+                          dlg_lc=DLGLCConfig(start_epoch=1, correct_start_epoch=3, threshold=0.5))
+    rng = np.random.default_rng(0)
+    noisy = np.arange(len(labels)) % 4 == 0   # a quarter of the samples: high loss, confident other class
+    task.last_loss[:] = torch.as_tensor(np.where(noisy, 8.0, 0.5) + rng.normal(0, 0.1, len(labels)))
+    task.last_pred[:] = torch.as_tensor(np.where(noisy, (labels + 1) % 3, labels))
+    task.last_conf[:] = 0.99
+    trainer = SimpleNamespace(dataset=SimpleNamespace(labels=labels.copy()), is_main=True)
+    gate_only = task.on_epoch_start(2, trainer)   # gated, not corrected: unreliable samples left out
+    assert (trainer.dataset.labels[noisy] == -1).all() and (trainer.dataset.labels[~noisy] == labels[~noisy]).all()
+    assert gate_only["dlg_corrected"] == 0.0 and gate_only["dlg_dropped"] == pytest.approx(noisy.mean())
+    corrected = task.on_epoch_start(3, trainer)   # from correct_start_epoch on: relabelled to the prediction
+    assert (trainer.dataset.labels[noisy] == (labels[noisy] + 1) % 3).all()
+    assert corrected["dlg_corrected"] == pytest.approx(noisy.mean()) and corrected["dlg_dropped"] == 0.0

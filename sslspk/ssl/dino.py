@@ -81,7 +81,7 @@ class DINO(SSLTask):
         self._update_center(teacher)
         # loss = H(targets) + KL(targets || student): the KL shows the student's progress even
         # while the targets soften (teacher-temperature warm-up, centring) and H rises.
-        return loss, {"teacher_temp": tt, "kl_to_teacher": float(loss) - entropy}
+        return loss, {"teacher_temp": tt, "kl_to_teacher": float(loss.detach()) - entropy}
 
     @torch.no_grad()
     def _update_center(self, teacher: torch.Tensor) -> None:

@@ -40,6 +40,8 @@ class DLGLCConfig:
     """``dlg_lc:`` block (Han et al. 2022; see sslspk.losses.dlg_lc)."""
 
     start_epoch: int = 1              # first epoch gated (losses of the previous one are needed)
+    correct_start_epoch: int | None = None  # first epoch with label correction (None: start_epoch); before it,
+                                      # unreliable samples are only dropped (the loss-gate alone)
     threshold: float = 0.9            # relabel an unreliable sample when its prediction's posterior exceeds this
     min_posterior: float = 0.5        # reliable when P(low-loss component) exceeds this
 
@@ -87,9 +89,11 @@ class SupervisedTask(TrainTask):
         if self.dlg_lc is not None and epoch >= self.dlg_lc.start_epoch:
             from sslspk.losses.dlg_lc import gate_and_correct
 
+            correct_from = self.dlg_lc.correct_start_epoch
+            correct = correct_from is None or epoch >= correct_from
             res = gate_and_correct(self.last_loss.cpu().numpy(), self.last_pred.cpu().numpy(),
-                                   self.last_conf.cpu().numpy(), self.labels, self.dlg_lc.threshold,
-                                   self.dlg_lc.min_posterior)
+                                   self.last_conf.cpu().numpy(), self.labels,
+                                   self.dlg_lc.threshold if correct else 1.0, self.dlg_lc.min_posterior)
             trainer.dataset.labels = res.labels
             dlg = res.logs()
             if self.true_labels is not None:
