@@ -121,3 +121,47 @@ def test_sample_positives_neighbourhood():
         assert pos[0] != 0 and assign[pos[0]] in (0, 1)
         hits[pos[0]] += 1
     assert hits[2:5].sum() > 0 and hits[1] > 0  # both neighbouring prototypes are used
+
+
+def test_sample_knn_positives_draws_among_the_nearest_others():
+    from sslspk.ssl.ssps import sample_knn_positives
+
+    rng = np.random.default_rng(0)
+    # Points on a circle: the nearest others of point i are i-1 and i+1 (angles 2π·i/12).
+    ang = 2 * np.pi * np.arange(12) / 12
+    mem = np.stack([np.cos(ang), np.sin(ang)], 1).astype(np.float32)
+    valid = np.arange(11)            # item 11 has no embedding yet: keeps itself
+    pool = np.arange(12)
+    seen = [set() for _ in range(12)]
+    for _ in range(100):
+        pos = sample_knn_positives(mem, valid, pool, 2, rng)
+        assert pos[11] == 11
+        for i in valid:
+            seen[i].add(int(pos[i]))
+    assert all(seen[i] == {(i - 1) % 12, (i + 1) % 12} for i in valid)
+    # neighbourhood 1 is the nearest other item; a pool of one item gives itself as the only candidate.
+    np.testing.assert_array_equal(sample_knn_positives(mem[:3] * [1, 0.5], np.arange(3), np.arange(3), 1, rng)[:1], [1])
+    assert (sample_knn_positives(mem, valid, np.array([4]), 1, rng) == np.arange(12)).all()
+
+
+def test_ssps_knn_sampling_in_the_task(tmp_path):
+    from sslspk.ssl.ssps import SSPS, SSPSConfig
+
+    with pytest.raises(ValueError, match="kmeans or knn"):
+        SSPSConfig(sampling="nearest")
+    speakers = np.repeat(np.arange(4), 5)
+    ssps = SSPS(SSPSConfig(start_epoch=0, sampling="knn", neighbourhood=2), 20, 3, (1,), speakers=speakers,
+                recordings=np.arange(20))
+    rng = np.random.default_rng(0)
+    emb = np.eye(3)[[0, 1, 2, 0]][speakers] * 5 + rng.normal(0, 0.1, (20, 3))  # speakers 0 and 3 alike
+    emb[15:, 2] += 5
+    ssps.update(torch.arange(20), torch.as_tensor(emb, dtype=torch.float32))
+
+    class DS:
+        def set_positives(self, pos, views):
+            self.pos, self.views = pos, views
+
+    ds = DS()
+    logs = ssps.on_epoch_start(0, ds)
+    assert ds.views == (1,) and (ds.pos != np.arange(20)).all()
+    assert logs["ssps/same_speaker"] == 1.0 and logs["ssps/same_recording"] == 0.0

@@ -2,11 +2,16 @@
 
 Instead of a second crop of the same utterance, the positive of an anchor is a crop of
 *another* utterance lying near it in embedding space. A memory holds one reference embedding
-per training utterance (updated every step). From ``start_epoch`` on, at each epoch start the
-memory (at most ``queue_size`` random entries) is clustered into ``num_prototypes`` k-means
-prototypes; every utterance then draws its positive among the utterances of its own
-prototype (``neighbourhood: 1``) or of its ``neighbourhood`` nearest prototypes, itself
-excluded. Utterances without a candidate fall back to a crop of themselves.
+per training utterance (updated every step). From ``start_epoch`` on, at each epoch start,
+every utterance draws its positive (itself excluded) with one of two ``sampling`` methods:
+
+- ``kmeans`` (default): the memory (at most ``queue_size`` random entries) is clustered into
+  ``num_prototypes`` k-means prototypes; the positive is a random utterance of the anchor's own
+  prototype (``neighbourhood: 1``) or of one of its ``neighbourhood`` nearest prototypes.
+- ``knn``: the positive is one of the anchor's ``neighbourhood`` nearest utterances (cosine),
+  searched among at most ``queue_size`` random memory entries (exact search: n x queue_size).
+
+Utterances without a candidate fall back to a crop of themselves.
 """
 
 from __future__ import annotations
@@ -27,10 +32,17 @@ class SSPSConfig:
     """The ``ssl.ssps:`` block."""
 
     start_epoch: int = 1           # first epoch (0-based) using sampled positives
-    num_prototypes: int = 50       # k-means prototypes over the memory
-    neighbourhood: int = 1         # sample among the utterances of the n nearest prototypes
-    queue_size: int | None = None  # memory entries used to fit the prototypes (None: all)
+    sampling: str = "kmeans"       # kmeans: within nearby prototypes; knn: among the nearest utterances
+    num_prototypes: int = 50       # k-means prototypes over the memory (kmeans)
+    neighbourhood: int = 1         # sample within the n nearest prototypes (kmeans) or utterances (knn)
+    queue_size: int | None = None  # memory entries used to fit the prototypes / searched (None: all)
     kmeans_iters: int = 20
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ("kmeans", "knn"):
+            raise ValueError(f"ssps.sampling must be kmeans or knn, got {self.sampling!r}")
+        if self.neighbourhood < 1 or self.num_prototypes < 1:
+            raise ValueError("ssps.neighbourhood and ssps.num_prototypes must be >= 1")
 
 
 def sample_positives(assign: np.ndarray, centroids: np.ndarray, neighbourhood: int,
@@ -71,6 +83,31 @@ def sample_positives(assign: np.ndarray, centroids: np.ndarray, neighbourhood: i
     return pos
 
 
+def sample_knn_positives(mem: np.ndarray, valid: np.ndarray, pool: np.ndarray, neighbourhood: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """For each item, one of its ``neighbourhood`` nearest items (inner product of the rows of
+    ``mem``) among the items ``pool``; itself excluded. Items not in ``valid`` (no embedding yet)
+    and items without a candidate get themselves."""
+    import faiss
+
+    pos = np.arange(len(mem))
+    if len(valid) == 0 or len(pool) < 2:
+        return pos
+    index = faiss.IndexFlatIP(mem.shape[1])
+    index.add(np.ascontiguousarray(mem[pool]))
+    k = min(neighbourhood + 1, len(pool))
+    _, nn = index.search(np.ascontiguousarray(mem[valid]), k)
+    cand = np.where(nn >= 0, pool[np.maximum(nn, 0)], -1)
+    cand[cand == valid[:, None]] = -1                      # the item itself
+    order = np.argsort(cand < 0, axis=1, kind="stable")     # candidates first, nearest first
+    cand = np.take_along_axis(cand, order, axis=1)[:, :neighbourhood]
+    n_cand = (cand >= 0).sum(1)
+    has = n_cand > 0
+    pick = (rng.random(len(valid)) * np.maximum(n_cand, 1)).astype(np.int64)
+    pos[valid[has]] = cand[has, pick[has]]
+    return pos
+
+
 class SSPS(nn.Module):
     """Memory of reference embeddings + per-epoch positive sampling (see module doc)."""
 
@@ -94,23 +131,27 @@ class SSPS(nn.Module):
 
     def on_epoch_start(self, epoch: int, dataset: Any) -> dict[str, float]:
         """Draw this epoch's positives into the dataset; returns diagnostics."""
-        if epoch < self.cfg.start_epoch or int(self.filled.sum()) < 2 * self.cfg.num_prototypes:
+        needed = 2 * self.cfg.num_prototypes if self.cfg.sampling == "kmeans" else 2
+        if epoch < self.cfg.start_epoch or int(self.filled.sum()) < needed:
             dataset.set_positives(None, ())
             return {}
-        import faiss
-
         rng = np.random.default_rng([self.seed, epoch])
         filled = self.filled.cpu().numpy()
         mem = self.memory.cpu().numpy().astype(np.float32)
         idx = np.flatnonzero(filled)
         fit = idx if not self.cfg.queue_size or len(idx) <= self.cfg.queue_size else \
             rng.choice(idx, self.cfg.queue_size, replace=False)
-        km = faiss.Kmeans(mem.shape[1], self.cfg.num_prototypes, niter=self.cfg.kmeans_iters,
-                          seed=int(rng.integers(2**31)), spherical=True, verbose=False)
-        km.train(np.ascontiguousarray(mem[fit]))
-        assign = np.full(len(mem), -1, dtype=np.int64)
-        assign[idx] = km.index.search(np.ascontiguousarray(mem[idx]), 1)[1][:, 0]
-        pos = sample_positives(assign, km.centroids, self.cfg.neighbourhood, rng)
+        if self.cfg.sampling == "knn":
+            pos = sample_knn_positives(mem, idx, np.sort(fit), self.cfg.neighbourhood, rng)
+        else:
+            import faiss
+
+            km = faiss.Kmeans(mem.shape[1], self.cfg.num_prototypes, niter=self.cfg.kmeans_iters,
+                              seed=int(rng.integers(2**31)), spherical=True, verbose=False)
+            km.train(np.ascontiguousarray(mem[fit]))
+            assign = np.full(len(mem), -1, dtype=np.int64)
+            assign[idx] = km.index.search(np.ascontiguousarray(mem[idx]), 1)[1][:, 0]
+            pos = sample_positives(assign, km.centroids, self.cfg.neighbourhood, rng)
         dataset.set_positives(pos, self.positive_views)
         anchors = np.arange(len(pos))
         logs = {"ssps/self_fallback": float(np.mean(pos == anchors))}
