@@ -7,7 +7,8 @@
 #
 # Embeddings are L2-normalised and clustered with faiss k-means (--k; GPU when faiss sees one and
 # --gpu is auto|yes); --ahc-clusters N (or --ahc-threshold T) then merges the k-means centroids with
-# agglomerative clustering. <out-data-dir> is <data-dir> with utt2spk/spk2utt holding pseudo
+# agglomerative clustering (--k 0: no k-means, AHC of the embeddings themselves, for small
+# corpora such as egs/mini). <out-data-dir> is <data-dir> with utt2spk/spk2utt holding pseudo
 # speakers pl00000, pl00001, ... (by decreasing size); utterances of clusters smaller than
 # --min-cluster-size are removed (--small-clusters drop) or moved to the nearest big cluster
 # (--small-clusters merge). clusters.json and report.md (sizes; NMI, ARI, purity and inverse purity
@@ -15,7 +16,7 @@
 # A complete, up-to-date output (same options, newer than its inputs) is not redone (--force true redoes it).
 set -euo pipefail
 
-k=                      # number of k-means clusters (required)
+k=                      # number of k-means clusters (required); 0: no k-means, AHC of the embeddings
 niter=20                # k-means iterations
 nredo=1                 # k-means runs (the best is kept)
 seed=1234               # random seed

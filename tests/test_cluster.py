@@ -76,6 +76,20 @@ def test_ahc_merges_kmeans_overclustering(linkage):
         assert np.unique(r.labels[r.kmeans_labels == c]).size == 1
 
 
+def test_k0_is_ahc_of_the_embeddings_themselves():
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    x, true = planted(num=8, per=15, noise=0.25, seed=4)   # clusters that touch: the partition is not trivial
+    r = cluster_embeddings(x, ClusterConfig(k=0, ahc_clusters=8))
+    assert r.num_kmeans_clusters == len(x) and r.num_ahc_clusters == 8 == r.num_clusters
+    assert np.isnan(r.kmeans_objective) and not r.gpu
+    np.testing.assert_array_equal(r.kmeans_labels, np.arange(len(x)))
+    # the same partition as scipy's average-linkage AHC of the rows (cosine), cut at 8 clusters
+    ref = fcluster(linkage(x.astype(np.float64), method="average", metric="cosine"), 8, criterion="maxclust")
+    assert clustering_scores(r.labels, ref)["ari"] == pytest.approx(1.0)
+    assert 0.7 < nmi(r.labels, true) < 0.99
+
+
 def test_condensed_distances_and_cut_match_scipy():
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist
@@ -151,7 +165,7 @@ def test_cluster_means_matches_loop():
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(k=0), "k=0"), (dict(k=101), "k=101"), (dict(k=5, ahc_clusters=6), "ahc_clusters"),
+    (dict(k=0), "k=0"), (dict(k=-1), "k=-1"), (dict(k=101), "k=101"), (dict(k=0, ahc_clusters=101), "ahc_clusters"), (dict(k=5, ahc_clusters=6), "ahc_clusters"),
     (dict(k=5, niter=0), "niter"), (dict(k=5, init="bad"), "init"), (dict(k=5, min_cluster_size=0), "min_cluster"),
     (dict(k=5, small_clusters="keep"), "small_clusters"), (dict(k=5, prefix="a b"), "prefix"),
     (dict(k=5, gpu="maybe"), "gpu"),
@@ -289,6 +303,17 @@ def test_make_pseudo_labels_writes_valid_data_dir_and_report(tmp_path):
     # the pseudo labels agree with the true speakers
     true = DataDir.load(data).utt2spk
     assert clustering_scores([dd.utt2spk[u] for u in dd.utts], [true[u] for u in dd.utts])["purity"] > 0.95
+
+
+def test_make_pseudo_labels_k0_report(tmp_path):
+    data, scp, _ = make_corpus(tmp_path, num=6, per=10)
+    out = tmp_path / "data" / "train_pl"
+    s = make_pseudo_labels(scp, data, out, ClusterConfig(k=0, ahc_clusters=6), ref_utt2spk=data / "utt2spk")
+    assert s["num_clusters"] == 6 and s["reference"]["final"]["nmi"] > 0.95
+    assert "kmeans" not in s["reference"]   # one "k-means cluster" per utterance: nothing to score
+    report = (out / "report.md").read_text()
+    assert "- no k-means (k=0)" in report and "AHC of the embeddings: average linkage, cut at 6 clusters" in report
+    assert "| kmeans |" not in report
 
 
 def test_make_pseudo_labels_is_idempotent(tmp_path):

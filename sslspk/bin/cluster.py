@@ -7,7 +7,8 @@ Embeddings are L2-normalised and clustered with faiss k-means (GPU with --gpu au
 faiss sees one); --ahc-clusters N (or --ahc-threshold T) merges the k-means centroids with
 agglomerative clustering, every utterance following its centroid; clusters smaller than
 --min-cluster-size are dropped (their utterances leave OUT_DATA_DIR) or merged into the
-nearest remaining cluster (--small-clusters merge). OUT_DATA_DIR is DATA_DIR with utt2spk and
+nearest remaining cluster (--small-clusters merge). --k 0 skips k-means: AHC then runs on
+the embeddings themselves (exact, O(n^2) memory: corpora of up to some 10^4 utterances). OUT_DATA_DIR is DATA_DIR with utt2spk and
 spk2utt holding pseudo speakers <prefix>NNNNN (pl00000 is the largest cluster); clusters.json
 and report.md (sizes; NMI, ARI, purity, inverse purity with --ref-utt2spk) go to
 --report-dir (default OUT_DATA_DIR). A complete, up-to-date OUT_DATA_DIR (same options,
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("data_dir", help="the Kaldi data dir the embeddings were extracted from")
     p.add_argument("out_dir", help="output data dir with pseudo speakers (e.g. data/train_pl_iter1)")
     g = p.add_argument_group("k-means (faiss)")
-    g.add_argument("--k", type=int, required=True, help="number of k-means clusters")
+    g.add_argument("--k", type=int, required=True, help="number of k-means clusters; 0: no k-means, AHC of the embeddings (needs --ahc-*)")
     g.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
     g.add_argument("--nredo", type=int, default=1, help="k-means runs, the best objective is kept (default 1)")
     g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         if s is None:
             print(f"{args.out_dir} is complete and up to date: nothing to do (use --force to redo)")
             return
-        msg = (f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers "
-               f"(k-means {s['num_kmeans_clusters']}"
-               + (f", AHC {s['num_ahc_clusters']}" if s["num_ahc_clusters"] is not None else "") + ")")
+        steps = ([f"k-means {s['num_kmeans_clusters']}"] if args.k else []) + (
+            [f"AHC {s['num_ahc_clusters']}"] if s["num_ahc_clusters"] is not None else [])
+        msg = f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers ({', '.join(steps)})"
         if "reference" in s and "final" in s["reference"]:
             m = s["reference"]["final"]
             msg += (f"; vs reference: NMI {m['nmi']:.4f} ARI {m['ari']:.4f} purity {m['purity']:.4f} "

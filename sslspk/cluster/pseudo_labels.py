@@ -1,7 +1,8 @@
 """Stage 3 of the recipe: embeddings of a training data dir → pseudo speaker labels.
 
 :func:`cluster_embeddings` runs faiss k-means (optionally followed by AHC of the centroids
-and a minimum cluster size) on unit-norm embeddings; :func:`make_pseudo_labels` does the
+and a minimum cluster size) on unit-norm embeddings, or, with ``k = 0``, AHC of the embeddings
+themselves (exact, O(n²) memory: small corpora); :func:`make_pseudo_labels` does the
 whole step from an scp and a data dir to a new data dir whose ``utt2spk``/``spk2utt`` hold
 pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus ``clusters.json`` and
 ``report.md``. The ``.done`` marker (written last) records the settings, so a finished,
@@ -36,7 +37,7 @@ SMALL_CLUSTER_POLICIES: tuple[str, ...] = ("drop", "merge")
 class ClusterConfig:
     """Settings of the clustering (the options of ``bin/cluster.py``)."""
 
-    k: int
+    k: int                     # k-means clusters; 0: no k-means, AHC of the embeddings themselves
     niter: int = 20
     seed: int = 1234
     spherical: bool = True
@@ -54,16 +55,21 @@ class ClusterConfig:
 
     def check(self, n: int) -> None:
         """ValueError for settings that cannot work on ``n`` embeddings."""
-        if not 1 <= self.k <= n:
-            raise ValueError(f"k={self.k} must be between 1 and the number of embeddings ({n})")
+        if not 0 <= self.k <= n:
+            raise ValueError(f"k={self.k} must be between 1 and the number of embeddings ({n}), "
+                             "or 0 (AHC of the embeddings)")
+        if self.k == 0 and not self.use_ahc:
+            raise ValueError("k=0 (no k-means) needs ahc_clusters or ahc_threshold: AHC of the embeddings")
         if self.niter < 1 or self.nredo < 1 or self.max_points_per_centroid < 1 or self.batch < 1:
             raise ValueError("niter, nredo, max_points_per_centroid and batch must be >= 1")
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
         if self.ahc_clusters is not None and self.ahc_threshold is not None:
             raise ValueError("give at most one of ahc_clusters and ahc_threshold")
-        if self.ahc_clusters is not None and not 1 <= self.ahc_clusters <= self.k:
-            raise ValueError(f"ahc_clusters={self.ahc_clusters} must be between 1 and k={self.k}")
+        top = self.k or n
+        if self.ahc_clusters is not None and not 1 <= self.ahc_clusters <= top:
+            raise ValueError(f"ahc_clusters={self.ahc_clusters} must be between 1 and "
+                             + (f"k={self.k}" if self.k else f"the number of embeddings ({n})"))
         if self.ahc_threshold is not None and self.ahc_threshold < 0:
             raise ValueError(f"ahc_threshold must be >= 0, got {self.ahc_threshold}")
         if self.ahc_linkage not in LINKAGES:
@@ -114,25 +120,32 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
-    """Cluster unit-norm rows of ``x`` [n, d] float32 with faiss k-means (+ AHC, + min cluster size)."""
-    cfg.check(x.shape[0])
+    """Cluster unit-norm rows of ``x`` [n, d] float32 with faiss k-means (+ AHC, + min cluster size).
+
+    With ``cfg.k == 0`` every row is its own "centroid": AHC runs on the rows themselves."""
+    n = x.shape[0]
+    cfg.check(n)
     seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    gpu = use_gpu(cfg.gpu)
-    km = faiss_kmeans(x, cfg.k, niter=cfg.niter, seed=cfg.seed, spherical=cfg.spherical, nredo=cfg.nredo,
-                      max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init, gpu=gpu,
-                      batch=cfg.batch)
-    seconds["kmeans"] = time.perf_counter() - t
-    kmeans_labels = km.labels
-    labels = km.labels
+    gpu = False
+    if cfg.k:
+        t = time.perf_counter()
+        gpu = use_gpu(cfg.gpu)
+        km = faiss_kmeans(x, cfg.k, niter=cfg.niter, seed=cfg.seed, spherical=cfg.spherical, nredo=cfg.nredo,
+                          max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init, gpu=gpu,
+                          batch=cfg.batch)
+        seconds["kmeans"] = time.perf_counter() - t
+        kmeans_labels, centroids, objective = km.labels, km.centroids, km.objective
+    else:
+        kmeans_labels, centroids, objective = np.arange(n, dtype=np.int64), x, float("nan")
+    labels = kmeans_labels
     num_ahc = None
     if cfg.use_ahc:
         t = time.perf_counter()
         used = np.unique(labels)  # AHC on non-empty k-means clusters only
         if cfg.ahc_clusters is not None and cfg.ahc_clusters > used.size:
             raise ValueError(f"ahc_clusters={cfg.ahc_clusters} exceeds the {used.size} non-empty k-means clusters")
-        c2s = np.full(cfg.k, -1, dtype=np.int64)
-        c2s[used] = ahc_centroids(km.centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage)
+        c2s = np.full(len(centroids), -1, dtype=np.int64)
+        c2s[used] = ahc_centroids(centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage)
         labels = c2s[labels]
         num_ahc = int(c2s.max()) + 1
         seconds["ahc"] = time.perf_counter() - t
@@ -163,7 +176,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
         labels = _by_size(labels)
         seconds["min_cluster_size"] = time.perf_counter() - t
     return Clustering(labels, kmeans_labels, int(np.unique(kmeans_labels).size), num_ahc, num_dropped,
-                      num_merged, km.objective, gpu, seconds)
+                      num_merged, objective, gpu, seconds)
 
 
 # ----------------------------------------------------------------------------- the pipeline step
@@ -283,9 +296,9 @@ def _reference_scores(ref: Path, utts: list[str], result: Clustering) -> dict:
         raise ValueError(f"{ref}: none of the clustered utts has a reference speaker")
     true = [ref_spk[u] for u, h in zip(utts, has) if h]
     kept = has & (result.labels >= 0)
-    out = {"ref_utt2spk": str(ref), "num_utts_with_ref": int(has.sum()),
-           "num_ref_speakers": len(set(true)),
-           "kmeans": clustering_scores(result.kmeans_labels[has], true)}
+    out = {"ref_utt2spk": str(ref), "num_utts_with_ref": int(has.sum()), "num_ref_speakers": len(set(true))}
+    if result.num_kmeans_clusters < len(utts):   # not with k = 0 (one "cluster" per utterance)
+        out["kmeans"] = clustering_scores(result.kmeans_labels[has], true)
     if kept.any():
         out["final"] = clustering_scores(result.labels[kept], [ref_spk[u] for u, k in zip(utts, kept) if k])
         out["final"]["num_utts"] = int(kept.sum())
@@ -303,15 +316,15 @@ def _write_report(report_dir: Path, s: dict) -> None:
              + (f" ({s['num_dropped']} dropped, {s['num_merged']} merged from clusters smaller than "
                 f"{cfg['min_cluster_size']}, --small-clusters {cfg['small_clusters']})"
                 if cfg["min_cluster_size"] > 1 else ""),
-             f"- k-means (faiss, {'GPU' if s['gpu'] else 'CPU'}): k={cfg['k']}, niter={cfg['niter']}, "
-             f"nredo={cfg['nredo']}, spherical={cfg['spherical']}, init={cfg['init']}, seed={cfg['seed']}, "
-             f"max_points_per_centroid={cfg['max_points_per_centroid']}: {s['num_kmeans_clusters']} non-empty clusters, "
-             f"objective {s['kmeans_objective']:.6g}"]
+             (f"- k-means (faiss, {'GPU' if s['gpu'] else 'CPU'}): k={cfg['k']}, niter={cfg['niter']}, "
+              f"nredo={cfg['nredo']}, spherical={cfg['spherical']}, init={cfg['init']}, seed={cfg['seed']}, "
+              f"max_points_per_centroid={cfg['max_points_per_centroid']}: {s['num_kmeans_clusters']} non-empty "
+              f"clusters, objective {s['kmeans_objective']:.6g}" if cfg["k"] else "- no k-means (k=0)")]
     if s["num_ahc_clusters"] is not None:
         cut = (f"{cfg['ahc_clusters']} clusters" if cfg["ahc_clusters"] is not None
                else f"distance threshold {cfg['ahc_threshold']}")
-        lines.append(f"- AHC of the centroids: {cfg['ahc_linkage']} linkage, cut at {cut}: "
-                     f"{s['num_ahc_clusters']} clusters")
+        lines.append(f"- AHC of the {'centroids' if cfg['k'] else 'embeddings'}: {cfg['ahc_linkage']} linkage, "
+                     f"cut at {cut}: {s['num_ahc_clusters']} clusters")
     lines.append(f"- **pseudo speakers: {s['num_clusters']}**")
     if s.get("command"):
         lines.append(f"- command: `{s['command']}`")
