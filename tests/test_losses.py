@@ -128,6 +128,22 @@ def test_gate_separates_bimodal_losses():
     assert res2.reliable[-1]
 
 
+def test_gate_fits_log_losses_of_learnt_samples():
+    """Learnt samples have losses spread over orders of magnitude (log-normal around 0.02) beside
+    mislabelled ones around 8: on the raw losses a narrow component at ~0 would leave most learnt
+    samples to the noisy component; on the log-losses the two are separated."""
+    rng = np.random.default_rng(5)
+    n_clean, n_noisy = 700, 300
+    losses = np.concatenate([np.exp(rng.normal(np.log(0.02), 1.5, n_clean)), rng.normal(8.0, 1.5, n_noisy).clip(0.5)])
+    noisy = np.arange(losses.size) >= n_clean
+    res = gate_and_correct(losses, np.zeros(losses.size, int), np.zeros(losses.size), np.zeros(losses.size, int))
+    unreliable = ~res.reliable
+    assert (unreliable & noisy).sum() / unreliable.sum() > 0.95   # precision of the gate
+    assert (unreliable & noisy).sum() / noisy.sum() > 0.95        # recall
+    assert res.reliable[~noisy].mean() > 0.95
+    assert res.gmm_means[0] == pytest.approx(0.02, rel=0.3) and res.gmm_means[1] == pytest.approx(8.0, rel=0.1)
+
+
 def test_label_correction_only_touches_confident_unreliable_samples():
     losses, noisy, rng = _bimodal(1)
     labels = rng.integers(0, 10, 1000)

@@ -7,9 +7,13 @@ epoch (the training task records them per utterance), and the pseudo-labels the 
 against:
 
 1. *Dynamic loss-gate*: a 2-component 1-D GMM (``sklearn.mixture.GaussianMixture``, fixed
-   ``random_state``) is fitted to the losses; a sample is *reliable* when its posterior of the
-   low-mean component exceeds ``min_posterior`` (0.5), or when its loss is at most that
-   component's mean (so that a wide high-loss component cannot claim the far left tail).
+   ``random_state``) is fitted to the log-losses; a sample is *reliable* when its posterior of
+   the low-mean component exceeds ``min_posterior`` (0.5), or when its log-loss is at most that
+   component's mean (so that a wide high-loss component cannot claim the far left tail). The
+   log, as in the training code of Miara et al. (2024, wavlm_ssl_sv): per-sample losses span
+   orders of magnitude once samples are learnt (1e-2 beside 10), and on the raw losses a narrow
+   component of learnt samples leaves every other sample to the noisy one (on egs/mini the raw
+   fit kept 22% of the samples, the log fit 38-65%, for a lower EER: docs/results.md).
 2. *Label correction*: an unreliable sample whose prediction posterior exceeds ``threshold``
    is relabelled with the prediction (``corrected``); the other unreliable samples are
    excluded for the epoch (label -1, ``dropped``).
@@ -48,8 +52,8 @@ class GateResult:
     dropped: np.ndarray
     unseen: np.ndarray
     clean_posterior: np.ndarray          # posterior of the low-loss component (1 where not fitted)
-    gmm_means: tuple[float, float] | None = None
-    gmm_stds: tuple[float, float] | None = None
+    gmm_means: tuple[float, float] | None = None   # (clean, noisy) component means, as losses (geometric)
+    gmm_stds: tuple[float, float] | None = None    # their standard deviations, of the log-losses
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -156,7 +160,7 @@ def gate_and_correct(losses: np.ndarray, predictions: np.ndarray, confidences: n
     posterior = np.ones(n)
     means = stds = None
     info: dict[str, Any] = {"fitted": False}
-    x = losses[fit]
+    x = np.log(np.maximum(losses[fit], 1e-12))
     if x.size >= max(min_samples, 2) and np.ptp(x) > 1e-8 * max(1.0, float(np.abs(x).max())):
         from sklearn.mixture import GaussianMixture
 
@@ -166,10 +170,12 @@ def gate_and_correct(losses: np.ndarray, predictions: np.ndarray, confidences: n
         mu = gmm.means_[:, 0]
         clean = int(np.argmin(mu))
         posterior[fit] = gmm.predict_proba(x[:, None])[:, clean]
-        posterior[fit & (losses <= mu[clean])] = 1.0
+        low = np.zeros(n, dtype=bool)
+        low[fit] = x <= mu[clean]
+        posterior[low] = 1.0
         sd = np.sqrt(gmm.covariances_.reshape(2))
-        means = (float(mu[clean]), float(mu[1 - clean]))
-        stds = (float(sd[clean]), float(sd[1 - clean]))
+        means = (float(np.exp(mu[clean])), float(np.exp(mu[1 - clean])))   # geometric means of the losses
+        stds = (float(sd[clean]), float(sd[1 - clean]))                    # of the log-losses
         info = {"fitted": True, "converged": bool(gmm.converged_), "weight_clean": float(gmm.weights_[clean])}
 
     reliable = has_label & (unseen | (posterior > min_posterior))
