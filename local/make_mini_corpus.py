@@ -621,11 +621,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus_dir", help="where audio, speakers.json and the .done marker go")
     p.add_argument("data_dir", help="where the Kaldi data dirs train/ and test/ go")
     p.add_argument("--num-train-speakers", type=int, default=40)
-    p.add_argument("--num-test-speakers", type=int, default=10)
+    p.add_argument("--num-test-speakers", type=int, default=30)
     p.add_argument("--utts-per-speaker", type=int, default=16)
     p.add_argument("--min-dur", type=float, default=2.0, help="minimum utterance duration (s)")
     p.add_argument("--max-dur", type=float, default=4.0, help="maximum utterance duration (s)")
-    p.add_argument("--num-trials", type=int, default=2000, help="trials in test/trials (at most half target)")
+    p.add_argument("--num-trials", type=int, default=20000,
+                   help="trials in test/trials (at most half target; fewer when there are fewer pairs)")
     p.add_argument("--num-noise", type=int, default=20, help=f"noise files ({NOISE_SECONDS:g} s) for augmentation")
     p.add_argument("--num-music", type=int, default=10, help=f"music files ({MUSIC_SECONDS:g} s) for augmentation")
     p.add_argument("--num-babble", type=int, default=20,

@@ -65,4 +65,6 @@ def tiny_configs(conf: Path) -> None:
             c["ssl"]["ssps"].update(start_epoch=1, num_prototypes=4)
         if "dlg_lc" in c:
             c["dlg_lc"]["start_epoch"] = 1
+            if "correct_start_epoch" in c["dlg_lc"]:
+                c["dlg_lc"]["correct_start_epoch"] = 2
         (conf / name).write_text(yaml.safe_dump(c))

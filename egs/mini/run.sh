@@ -32,8 +32,9 @@ train_data=               # default: data/<corpus>/train
 test_data=                # default: data/<corpus>/test
 trials=                   # default: <test-data>/trials (Kaldi or VoxCeleb format)
 num_train_speakers=40     # mini corpus size
-num_test_speakers=10
+num_test_speakers=30     # 30 x 16 test utterances: 20,000 trials, all 3,600 target pairs
 utts_per_speaker=16
+num_trials=20000
 baseline_conf=conf/baseline.yaml   # conf/baseline_nocmn.yaml where the channel is tied to the speaker (FSDD)
 ssl_conf=conf/ssl.yaml    # stage 2
 pseudo_conf=conf/pseudo.yaml  # stages 4-5
@@ -41,8 +42,8 @@ init_embedder=ssl         # embeddings seeding the first clustering: ssl (stage 
 init_from_ssl=true        # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
 retrain_from=previous     # iterations >= 2 start from: previous (the last iteration's model) or initial
 num_iters=2               # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
-num_clusters=60           # k-means clusters
-ahc_clusters=             # AHC of the k-means centroids down to this many clusters (empty: none)
+num_clusters=0            # k-means clusters; 0: no k-means, AHC of the utterances themselves (small corpora)
+ahc_clusters=60           # AHC of the k-means centroids (or utterances) down to this many clusters (empty: none)
 min_cluster_size=2        # smaller clusters are dropped
 true_speakers=true        # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
 oracle=false              # stage 4 also trains the supervised reference on the true labels -> exp/<corpus>/oracle
@@ -85,7 +86,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   echo "Stage 0: data ($corpus)"
   case $corpus in
     mini) local/make_mini_corpus.py "${tforce[@]}" --num-train-speakers $num_train_speakers \
-            --num-test-speakers $num_test_speakers --utts-per-speaker $utts_per_speaker \
+            --num-test-speakers $num_test_speakers --utts-per-speaker $utts_per_speaker --num-trials $num_trials \
             corpus/mini data/mini ;;
     fsdd) [ -n "$corpus_dir" ] || { echo "$0: --corpus fsdd needs --corpus-dir" >&2; exit 1; }
           local/prepare_fsdd.py "$corpus_dir" data/fsdd ;;
