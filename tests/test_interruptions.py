@@ -67,7 +67,7 @@ def kill_tree(pid: int) -> None:
 def run(d: Path, env: dict, *args: str) -> tuple[float, str]:
     """Run the recipe to completion; returns its duration and stdout."""
     t = time.time()
-    r = subprocess.run(["./run.sh", *TINY, "--num-clusters", "6", *args], cwd=d, env=env, capture_output=True,
+    r = subprocess.run(["./run.sh", *TINY, "--ahc-clusters", "6", *args], cwd=d, env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, f"run.sh {' '.join(args)}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return time.time() - t, r.stdout
@@ -122,7 +122,7 @@ def test_kill_and_rerun_gives_the_same_outputs(reference, stage, seed):
         p = d / p
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     args = ("--stage", str(stage), "--stop-stage", str(stage))
-    p = subprocess.Popen(["./run.sh", *TINY, "--num-clusters", "6", *args], cwd=d, env=env,
+    p = subprocess.Popen(["./run.sh", *TINY, "--ahc-clusters", "6", *args], cwd=d, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(d.glob(PROGRESS[stage])):

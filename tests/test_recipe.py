@@ -106,7 +106,7 @@ def test_mini_recipe_all_stages(recipe, monkeypatch):
     d = recipe.dir
     monkeypatch.chdir(d)
     tiny_configs(d / "conf")
-    r = recipe(*TINY, "--num-clusters", "6", "--oracle", "true")
+    r = recipe(*TINY, "--ahc-clusters", "6", "--oracle", "true")
     exp = d / "exp" / "mini"
     for sys_dir in ("baseline", "ssl_untrained", "ssl", "pl_iter1", "pl_iter2", "oracle"):
         res = json.loads((exp / sys_dir / "results.json").read_text())
@@ -120,7 +120,7 @@ def test_mini_recipe_all_stages(recipe, monkeypatch):
     assert all(name in overview for name in ("baseline", "ssl_untrained", "pl_iter2", "oracle"))
     assert "DLG-LC epoch" in (exp / "pl_iter1" / "train.log").read_text()
     # Everything finished: a second run redoes nothing.
-    r = recipe(*TINY, "--num-clusters", "6", "--oracle", "true", "--stage", "2")
+    r = recipe(*TINY, "--ahc-clusters", "6", "--oracle", "true", "--stage", "2")
     assert r.stdout.count("training already finished") == 4, r.stdout[-3000:]
 
 
