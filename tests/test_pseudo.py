@@ -145,3 +145,46 @@ def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
     corrected = task.on_epoch_start(3, trainer)   # from correct_start_epoch on: relabelled to the prediction
     assert (trainer.dataset.labels[noisy] == (labels[noisy] + 1) % 3).all()
     assert corrected["dlg_corrected"] == pytest.approx(noisy.mean()) and corrected["dlg_dropped"] == 0.0
+
+
+@pytest.mark.parametrize("subcenters", [1, 3])
+def test_classifier_starts_at_class_mean_embeddings(subcenters):
+    from sslspk.models import build_model
+    from sslspk.train.supervised import FinetuneConfig, LossConfig, SupervisedTask
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 3] * 5)
+    centres = rng.normal(size=(5, 16))   # class 4 has no utterance: keeps its random weight
+    emb = 3.0 * centres[labels] + 0.3 * rng.normal(size=(len(labels), 16))
+    torch.manual_seed(0)
+    task = SupervisedTask(build_model(TINY_MODEL), num_classes=5, num_utts=len(labels),
+                          loss=LossConfig(subcenters=subcenters), finetune=FinetuneConfig(), labels=labels)
+    before = task.classifier.weight.detach().clone()
+    task.init_classes_from(emb)
+    w = task.classifier.weight.detach().view(5, subcenters, 16)
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for c in range(4):
+        mean = torch.as_tensor(x[labels == c].mean(0), dtype=torch.float32)
+        cos = torch.nn.functional.cosine_similarity(w[c], mean[None], dim=1)
+        assert (cos > 0.99).all(), (c, cos)
+    kept = torch.nn.functional.cosine_similarity(w[4], before.view(5, subcenters, 16)[4, :1], dim=1)
+    assert (kept > 0.98).all(), kept
+    # Every utterance is now closest to its own class: the untrained classifier's accuracy is 100%.
+    pred = task.classifier.cosine(torch.as_tensor(emb, dtype=torch.float32)).argmax(1).numpy()
+    assert (pred == labels).all()
+    if subcenters > 1:   # sub-centres of a class are not identical, or only one would ever learn
+        assert not torch.allclose(w[0, 0], w[0, 1])
+
+
+def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
+    data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
+    ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
+    assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
+    cfg = pseudo_config(tmp_path / "p.yaml", epochs=1, dlg=False, model=False)
+    c = yaml.safe_load(cfg.read_text())
+    c["loss"]["init_from_centroids"] = True
+    cfg.write_text(yaml.safe_dump(c))
+    r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
+                     "--init", str(tmp_path / "ssl"), env=recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "3 classes start at the mean embeddings" in r.stdout

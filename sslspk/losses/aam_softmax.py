@@ -65,6 +65,20 @@ class AAMSoftmax(nn.Module):
         self.th = math.cos(math.pi - margin)      # cos θ below this ⇔ θ + m > π
         self.mm = math.sin(math.pi - margin) * margin
 
+    @torch.no_grad()
+    def set_class_centres(self, centres: torch.Tensor, noise: float = 0.01) -> None:
+        """Start every class weight at a given centre ``[C, D]`` (e.g. the mean embedding of the class).
+
+        Sub-centres of a class start at its centre plus Gaussian noise of ``noise`` x its norm
+        (identical sub-centres would never separate: only the closest one gets gradients).
+        """
+        if centres.shape != (self.num_classes, self.weight.shape[1]):
+            raise ValueError(f"centres must be [{self.num_classes}, {self.weight.shape[1]}], got {list(centres.shape)}")
+        w = F.normalize(centres.float(), dim=1).repeat_interleave(self.subcenters, dim=0)
+        if self.subcenters > 1:
+            w = F.normalize(w + noise * torch.randn_like(w), dim=1)
+        self.weight.copy_(w)
+
     def cosine(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosines ``[B, C]`` (max over sub-centres), computed in float32."""
         cos = F.linear(F.normalize(emb.float(), dim=1), F.normalize(self.weight.float(), dim=1))

@@ -25,6 +25,7 @@ class LossConfig:
     scale: float = 32.0
     subcenters: int = 1
     margin_warmup_epochs: tuple[int, int] | None = None  # margin rises linearly 0 → margin between these epochs
+    init_from_centroids: bool = False  # class weights start at each class's mean embedding by the initial encoder
 
 
 @dataclass
@@ -104,6 +105,18 @@ class SupervisedTask(TrainTask):
             if trainer.is_main:
                 log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
         return logs
+
+    def init_classes_from(self, embeddings: np.ndarray) -> None:
+        """Class weights := the mean L2-normalised embedding of each class's utterances (``[num_utts, D]``,
+        in the dataset's order), so that training starts from the encoder's own speaker geometry
+        instead of random classes. Classes without an utterance keep their random weights."""
+        x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        c = self.classifier.num_classes
+        sums = np.zeros((c, x.shape[1]))
+        np.add.at(sums, self.labels, x)
+        empty = ~np.any(sums, axis=1)
+        sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].numpy()
+        self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
 
     def before_optimizer_step(self, epoch: int) -> None:
         if epoch < self.finetune.freeze_backbone_epochs:
