@@ -188,3 +188,9 @@ def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
                      "--init", str(tmp_path / "ssl"), env=recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "3 classes start at the mean embeddings" in r.stdout
+    # A resumed run keeps the checkpoint's classifier: no second embedding pass.
+    (tmp_path / "pl" / "model.pt").unlink()
+    r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
+                     "--init", str(tmp_path / "ssl"), env=recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr and "classes start at the mean embeddings" not in r.stdout

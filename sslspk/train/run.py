@@ -132,13 +132,6 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
         task = SupervisedTask(encoder, len(spks), len(dataset), parsed["loss"], parsed["finetune"], parsed["dlg_lc"],
                               labels=labels, true_labels=true)
-        if parsed["loss"].init_from_centroids:
-            from sslspk.extraction import embed_data_dir
-
-            emb = dict(embed_data_dir(encoder.eval(), data_dir, sample_rate, progress=False,
-                                      channel=cfg["data"].get("channel", "mix")))
-            task.init_classes_from(np.stack([emb[u] for u in dataset.utts]))
-            print(f"classifier: {len(spks)} classes start at the mean embeddings of their utterances")
     trainer = Trainer(train_cfg, exp_dir)
     if trainer.is_main:
         if force:

@@ -106,6 +106,20 @@ class SupervisedTask(TrainTask):
                 log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
         return logs
 
+    def on_fit_start(self, trainer: Any) -> None:
+        """With ``loss.init_from_centroids``: embed the training utterances with the initial encoder
+        (on the training device) and start the classes at their means (:meth:`init_classes_from`)."""
+        if not self.loss_cfg.init_from_centroids:
+            return
+        from sslspk.extraction import embed_data_dir
+
+        ds = trainer.dataset
+        emb = dict(embed_data_dir(self.encoder.eval(), ds.data_dir, ds.sample_rate, device=str(trainer.device),
+                                  progress=trainer.is_main, channel=ds.channel))
+        self.init_classes_from(np.stack([emb[u] for u in ds.utts]))
+        if trainer.is_main:
+            print(f"classifier: {self.classifier.num_classes} classes start at the mean embeddings of their utterances")
+
     def init_classes_from(self, embeddings: np.ndarray) -> None:
         """Class weights := the mean L2-normalised embedding of each class's utterances (``[num_utts, D]``,
         in the dataset's order), so that training starts from the encoder's own speaker geometry
@@ -114,7 +128,7 @@ class SupervisedTask(TrainTask):
         c = self.classifier.num_classes
         sums = np.zeros((c, x.shape[1]))
         np.add.at(sums, self.labels, x)
-        empty = ~np.any(sums, axis=1)
+        empty = np.bincount(self.labels, minlength=c) == 0
         sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].numpy()
         self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
 

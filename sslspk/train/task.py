@@ -22,6 +22,10 @@ class TrainTask(nn.Module):
         """Optimizer groups; a group's ``lr_scale`` multiplies the scheduled learning rate."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def on_fit_start(self, trainer: Any) -> None:
+        """Called once when training starts from scratch (not when it resumes from a checkpoint),
+        with the task on the training device (e.g. initialise a head from the data)."""
+
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
         """Called before each epoch (e.g. SSPS positives, DLG-LC gating); returns logs."""
         return {}

@@ -154,13 +154,14 @@ class Trainer:
         for _, p in _checkpoints(self.exp_dir)[:-keep]:
             p.unlink()
 
-    def _resume(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> None:
+    def _resume(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> bool:
+        """Load the latest checkpoint, if any; returns whether one was loaded."""
         if self.is_main:   # checkpoints half-written by a killed run (never loaded: only epoch_N.pt is)
             for tmp in (self.exp_dir / "checkpoints").glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         ckpts = _checkpoints(self.exp_dir)
         if not ckpts:
-            return
+            return False
         epoch, path = ckpts[-1]
         state = torch.load(path, map_location="cpu", weights_only=False)
         task.load_state_dict(state["task"])
@@ -173,6 +174,7 @@ class Trainer:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         log.info(f"resumed from {path} (epoch {self.epoch} done, step {self.global_step})")
+        return True
 
     # -------------------------------------------------------------------- fit
     def _optimizer(self, task: TrainTask) -> torch.optim.Optimizer:
@@ -211,7 +213,8 @@ class Trainer:
         opt = self._optimizer(task)
         use_amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
-        self._resume(task, opt, scaler)
+        if not self._resume(task, opt, scaler):
+            task.on_fit_start(self)
         model = task
         if is_distributed():
             from torch.nn.parallel import DistributedDataParallel as DDP
