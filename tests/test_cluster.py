@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslspk.cluster.ahc import ahc_centroids, condensed_distances, cut_linkage
+from sslspk.cluster.ahc import ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import cluster_means, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
@@ -88,6 +88,18 @@ def test_k0_is_ahc_of_the_embeddings_themselves():
     ref = fcluster(linkage(x.astype(np.float64), method="average", metric="cosine"), 8, criterion="maxclust")
     assert clustering_scores(r.labels, ref)["ari"] == pytest.approx(1.0)
     assert 0.7 < nmi(r.labels, true) < 0.99
+
+
+def test_ahc_refuses_a_distance_matrix_larger_than_memory(monkeypatch):
+    assert ahc_peak_bytes(1000) == 2 * 8 * 1000 * 999 // 2
+    check_ahc_memory(1000, available=ahc_peak_bytes(1000))   # fits exactly: no error
+    with pytest.raises(ValueError, match=r"AHC of 1000000 rows needs about 7450.6 GiB .* run k-means first"):
+        check_ahc_memory(1_000_000, available=16 * 2**30)
+    # cluster_embeddings with k=0 checks before computing anything
+    monkeypatch.setattr("sslspk.cluster.ahc.available_memory_bytes", lambda: 1000)
+    x, _ = planted(num=2, per=20, noise=0.1, seed=0)
+    with pytest.raises(ValueError, match="AHC of 40 rows needs"):
+        cluster_embeddings(x, ClusterConfig(k=0, ahc_clusters=2))
 
 
 def test_condensed_distances_and_cut_match_scipy():

@@ -4,7 +4,9 @@ The paper's recipe over-clusters with k-means (e.g. 50k clusters) and merges the
 centroids with AHC down to the expected number of speakers (e.g. 7.5k). Only the
 centroids are clustered: memory is the condensed distance matrix, ``8 * k * (k - 1) / 2``
 bytes (float64, as scipy needs; 1.6 GB at k = 20k, 10 GB at k = 50k), computed here in
-blocks with BLAS instead of ``pdist``.
+blocks with BLAS instead of ``pdist``. scipy's linkage works on a copy of it, so the peak is
+about twice that; :func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in
+the available memory.
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
     return order[labels].astype(np.int64)
 
 
+def ahc_peak_bytes(k: int) -> int:
+    """Peak memory of AHC on ``k`` rows: two float64 condensed distance matrices (ours, scipy's copy)."""
+    return 2 * 8 * (k * (k - 1) // 2)
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_ahc_memory(k: int, available: int | None = None) -> None:
+    """Raise ``ValueError`` with the figures when AHC of ``k`` rows needs more than the available memory."""
+    need = ahc_peak_bytes(k)
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > available:
+        fits = int((available / 8) ** 0.5)
+        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (2 x the condensed distance matrix), "
+                         f"more than the {available / 2**30:.1f} GiB available (about {fits} rows fit): "
+                         "run k-means first (--k) and merge its centroids with AHC")
+
+
 def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: float | None = None,
                   linkage: str = "average") -> np.ndarray:
     """Cluster the rows of ``c`` (k-means centroids) with AHC; returns each row's flat label.
@@ -81,6 +111,7 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
         raise ValueError(f"AHC: cannot cut {k} k-means centroids into {num_clusters} clusters")
     if k == 1:
         return np.zeros(1, dtype=np.int64)
+    check_ahc_memory(k)
     c = np.asarray(c, dtype=np.float64)
     c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
