@@ -194,3 +194,22 @@ def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
                      "--init", str(tmp_path / "ssl"), env=recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr and "classes start at the mean embeddings" not in r.stdout
+
+
+def test_train_pseudo_init_from_centroids_ddp(tmp_path, recipe_env):
+    """Under 2-process DDP only rank 0 embeds the training set; the run trains and writes model.pt."""
+    data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
+    ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
+    assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
+    cfg = pseudo_config(tmp_path / "p.yaml", epochs=1, dlg=False, model=False)
+    c = yaml.safe_load(cfg.read_text())
+    c["loss"]["init_from_centroids"] = True
+    c["train"]["batch_size"] = 4
+    cfg.write_text(yaml.safe_dump(c))
+    r = subprocess.run(["bash", str(REPO / "steps" / "train.sh"), "--nproc-per-node", "2", "train_pseudo.py",
+                        "--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
+                        "--init", str(tmp_path / "ssl")],
+                       cwd=REPO / "egs" / "mini", capture_output=True, text=True, env=recipe_env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.count("classes start at the mean embeddings") == 1
+    assert (tmp_path / "pl" / "model.pt").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslspk.train.distributed import all_gather_cat
+from sslspk.train.distributed import all_gather_cat, is_distributed
 from sslspk.train.task import TrainTask
 
 log = logging.getLogger("sslspk.train")
@@ -108,8 +108,9 @@ class SupervisedTask(TrainTask):
 
     def on_fit_start(self, trainer: Any) -> None:
         """With ``loss.init_from_centroids``: embed the training utterances with the initial encoder
-        (on the training device) and start the classes at their means (:meth:`init_classes_from`)."""
-        if not self.loss_cfg.init_from_centroids:
+        (on the training device) and start the classes at their means (:meth:`init_classes_from`).
+        Under DDP only rank 0 does it: wrapping the task in DDP broadcasts rank 0's weights."""
+        if not self.loss_cfg.init_from_centroids or (is_distributed() and not trainer.is_main):
             return
         from sslspk.extraction import embed_data_dir
 
@@ -129,7 +130,7 @@ class SupervisedTask(TrainTask):
         sums = np.zeros((c, x.shape[1]))
         np.add.at(sums, self.labels, x)
         empty = np.bincount(self.labels, minlength=c) == 0
-        sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].numpy()
+        sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].cpu().numpy()
         self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
 
     def before_optimizer_step(self, epoch: int) -> None:
