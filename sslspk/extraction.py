@@ -91,10 +91,12 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
 
 
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
-                   progress: bool = True, batch_size: int = 1, channel: str = "mix") -> Iterator[tuple[str, np.ndarray]]:
+                   progress: bool = True, batch_size: int = 1, channel: str = "mix",
+                   shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, embedding)`` for every utterance of a data dir in its order (segments honoured).
 
     ``channel``: ``mix`` or ``first`` channel of multi-channel audio (the model config's ``data.channel``).
+    ``shard=(i, n)``: only the utterances at positions ``i, i + n, i + 2n, ...`` (e.g. one DDP rank's part).
 
     With ``batch_size`` > 1, :func:`embed_waveforms` embeds windows of ``8 x batch_size``
     consecutive utterances, sorted by length within the window, ``batch_size`` at a time.
@@ -105,12 +107,16 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     from sslspk.data.audio import AudioError
     from sslspk.data.datadir import DataDir
 
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count} does not exist")
     data = DataDir.load(data_dir)
+    all_utts = data.utts[index::count]
     window = 1 if batch_size == 1 else 8 * batch_size
-    with torch.inference_mode(), tqdm(total=len(data.utts), desc=f"embed {data_dir}", unit="utt",
+    with torch.inference_mode(), tqdm(total=len(all_utts), desc=f"embed {data_dir}", unit="utt",
                                       disable=not progress, mininterval=5) as bar:
-        for start in range(0, len(data.utts), window):
-            utts = data.utts[start:start + window]
+        for start in range(0, len(all_utts), window):
+            utts = all_utts[start:start + window]
             wavs = [data.load_audio(utt, sample_rate, channel) for utt in utts]   # errors name the utt
             for utt, wav in zip(utts, wavs):
                 if len(wav) < MIN_SECONDS * sample_rate:

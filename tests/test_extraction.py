@@ -123,3 +123,10 @@ def test_embed_data_dir_batched_keeps_order(tmp_path):
     batched = list(embed_data_dir(model, data, SR, progress=False, batch_size=2))
     assert [u for u, _ in batched] == [u for u, _ in single] == [f"u{i}" for i in range(len(wavs))]
     np.testing.assert_allclose(np.stack([e for _, e in batched]), np.stack([e for _, e in single]), rtol=0, atol=1e-4)
+    # shards (one DDP rank's part): every n-th utterance, together the whole data dir
+    shards = [list(embed_data_dir(model, data, SR, progress=False, shard=(i, 2))) for i in range(2)]
+    assert [u for u, _ in shards[0]] == ["u0", "u2", "u4"] and [u for u, _ in shards[1]] == ["u1", "u3"]
+    np.testing.assert_allclose(np.stack([e for _, e in shards[1]]), np.stack([e for _, e in single[1::2]]),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        next(embed_data_dir(model, data, SR, progress=False, shard=(2, 2)))

@@ -197,7 +197,7 @@ def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
 
 
 def test_train_pseudo_init_from_centroids_ddp(tmp_path, recipe_env):
-    """Under 2-process DDP only rank 0 embeds the training set; the run trains and writes model.pt."""
+    """train_pseudo.py with init_from_centroids under steps/train.sh with 2 CPU processes trains and writes model.pt."""
     data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
     ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
     assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
@@ -213,3 +213,13 @@ def test_train_pseudo_init_from_centroids_ddp(tmp_path, recipe_env):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert r.stdout.count("classes start at the mean embeddings") == 1
     assert (tmp_path / "pl" / "model.pt").exists()
+
+
+def test_init_from_centroids_ddp_shards_match_one_process(tmp_path, recipe_env):
+    """Each of 2 DDP ranks embeds half of the data dir; the all-reduced class weights equal one process's."""
+    data = make_data(tmp_path / "data", n_spk=3, n_utt=5)
+    r = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2",
+                        str(REPO / "tests" / "helpers" / "ddp_centroid_check.py"), str(data)],
+                       capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.count("max difference to one process") == 2

@@ -109,27 +109,47 @@ class SupervisedTask(TrainTask):
     def on_fit_start(self, trainer: Any) -> None:
         """With ``loss.init_from_centroids``: embed the training utterances with the initial encoder
         (on the training device) and start the classes at their means (:meth:`init_classes_from`).
-        Under DDP only rank 0 does it: wrapping the task in DDP broadcasts rank 0's weights."""
-        if not self.loss_cfg.init_from_centroids or (is_distributed() and not trainer.is_main):
+        Under DDP each rank embeds its share of the utterances and the class sums are all-reduced."""
+        if not self.loss_cfg.init_from_centroids:
             return
+        import torch.distributed as dist
+
         from sslspk.extraction import embed_data_dir
 
         ds = trainer.dataset
+        shard = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
         emb = dict(embed_data_dir(self.encoder.eval(), ds.data_dir, ds.sample_rate, device=str(trainer.device),
-                                  progress=trainer.is_main, channel=ds.channel))
-        self.init_classes_from(np.stack([emb[u] for u in ds.utts]))
+                                  progress=trainer.is_main, channel=ds.channel, shard=shard))
+        rows = np.array([i for i, u in enumerate(ds.utts) if u in emb], dtype=np.int64)
+        x = np.stack([emb[ds.utts[i]] for i in rows]) if len(rows) else np.zeros((0, self.classifier.weight.shape[1]))
+        sums, counts = self.class_sums(x, self.labels[rows])
+        if is_distributed():
+            both = torch.as_tensor(np.concatenate([sums, counts[:, None]], axis=1), device=trainer.device)
+            dist.all_reduce(both)
+            sums, counts = both[:, :-1].cpu().numpy(), both[:, -1].cpu().numpy()
+        self.init_classes_from_sums(sums, counts)
         if trainer.is_main:
             print(f"classifier: {self.classifier.num_classes} classes start at the mean embeddings of their utterances")
+
+    def class_sums(self, embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class sums of the L2-normalised ``embeddings`` ``[N, D]`` with class ``labels`` ``[N]``, and counts."""
+        x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        c = self.classifier.num_classes
+        sums = np.zeros((c, self.classifier.weight.shape[1]))
+        np.add.at(sums, labels, x)
+        return sums, np.bincount(labels, minlength=c).astype(np.float64)
 
     def init_classes_from(self, embeddings: np.ndarray) -> None:
         """Class weights := the mean L2-normalised embedding of each class's utterances (``[num_utts, D]``,
         in the dataset's order), so that training starts from the encoder's own speaker geometry
         instead of random classes. Classes without an utterance keep their random weights."""
-        x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        self.init_classes_from_sums(*self.class_sums(embeddings, self.labels))
+
+    def init_classes_from_sums(self, sums: np.ndarray, counts: np.ndarray) -> None:
+        """:meth:`init_classes_from` given the per-class sums and counts (:meth:`class_sums`)."""
         c = self.classifier.num_classes
-        sums = np.zeros((c, x.shape[1]))
-        np.add.at(sums, self.labels, x)
-        empty = np.bincount(self.labels, minlength=c) == 0
+        sums = np.array(sums, dtype=np.float64)
+        empty = counts == 0
         sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].cpu().numpy()
         self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
 
