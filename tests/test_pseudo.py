@@ -176,14 +176,21 @@ def test_classifier_starts_at_class_mean_embeddings(subcenters):
         assert not torch.allclose(w[0, 0], w[0, 1])
 
 
-def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
+def centroid_run_inputs(tmp_path: Path, env: dict, **train) -> tuple[Path, Path]:
+    """A data dir, an SSL model trained on it (``tmp_path/ssl``) and a pseudo config with init_from_centroids."""
     data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
     ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
-    assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
+    assert run_train(ssl, data, tmp_path / "ssl", env).returncode == 0
     cfg = pseudo_config(tmp_path / "p.yaml", epochs=1, dlg=False, model=False)
     c = yaml.safe_load(cfg.read_text())
     c["loss"]["init_from_centroids"] = True
+    c["train"].update(train)
     cfg.write_text(yaml.safe_dump(c))
+    return data, cfg
+
+
+def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
+    data, cfg = centroid_run_inputs(tmp_path, recipe_env)
     r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
                      "--init", str(tmp_path / "ssl"), env=recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -198,14 +205,7 @@ def test_train_pseudo_init_from_centroids(tmp_path, recipe_env):
 
 def test_train_pseudo_init_from_centroids_ddp(tmp_path, recipe_env):
     """train_pseudo.py with init_from_centroids under steps/train.sh with 2 CPU processes trains and writes model.pt."""
-    data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
-    ssl = write_config(tmp_path / "ssl.yaml", epochs=1)
-    assert run_train(ssl, data, tmp_path / "ssl", recipe_env).returncode == 0
-    cfg = pseudo_config(tmp_path / "p.yaml", epochs=1, dlg=False, model=False)
-    c = yaml.safe_load(cfg.read_text())
-    c["loss"]["init_from_centroids"] = True
-    c["train"]["batch_size"] = 4
-    cfg.write_text(yaml.safe_dump(c))
+    data, cfg = centroid_run_inputs(tmp_path, recipe_env, batch_size=4)
     r = subprocess.run(["bash", str(REPO / "steps" / "train.sh"), "--nproc-per-node", "2", "train_pseudo.py",
                         "--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
                         "--init", str(tmp_path / "ssl")],
