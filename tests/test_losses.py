@@ -162,6 +162,24 @@ def test_label_correction_only_touches_confident_unreliable_samples():
     assert res.kept_fraction == pytest.approx(1.0 - res.dropped_fraction)
 
 
+def test_confident_prediction_of_its_own_label_is_confirmed_not_corrected():
+    losses, noisy, rng = _bimodal(4)
+    labels = rng.integers(0, 10, 1000)
+    agrees = rng.uniform(size=1000) < 0.5
+    predictions = np.where(agrees, labels, (labels + 1) % 10)
+    res = gate_and_correct(losses, predictions, np.full(1000, 0.99), labels, threshold=0.9)
+    unreliable = ~res.reliable
+    assert (unreliable & agrees).any() and (unreliable & ~agrees).any()
+    assert np.array_equal(res.confirmed, unreliable & agrees)
+    assert np.array_equal(res.corrected, unreliable & ~agrees)
+    assert np.array_equal(res.labels[res.confirmed], labels[res.confirmed])
+    assert (res.labels[res.corrected] != labels[res.corrected]).all()
+    assert not res.dropped.any()
+    assert res.corrected_fraction + res.confirmed_fraction + res.reliable.mean() == pytest.approx(1.0)
+    assert res.logs()["dlg_confirmed"] == pytest.approx((unreliable & agrees).mean())
+    assert res.diagnostics(labels)["corrections"] == int(res.corrected.sum())
+
+
 def test_degenerate_inputs_keep_everything():
     n = 50
     labels = np.arange(n) % 5
@@ -184,7 +202,7 @@ def test_unseen_samples_keep_their_label():
     res = gate_and_correct(losses, np.full(1000, 3), np.full(1000, 0.99), labels, threshold=0.9)
     assert np.array_equal(res.labels[:20], labels[:20]) and res.unseen[:20].all()
     assert res.reliable[5:20].all() and not res.reliable[:5].any() and not res.dropped[:20].any()
-    assert res.info["fitted"] and res.corrected[20:].sum() == (~res.reliable[20:]).sum()
+    assert res.info["fitted"] and (res.corrected | res.confirmed)[20:].sum() == (~res.reliable[20:]).sum()
 
 
 def test_unlabelled_seen_samples_are_candidates_for_correction():

@@ -15,8 +15,10 @@ against:
    component of learnt samples leaves every other sample to the noisy one (on egs/mini the raw
    fit kept 22% of the samples, the log fit 38-65%, for a lower EER: docs/results.md).
 2. *Label correction*: an unreliable sample whose prediction posterior exceeds ``threshold``
-   is relabelled with the prediction (``corrected``); the other unreliable samples are
-   excluded for the epoch (label -1, ``dropped``).
+   is relabelled with the prediction: ``corrected`` when that changes its label, ``confirmed``
+   when the prediction is its own label (it keeps it); the other unreliable samples are
+   excluded for the epoch (label -1, ``dropped``). A model that has fitted every label (a
+   log-loss GMM then splits learnt samples from learnt ones) confirms, it does not correct.
 
 Samples without a loss (NaN: never seen in the previous epoch) keep their label. Samples
 labelled -1 on input are never reliable: they are corrected when the prediction is confident,
@@ -48,7 +50,8 @@ class GateResult:
     labels: np.ndarray
     old_labels: np.ndarray
     reliable: np.ndarray
-    corrected: np.ndarray
+    corrected: np.ndarray                # unreliable, confidently predicted as another label: relabelled
+    confirmed: np.ndarray                # unreliable, confidently predicted as its own label: kept
     dropped: np.ndarray
     unseen: np.ndarray
     clean_posterior: np.ndarray          # posterior of the low-loss component (1 where not fitted)
@@ -66,6 +69,10 @@ class GateResult:
         return float(np.mean(self.corrected)) if self.labels.size else 0.0
 
     @property
+    def confirmed_fraction(self) -> float:
+        return float(np.mean(self.confirmed)) if self.labels.size else 0.0
+
+    @property
     def dropped_fraction(self) -> float:
         return float(np.mean(self.dropped)) if self.labels.size else 0.0
 
@@ -76,7 +83,8 @@ class GateResult:
     def logs(self) -> dict[str, float]:
         """Scalars for the training log."""
         out = {"dlg_kept": self.kept_fraction, "dlg_reliable": self.reliable_fraction,
-               "dlg_corrected": self.corrected_fraction, "dlg_dropped": self.dropped_fraction}
+               "dlg_corrected": self.corrected_fraction, "dlg_confirmed": self.confirmed_fraction,
+               "dlg_dropped": self.dropped_fraction}
         if self.gmm_means is not None:
             out["dlg_mean_clean"], out["dlg_mean_noisy"] = self.gmm_means
         return out
@@ -120,7 +128,7 @@ def correction_diagnostics(result: GateResult, true_labels: np.ndarray) -> dict[
 
     right_before = right(result.old_labels)
     right_after = right(result.labels)
-    changed = result.corrected & (result.labels != result.old_labels)
+    changed = result.corrected
     n_right = int(np.sum(changed & ~right_before & right_after))
     n_wrong = int(np.sum(changed & ~right_after))
     gated = ~result.unseen & (result.old_labels >= 0)
@@ -181,9 +189,11 @@ def gate_and_correct(losses: np.ndarray, predictions: np.ndarray, confidences: n
     reliable = has_label & (unseen | (posterior > min_posterior))
     candidates = ~reliable & ~(unseen & ~has_label)
     confident = candidates & (confidences > threshold) & (predictions >= 0)
+    corrected = confident & (predictions != labels)
     new = labels.copy()
-    new[confident] = predictions[confident]
+    new[corrected] = predictions[corrected]
     dropped = candidates & ~confident
     new[dropped] = -1
-    return GateResult(labels=new, old_labels=labels, reliable=reliable, corrected=confident, dropped=dropped,
+    return GateResult(labels=new, old_labels=labels, reliable=reliable, corrected=corrected,
+                      confirmed=confident & ~corrected, dropped=dropped,
                       unseen=unseen, clean_posterior=posterior, gmm_means=means, gmm_stds=stds, info=info)
