@@ -83,6 +83,34 @@ def test_training_lowers_loss_and_exports(tmp_path, recipe_env, method, epochs, 
     assert "already finished" in r.stdout
 
 
+def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it(tmp_path, recipe_env):
+    """``train.cpu_amp``: bf16 autocast on a CPU with native bf16 (SimCLR + SSPS, whose memory takes
+    the bf16 embeddings); the loss still drops. Without native bf16: a warning, and fp32."""
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", epochs=4, cpu_amp=True)
+    c = yaml.safe_load(cfg.read_text())
+    c["ssl"]["ssps"] = {"start_epoch": 2, "sampling": "knn", "neighbourhood": 1}
+    cfg.write_text(yaml.safe_dump(c))
+    r = run_train(cfg, data, tmp_path / "exp", recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = epoch_losses(tmp_path / "exp")
+    assert len(losses) == 4 and losses[1] < losses[0], losses
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert ("bf16 autocast on the CPU" in log) == native
+    assert ("no native bf16 support" in log) == (not native)
+
+
+def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tmp_path, monkeypatch, caplog):
+    from sslspk.train.trainer import TrainConfig, Trainer
+
+    assert not Trainer(TrainConfig(device="cpu"), tmp_path)._use_amp()   # off unless asked for
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="sslspk.train"):
+        assert not Trainer(TrainConfig(device="cpu", cpu_amp=True), tmp_path)._use_amp()
+    assert "no native bf16 support" in caplog.text
+
+
 def test_kill_and_resume_gives_the_same_model(tmp_path, recipe_env):
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=3, num_workers=1)

@@ -44,7 +44,9 @@ class TrainConfig:
     weight_decay: float = 5e-5      # not applied to biases and norm parameters
     momentum: float = 0.9           # sgd only
     grad_clip: float | None = 3.0   # max gradient norm, or null
-    amp: bool = True                # mixed precision on CUDA (bf16); ignored on CPU
+    amp: bool = True                # mixed precision on CUDA (bf16)
+    cpu_amp: bool = False           # bf16 autocast on CPU too, where the CPU computes bf16 natively
+                                    # (AVX512-BF16, AMX); fp32 with a warning elsewhere
     average_last: int = 1           # model.pt = average of the last N epoch checkpoints
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda
@@ -189,6 +191,18 @@ class Trainer:
             return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
+    def _use_amp(self) -> bool:
+        """bf16 autocast: ``amp`` on CUDA; ``cpu_amp`` on a CPU with native bf16 (oneDNN's check)."""
+        if self.device.type == "cuda":
+            return self.cfg.amp
+        if not self.cfg.cpu_amp:
+            return False
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.info("train.cpu_amp: bf16 autocast on the CPU")
+            return True
+        log.warning("train.cpu_amp: this CPU has no native bf16 support (oneDNN); training in fp32")
+        return False
+
     def fit(self, task: TrainTask, dataset: Any) -> Path:
         """Train (resuming from the latest checkpoint), then write ``model.pt``; returns its path."""
         from torch.utils.data import DataLoader, DistributedSampler
@@ -211,7 +225,7 @@ class Trainer:
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
         task = task.to(self.device)
         opt = self._optimizer(task)
-        use_amp = cfg.amp and self.device.type == "cuda"
+        use_amp = self._use_amp()
         scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
         if not self._resume(task, opt, scaler):
             task.on_fit_start(self)
