@@ -43,7 +43,7 @@ bench: setup
 	$(PY) bench/bench_scoring.py --append $(BENCH_MD)
 	$(PY) bench/bench_extraction.py --append $(BENCH_MD)
 	$(PY) bench/bench_dataloading.py --append $(BENCH_MD)
-	$(PY) bench/bench_training.py --append $(BENCH_MD)
+	$(PY) bench/bench_training.py --cpu-amp --append $(BENCH_MD)
 
 clean-demo:
 	rm -rf egs/mini/data egs/mini/exp egs/mini/corpus

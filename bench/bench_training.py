@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: training steps/s of DINO ECAPA-TDNN and WavLM fine-tuning with AAM-softmax.
 
-Usage: python bench/bench_training.py [--quick] [--device cpu|cuda] [--threads 1 2] [--append docs/benchmarks.md]
+Usage: python bench/bench_training.py [--quick] [--device cpu|cuda] [--threads 1 2] [--cpu-amp] [--append docs/benchmarks.md]
 
 The tasks are the library's, built as ``sslspk.train.run.train_from_config`` builds them from
 the VoxCeleb recipe configs (randomly initialised, random audio):
@@ -15,7 +15,8 @@ the VoxCeleb recipe configs (randomly initialised, random audio):
 One step = what the trainer does per batch: forward (under bf16 autocast with AMP), backward,
 the task's pre-step hook, gradient clipping, optimizer step, the task's post-step hook (DINO:
 the teacher's EMA update); optimizer from ``Trainer``. Timed over ``--steps`` steps after one
-warm-up. ``--device cuda`` times each model in fp32 and with AMP (bf16), gives the peak GPU
+warm-up. ``--cpu-amp`` also times each CPU run under bf16 autocast (``train.cpu_amp``; fast only on
+CPUs with native bf16). ``--device cuda`` times each model in fp32 and with AMP (bf16), gives the peak GPU
 memory (``torch.cuda.max_memory_allocated``) and the largest batch that fits with AMP (batch
 doubled from 8 until out of memory, at most ``--max-batch``).
 """
@@ -144,6 +145,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="steps timed after one warm-up (default 3; cuda: x5)")
     p.add_argument("--classes", type=int, default=7500, help="AAM-softmax pseudo-speakers (default 7500)")
     p.add_argument("--max-batch", type=int, default=4096, help="cuda: largest batch tried (default 4096)")
+    p.add_argument("--cpu-amp", action="store_true",
+                   help="CPU: also time each model under bf16 autocast (train.cpu_amp), side by side with fp32")
     p.add_argument("--quick", action="store_true", help="tiny ECAPA and WavLM, batch 2, one step, one thread")
     p.add_argument("--append", help="markdown file to append the section to")
     args = p.parse_args()
@@ -171,10 +174,12 @@ def main() -> None:
             if not gpu:
                 for n in args.threads:
                     torch.set_num_threads(n)
-                    sec = time_steps(task.train(), make_batch, args.cpu_batch, args.steps, "cpu", False, train_cfg)
-                    print(f"{name} threads={n}: {sec:.2f} s/step", file=sys.stderr, flush=True)
-                    rows.append(f"| {name} | cpu, {n} thread(s) | fp32 | {args.cpu_batch} | {sec:.2f} | "
-                                f"{1 / sec:.3f} | {args.cpu_batch * crops / sec:.1f} | | |")
+                    for amp in (False, True) if args.cpu_amp else (False,):
+                        sec = time_steps(task.train(), make_batch, args.cpu_batch, args.steps, "cpu", amp, train_cfg)
+                        precision = "bf16 autocast" if amp else "fp32"
+                        print(f"{name} threads={n} {precision}: {sec:.2f} s/step", file=sys.stderr, flush=True)
+                        rows.append(f"| {name} | cpu, {n} thread(s) | {precision} | {args.cpu_batch} | {sec:.2f} | "
+                                    f"{1 / sec:.3f} | {args.cpu_batch * crops / sec:.1f} | | |")
                 continue
             task = task.cuda().train()
             batch = int(train_cfg["batch_size"])
