@@ -7,7 +7,8 @@ Reads EXP_DIR/<start> (iteration 0: the model whose embeddings seeded the first 
 SSL model or e.g. the statistics baseline), EXP_DIR/pl_iterN/results.json (EER, minDCF),
 EXP_DIR/pl_iterN/clusters/clusters.json (#clusters, NMI, purity against the true speakers when
 known) and the last DLG-LC line of EXP_DIR/pl_iterN/train.log (fractions kept, corrected: labels
-changed to the model's prediction, and dropped), plus EXP_DIR/oracle (trained on the true labels) when present.
+changed to the model's prediction, and dropped), plus EXP_DIR/oracle (trained on the true labels)
+when present.
 """
 
 from __future__ import annotations
