@@ -95,7 +95,9 @@ def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it(tmp_path, recipe_env):
     assert r.returncode == 0, r.stderr[-3000:]
     losses = epoch_losses(tmp_path / "exp")
     assert len(losses) == 4 and losses[1] < losses[0], losses
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from sslspk.train.trainer import native_cpu_bf16
+
+    native = native_cpu_bf16()
     log = (tmp_path / "exp" / "train.log").read_text()
     assert ("bf16 autocast on the CPU" in log) == native
     assert ("no native bf16 support" in log) == (not native)

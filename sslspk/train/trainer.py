@@ -90,6 +90,11 @@ def _atomic_save(obj: Any, path: Path) -> None:
         f.write(buf.getbuffer())
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16, AMX), by oneDNN's own check."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def average_checkpoints(paths: list[Path], task: TrainTask) -> dict[str, torch.Tensor]:
     """Average the exported encoder weights of several checkpoints (integer buffers from the last)."""
     avg: dict[str, torch.Tensor] = {}
@@ -197,7 +202,7 @@ class Trainer:
             return self.cfg.amp
         if not self.cfg.cpu_amp:
             return False
-        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if native_cpu_bf16():
             log.info("train.cpu_amp: bf16 autocast on the CPU")
             return True
         log.warning("train.cpu_amp: this CPU has no native bf16 support (oneDNN); training in fp32")
