@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from sslspk.augment import Augmenter, AudioSource, SourceError, reverberate
 from sslspk.utils.config import ConfigError
@@ -188,3 +189,23 @@ def test_random_eq_shapes_the_spectrum():
     assert len(info["eq"]) == 2 and y1.shape == x.shape and not np.allclose(y1, y2)
     with pytest.raises(ConfigError, match="augment.eq: unknown key"):
         Augmenter.from_config({"eq": {"gain": 3}}, 16000)
+
+
+def test_batch_by_threads_equals_batch_in_one_thread(sources):
+    """CropDataset.__getitems__ with several threads (the trainer's loading without workers) gives the
+    items of one thread, bit for bit, with every augmentation on and a cache small enough to evict."""
+    from sslspk.data.dataset import CropDataset, ViewSpec
+
+    aug = {"prob": 1.0, "noise": {"source": str(sources["noise"])}, "music": {"source": str(sources["music_list"])},
+           "babble": {"source": str(sources["babble"])}, "reverb": {"source": str(sources["rirs"]), "prob": 0.5},
+           "eq": {"prob": 0.5}, "speed": [0.9, 1.0, 1.1], "cache_mb": 0.1}
+    ds = CropDataset(sources["babble"], [ViewSpec(1.0, 2), ViewSpec(0.5, 1)], SR, aug, seed=3)
+    indices = [5, 0, 7, 3, 3, 1, 6, 2, 4]
+    one = ds.__getitems__(indices)
+    ds.threads = 4
+    for _ in range(3):
+        many = ds.__getitems__(indices)
+        assert [it["index"] for it in many] == indices
+        for a, b in zip(one, many):
+            for va, vb in zip(a["views"], b["views"]):
+                assert torch.equal(va, vb)

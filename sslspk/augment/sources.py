@@ -4,11 +4,13 @@ A source is either a Kaldi-style data dir (``wav.scp``, optionally ``segments``)
 text file with one audio path (or ``cmd |`` pipe) per line (``#`` comments and blank lines
 ignored). Relative paths, of the source and of entries in a list file, are relative to the
 current directory (the recipe dir), as in Kaldi. Audio is decoded lazily on first use and
-cached in memory up to ``cache_mb`` (least recently used dropped first).
+cached in memory up to ``cache_mb`` (least recently used dropped first); the cache may be used by
+several threads at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +18,9 @@ import numpy as np
 
 from sslspk.data.audio import AudioError, load_audio
 from sslspk.utils.config import ConfigError
+
+
+_CACHE_LOCK = threading.Lock()   # guards every source's cache bookkeeping (not the decoding)
 
 
 class SourceError(ConfigError):
@@ -70,20 +75,23 @@ class AudioSource:
 
     def load(self, index: int) -> np.ndarray:
         """Samples (float32, mono, ``sample_rate``) of recording ``index``, decoded once and cached."""
-        hit = self._cache.get(index)
-        if hit is not None:
-            self._cache.move_to_end(index)
-            return hit
+        with _CACHE_LOCK:
+            hit = self._cache.get(index)
+            if hit is not None:
+                self._cache.move_to_end(index)
+                return hit
         key, entry, start, end = self.items[index]
         try:
             wav = load_audio(entry, self.sample_rate, start, end).astype(np.float32, copy=False)
         except AudioError as e:
             raise SourceError(f"augment.{self.name}: source {self.path!r}, {key!r}: {e}") from e
-        self._cache[index] = wav
-        self._cached += wav.nbytes
-        while self._cached > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cached -= old.nbytes
+        with _CACHE_LOCK:
+            if index not in self._cache:   # another thread may have decoded it meanwhile
+                self._cache[index] = wav
+                self._cached += wav.nbytes
+            while self._cached > self.cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= old.nbytes
         return wav
 
     def segment(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Training datasets: random crops ("views") of the utterances of a Kaldi data dir.
 
 Randomness of an item (crop positions, augmentation) comes from a generator seeded by
-``(seed, epoch, index)``, so batches are identical whatever the number of loader workers or
-processes, and a resumed run replays exactly the same data.
+``(seed, epoch, index)``, so batches are identical whatever the number of loader workers, threads
+or processes, and a resumed run replays exactly the same data.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class CropDataset(Dataset):
     ``too_short``: an utterance shorter than a view is ``repeat``-ed (wrapped) or zero-``pad``-ded to
     the view's length, or, with ``skip``, left out of the dataset (counted and logged; durations from
     ``utt2dur`` when present, else from the audio headers). ``channel``: ``mix`` or ``first`` channel
-    of multi-channel audio.
+    of multi-channel audio. ``threads``: threads preparing the items of a batch (:meth:`__getitems__`).
     """
 
     data_dir: str | os.PathLike
@@ -86,6 +86,7 @@ class CropDataset(Dataset):
     positive_views: tuple[int, ...] = ()
     too_short: str = "repeat"
     channel: str = "mix"
+    threads: int = 1
     _augmenter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +155,16 @@ class CropDataset(Dataset):
         if self.labels is not None:
             item["label"] = int(self.labels[index])
         return item
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """The items of one batch (the DataLoader's call), by ``threads`` threads: decoding, numpy and
+        scipy release the GIL, and each item has its own random generator, so the items are the same."""
+        if self.threads <= 1 or len(indices) < 2:
+            return [self[i] for i in indices]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.threads, len(indices))) as pool:
+            return list(pool.map(self.__getitem__, indices))
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 64            # per process
-    num_workers: int = 2
+    num_workers: int = 2            # loader processes; 0: the batch is prepared in this process by as
+                                    # many threads as torch computes with (they are idle meanwhile)
     optimizer: str = "sgd"          # sgd | adamw
     lr: float = 0.2                 # peak learning rate, reached after the warm-up
     min_lr: float = 1e-5            # end of the cosine decay
@@ -221,6 +222,8 @@ class Trainer:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
         self.dataset = dataset
+        if hasattr(dataset, "threads"):   # loading in this process: its compute threads prepare the batch
+            dataset.threads = torch.get_num_threads() if cfg.num_workers == 0 else 1
         sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
         if len(sampler) < cfg.batch_size:
