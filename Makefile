@@ -2,8 +2,7 @@
 #   make demo   set up .venv, then run the embedded recipe egs/mini end to end
 #   make test   set up .venv, then run the test suite
 #   make bench  set up .venv, then run every benchmark at its default sizes, appending to docs/benchmarks.md
-# Set-up is idempotent: .venv/.installed is rebuilt only when the pins change. --no-compile: modules are
-# byte-compiled when first imported, not all at install (torch's install is 1.3x faster).
+# Set-up is idempotent: .venv/.installed is rebuilt only when the pins change.
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,8 +16,8 @@ setup: $(STAMP) sox
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile torch==2.9.1
-	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m pip install -q torch==2.9.1
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
