@@ -8,7 +8,7 @@ with its noise, music, babble and RIR sets as Kaldi data dirs) into a temporary 
 pipeline is the training one: ``sslspk.data.dataset.CropDataset`` (read the WAV, one random 3 s
 crop, augmentation from ``sslspk.augment``) batched by ``collate`` through a torch
 ``DataLoader`` with ``num_workers`` 0 (all in the main process: one core, or each batch prepared by
-one thread per core, as the trainer does without workers), 1 and 2. The fbank
+one thread per core: ``train.loader_threads``), 1 and 2. The fbank
 front-end is not part of it: it runs in the model's forward pass, on the batch (training
 step). Augmentations compared:
 

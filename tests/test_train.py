@@ -114,12 +114,12 @@ def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tmp_path, monkeypatch, c
 
 
 def test_kill_and_resume_gives_the_same_model(tmp_path, recipe_env):
-    """Killed after epoch 1 and resumed, loading in the process by threads (num_workers 0): the model of
+    """Killed after epoch 1 and resumed, loading in the process by 2 threads (num_workers 0): the model of
     an uninterrupted run loading in a worker process, to the bit."""
     data = make_data(tmp_path / "data")
     ref = write_config(tmp_path / "ref.yaml", epochs=3, num_workers=1)
     assert run_train(ref, data, tmp_path / "ref", recipe_env).returncode == 0
-    cfg = write_config(tmp_path / "c.yaml", epochs=3, num_workers=0)
+    cfg = write_config(tmp_path / "c.yaml", epochs=3, num_workers=0, loader_threads=2)
     exp = tmp_path / "killed"
     p = subprocess.Popen([sys.executable, str(REPO / "bin" / "train_ssl.py"), "--config", str(cfg), "--data",
                           str(data), "--exp-dir", str(exp)], env=recipe_env, stdout=subprocess.DEVNULL,

@@ -157,14 +157,20 @@ class CropDataset(Dataset):
         return item
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        """The items of one batch (the DataLoader's call), by ``threads`` threads: decoding, numpy and
-        scipy release the GIL, and each item has its own random generator, so the items are the same."""
-        if self.threads <= 1 or len(indices) < 2:
+        """The items of one batch (the DataLoader's call), thread ``k`` of ``threads`` preparing items
+        ``k, k + threads, ...``: each item has its own random generator, so they are the same items.
+        Threads pay where numpy/scipy augmentation (which releases the GIL) dominates."""
+        n = min(self.threads, len(indices))
+        if n <= 1:
             return [self[i] for i in indices]
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(self.threads, len(indices))) as pool:
-            return list(pool.map(self.__getitem__, indices))
+        with ThreadPoolExecutor(n) as pool:
+            parts = list(pool.map(lambda k: [self[i] for i in indices[k::n]], range(n)))
+        items: list[dict[str, Any]] = [{}] * len(indices)
+        for k, part in enumerate(parts):
+            items[k::n] = part
+        return items
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
