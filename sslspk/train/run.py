@@ -108,7 +108,8 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
         state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
         encoder.load_state_dict(state["model"])
     dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed,
-                          too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"))
+                          too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"),
+                          threads=train_cfg.loader_threads if train_cfg.num_workers == 0 else 1)
     if kind == "ssl":
         from sslspk.ssl import build_ssl_task
 

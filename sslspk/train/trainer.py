@@ -224,8 +224,6 @@ class Trainer:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
         self.dataset = dataset
-        if hasattr(dataset, "threads"):
-            dataset.threads = cfg.loader_threads if cfg.num_workers == 0 else 1
         sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
         if len(sampler) < cfg.batch_size:
