@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.trials import count_pairs, sample_trials  # noqa: E402
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
 
 NAME_RE = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
@@ -89,21 +90,12 @@ def convert_trials(path: Path, speakers: dict[str, str]) -> list[tuple[str, str,
     return trials
 
 
-def generate_trials(speakers: dict[str, str], partners: int, seed: int) -> list[tuple[str, str, str]]:
-    """Deterministic sorted trials: per utterance ``partners`` same-speaker and as many other-speaker partners."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
+def generate_trials(speakers: dict[str, str], num_target: int, num_nontarget: int,
+                    seed: int) -> list[tuple[str, str, str]]:
+    """Sampled trials (:func:`sslspk.data.trials.sample_trials`), at most as many of a kind as exist."""
     utt2spk = {utt_id(n, speakers): s for n, s in speakers.items()}
-    utts = sorted(utt2spk)
-    spk = np.array([utt2spk[u] for u in utts])
-    pairs: set[tuple[str, str]] = set()
-    for i, u in enumerate(utts):
-        same = np.flatnonzero(spk == spk[i])
-        for pool in (same[same != i], np.flatnonzero(spk != spk[i])):
-            for j in rng.choice(pool, min(partners, len(pool)), replace=False):
-                pairs.add((u, utts[j]) if u < utts[j] else (utts[j], u))
-    return sorted((a, b, "target" if utt2spk[a] == utt2spk[b] else "nontarget") for a, b in pairs)
+    have_target, have_nontarget = count_pairs(utt2spk)
+    return sample_trials(utt2spk, min(num_target, have_target), min(num_nontarget, have_nontarget), seed)
 
 
 def write_data_dir(out: Path, paths: dict[str, str], speakers: dict[str, str]) -> None:
@@ -118,8 +110,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus_dir", help="the FSDD 'recordings' folder or its parent")
     p.add_argument("data_dir", help="where the Kaldi data dirs train/ and test/ go")
     p.add_argument("--trials", help="VoxCeleb-format trial list (default: trials.txt beside 'recordings')")
-    p.add_argument("--partners", type=int, default=4,
-                   help="without a trial list: same- and other-speaker partners per utterance")
+    p.add_argument("--num-target", type=int, default=2000, help="without a trial list: same-speaker pairs")
+    p.add_argument("--num-nontarget", type=int, default=10000, help="without a trial list: other-speaker pairs")
     p.add_argument("--seed", type=int, default=0, help="without a trial list: random seed")
     return p
 
@@ -139,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {e}") from e
         source = f"converted from {trials_path}"
     else:
-        trials = generate_trials(speakers, args.partners, args.seed)
+        trials = generate_trials(speakers, args.num_target, args.num_nontarget, args.seed)
         source = f"generated (no {trials_path})"
 
     data_dir = Path(args.data_dir)

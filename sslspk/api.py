@@ -150,7 +150,7 @@ class SpeakerEmbedder:
         Returns ``{"threshold", "eer", "num_trials"}``.
         """
         from sslspk.scoring.metrics import compute_metrics
-        from sslspk.scoring.trials import read_trials
+        from sslspk.data.trials import read_trials
 
         t = read_trials(trials)
         if t.labels is None:

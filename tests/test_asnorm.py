@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sslspk.data.embeddings import write_embeddings
-from sslspk.scoring.asnorm import asnorm_trials, cohort_stats, group_means
+from sslspk.scoring.asnorm import asnorm_trials, cohort_stats
 from sslspk.scoring.cosine import score_trials
 
 from conftest import REPO
@@ -73,9 +73,15 @@ def test_topn_clipped_to_cohort_and_validated():
         asnorm_trials((["a"], np.ones((1, 4))), ["a"], ["a"], np.ones((2, 5)))
 
 
-def test_cohort_group_means():
-    x = np.array([[1.0, 0], [0, 1.0], [0, 2.0]])
-    np.testing.assert_allclose(group_means(x, np.array(["b", "a", "a"])), [[0, 1.0], [1.0, 0]])
+def test_speaker_mean_cohort():
+    """With cohort_groups the cohort is the mean of each group's length-normalised rows."""
+    rng = np.random.default_rng(0)
+    emb = (["e", "t"], rng.normal(size=(2, 3)))
+    rows = rng.normal(size=(4, 3))
+    grouped = asnorm_trials(emb, ["e"], ["t"], rows, top_n=2, cohort_groups=np.array(["b", "a", "a", "b"]))
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    means = np.stack([unit[[1, 2]].mean(0), unit[[0, 3]].mean(0)])
+    np.testing.assert_allclose(grouped, asnorm_trials(emb, ["e"], ["t"], means, top_n=2))
 
 
 def _toy(tmp_path):

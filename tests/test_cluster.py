@@ -13,7 +13,7 @@ import pytest
 
 from sslspk.cluster.ahc import ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
-from sslspk.cluster.kmeans import cluster_means, faiss_kmeans, use_gpu
+from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
 from sslspk.data.datadir import DataDir, DataDirError, validate
@@ -163,17 +163,6 @@ def test_min_cluster_size_merge_goes_to_nearest_big_cluster_mean():
     assert nmi(r.labels[true < 4], base.labels[true < 4]) == pytest.approx(1.0)  # big clusters unchanged
     with pytest.raises(ValueError, match="no cluster has"):
         cluster_embeddings(x.copy(), ClusterConfig(k=7, min_cluster_size=1000))
-
-
-def test_cluster_means_matches_loop():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(100, 5)).astype(np.float32)
-    lab = rng.integers(0, 6, 100)
-    lab[lab == 4] = 3  # cluster 4 empty
-    got = cluster_means(x, lab, 7, batch=13)
-    for c in range(7):
-        want = x[lab == c].mean(0) if (lab == c).any() else np.zeros(5)
-        np.testing.assert_allclose(got[c], want, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,msg", [

@@ -426,8 +426,8 @@ def test_subset_segments(seg_data: Path, tmp_path: Path) -> None:
 
 def test_bad_trials_line(data: Path, tmp_path: Path) -> None:
     write(data / "trials", "spkA-u1 spkA-u2 target\nspkA-u1 spkB-u1 maybe\n")
-    assert validate(data) == [f"{data / 'trials'}:2: expected '<enroll> <test> target|nontarget' "
-                              "or '1|0 <enroll> <test>', got 'spkA-u1 spkB-u1 maybe'"]
+    assert validate(data) == [f"{data / 'trials'}:2: expected '<enroll> <test> target|nontarget', "
+                              "'1|0 <enroll> <test>' or '<enroll> <test>', got 'spkA-u1 spkB-u1 maybe'"]
     with pytest.raises(DataDirError, match="trials line 2"):
         subset_data_dir(data, tmp_path / "sub", first=3)
 

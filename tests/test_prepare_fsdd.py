@@ -86,18 +86,18 @@ def fake(tmp_path) -> Path:
 
 def test_fake_generated_trials_and_skips(fake, tmp_path, capsys):
     out = tmp_path / "data"
-    assert pf.main([str(fake), str(out), "--partners", "2"]) == 0
+    assert pf.main([str(fake), str(out), "--num-target", "10", "--num-nontarget", "30"]) == 0
     err = capsys.readouterr().err
     assert "skipped 2" in err and "notes.txt" in err and "x_alice.wav" in err
     u2s = _check_data_dir(out / "train")
     assert len(u2s) == 18 and _kv(out / "test" / "utt2spk") == u2s
     trials = _trials(out)
-    assert trials == sorted(trials)
-    assert {lab for *_, lab in trials} == {"target", "nontarget"}
+    assert trials == sorted(trials) and len(trials) == 40
+    assert sum(lab == "target" for *_, lab in trials) == 10
     for e, t, lab in trials:
         assert e < t and lab == ("target" if u2s[e] == u2s[t] else "nontarget")
     out2 = tmp_path / "data2"
-    pf.main([str(fake / "recordings"), str(out2), "--partners", "2"])
+    pf.main([str(fake / "recordings"), str(out2), "--num-target", "10", "--num-nontarget", "30"])
     assert (out2 / "test/trials").read_bytes() == (out / "test/trials").read_bytes()
 
 

@@ -8,9 +8,9 @@ import kaldiio
 import numpy as np
 import pytest
 
-from sslspk.data.embeddings import load_embeddings, speaker_means, write_embeddings
+from sslspk.data.embeddings import group_means, group_sums, load_embeddings, speaker_means, write_embeddings
 from sslspk.scoring.cosine import score_trials
-from sslspk.scoring.trials import read_trials
+from sslspk.data.trials import read_trials
 from sslspk.utils.fileio import FormatError
 
 from conftest import REPO
@@ -87,6 +87,23 @@ def test_scp_into_truncated_ark_names_line(tmp_path):
     (tmp_path / "e.ark").write_bytes(data[: len(data) - 6])
     with pytest.raises(FormatError, match=r"e\.scp:2: cannot read embedding 'b'"):
         load_embeddings(tmp_path / "e.scp")
+
+
+def test_group_means_batched_and_labelled():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5)).astype(np.float32)
+    lab = rng.integers(0, 6, 100)
+    lab[lab == 4] = 3  # group 4 empty
+    got = group_means(x, lab, 7, batch=13)
+    for c in range(7):
+        want = x[lab == c].mean(0) if (lab == c).any() else np.zeros(5)
+        np.testing.assert_allclose(got[c], want, atol=1e-6)
+    sums, counts = group_sums(x, lab, 7, batch=13)
+    np.testing.assert_array_equal(counts, np.bincount(lab, minlength=7))
+    np.testing.assert_allclose(sums, got * counts[:, None], atol=1e-5)
+    np.testing.assert_allclose(group_means(x[:3], np.array(["b", "a", "a"])), [x[1:3].mean(0), x[0]], atol=1e-6)
+    norm = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(group_means(x, lab, 7, normalize_rows=True)[0], norm[lab == 0].mean(0), atol=1e-6)
 
 
 def test_speaker_means():

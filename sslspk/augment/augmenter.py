@@ -12,7 +12,7 @@ input's length.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -235,13 +235,6 @@ class Augmenter:
                 raise ConfigError(f"augment.speed: factors must be positive, got {speed}")
         volume = _range(c.volume, "augment.volume") if c.volume is not None else None
         return cls(sample_rate, prob, additive, reverb, eq, speed, volume)
-
-    def describe(self) -> dict[str, Any]:
-        """The effective settings (for logs)."""
-        return {"prob": self.prob, **{k: asdict(a) for k, (a, _) in self.additive.items()},
-                "reverb": asdict(self.reverb[0]) if self.reverb else None,
-                "eq": asdict(self.eq) if self.eq else None,
-                "speed": self.speed, "volume": self.volume}
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.apply(wav, rng)[0]

@@ -61,7 +61,7 @@ def _subset(args: argparse.Namespace) -> int:
     from sslspk.data.datadir import subset_data_dir
 
     dd = subset_data_dir(args.src, args.dest, first=args.first, last=args.last, random=args.random,
-                         seed=args.seed, utt_list=args.utt_list, spk_list=args.spk_list)
+                         seed=args.seed, per_spk=args.per_spk, utt_list=args.utt_list, spk_list=args.spk_list)
     print(f"subset: wrote {args.dest} ({len(dd.utt2spk)} utts, {len(dd.spks)} speakers)")
     return 0
 
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--utt-list", metavar="FILE", help="utts listed in FILE (first field per line)")
     how.add_argument("--spk-list", metavar="FILE", help="all utts of the speakers listed in FILE")
     p.add_argument("--seed", type=int, default=0, help="random seed for --random (default 0)")
+    p.add_argument("--per-spk", action="store_true",
+                   help="with --random N: whole random speakers until they hold at least N utts")
     p.add_argument("src")
     p.add_argument("dest")
     p.set_defaults(func=_subset)

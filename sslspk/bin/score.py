@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from sslspk.data.embeddings import load_embeddings
         from sslspk.scoring.cosine import present_trials, score_trials
-        from sslspk.scoring.trials import Trials, read_trials
+        from sslspk.data.trials import Trials, read_trials
         from sslspk.utils.fileio import atomic_write
 
         trials = read_trials(args.trials)

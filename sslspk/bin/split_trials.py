@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.scoring.trials import read_trials, split_by_speaker, write_trials
+        from sslspk.data.trials import read_trials, split_by_speaker, write_trials
         from sslspk.utils.fileio import read_kv
 
         dev, ev = split_by_speaker(read_trials(args.trials), read_kv(args.utt2spk), args.seed)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.train.run import train_from_config
+        from sslspk.experiment import train_from_config
 
         train_from_config(args.config, args.data, args.exp_dir, kind="pseudo", force=args.force,
                           init=args.init, ref_utt2spk=args.ref_utt2spk)

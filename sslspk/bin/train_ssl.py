@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.train.run import train_from_config
+        from sslspk.experiment import train_from_config
 
         train_from_config(args.config, args.data, args.exp_dir, kind="ssl", force=args.force)
 

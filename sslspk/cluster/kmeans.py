@@ -92,16 +92,3 @@ def assign(x: np.ndarray, index, batch: int = 65536) -> tuple[np.ndarray, np.nda
     if n and labels.min() < 0:
         raise RuntimeError("faiss search returned no neighbour for some rows (NaN embeddings?)")
     return labels, scores
-
-
-def cluster_means(x: np.ndarray, labels: np.ndarray, num_clusters: int, batch: int = 65536) -> np.ndarray:
-    """Mean row of each cluster (``[num_clusters, d]`` float32; zeros for empty clusters), accumulated in batches."""
-    from scipy import sparse
-
-    sums = np.zeros((num_clusters, x.shape[1]), dtype=np.float64)
-    for b in range(0, x.shape[0], batch):
-        lab = labels[b:b + batch]
-        onehot = sparse.csr_matrix((np.ones(lab.size), (lab, np.arange(lab.size))), shape=(num_clusters, lab.size))
-        sums += onehot @ x[b:b + batch].astype(np.float64)
-    counts = np.bincount(labels, minlength=num_clusters)
-    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)

@@ -23,8 +23,8 @@ import numpy as np
 
 from sslspk.cluster.ahc import LINKAGES, ahc_centroids
 from sslspk.cluster.evaluate import clustering_scores, size_summary
-from sslspk.cluster.kmeans import INIT_METHODS, assign, cluster_means, faiss_kmeans, use_gpu
-from sslspk.data.embeddings import l2_normalize_, load_embeddings
+from sslspk.cluster.kmeans import INIT_METHODS, assign, faiss_kmeans, use_gpu
+from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings
 from sslspk.utils.fileio import atomic_write, read_kv
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
             num_dropped = rows.size
         elif rows.size:
             big = np.flatnonzero(~small)
-            means = l2_normalize_(cluster_means(x, labels, sizes.size, cfg.batch)[big])
+            means = l2_normalize_(group_means(x, labels, sizes.size, batch=cfg.batch)[big].astype(np.float32))
             import faiss
 
             index = faiss.IndexFlatIP(x.shape[1])

@@ -3,8 +3,7 @@
 A data directory holds ``wav.scp`` (``<rec-id> <path>`` or ``<rec-id> <cmd ... |>``),
 ``utt2spk``, a derived ``spk2utt`` and optionally ``segments``
 (``<utt> <rec-id> <start> <end>``, seconds; ``wav.scp`` is then keyed by recording),
-``utt2dur``, ``utt2num_samples``, the per-utterance tables in :data:`EXTRA_UTT_FILES`
-and a ``trials`` list. Tables are sorted by key in C-locale byte order (Python's
+``utt2dur``, ``utt2num_samples`` and a ``trials`` list. Tables are sorted by key in C-locale byte order (Python's
 ``str`` order, which equals UTF-8 byte order) and have unique keys.
 """
 
@@ -16,30 +15,29 @@ import random as _random
 import shutil
 from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
 from sslspk.data import audio
+from sslspk.data.trials import TRIAL_FORMATS, parse_trial_line
+from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv
 
 log = logging.getLogger(__name__)
 
-#: Other per-utterance ``<utt> <value>`` tables kept consistent by fix/subset/split/combine.
-EXTRA_UTT_FILES: tuple[str, ...] = ("feats.scp", "vad.scp", "utt2num_frames", "utt2lang")
 #: Optional files written by :meth:`DataDir.save` (stale copies are removed from the target).
-OPTIONAL_FILES: tuple[str, ...] = ("segments", "utt2dur", "utt2num_samples", *EXTRA_UTT_FILES, "trials")
+OPTIONAL_FILES: tuple[str, ...] = ("segments", "utt2dur", "utt2num_samples", "trials")
 #: Every file a :class:`DataDir` manages (backed up by :func:`fix_data_dir`).
 MANAGED_FILES: tuple[str, ...] = ("wav.scp", "utt2spk", "spk2utt", *OPTIONAL_FILES)
-_TRIAL_LABELS = {"target", "nontarget"}
 _MAX_LISTED = 10  # problems of one kind listed individually before summarising
 
 T = TypeVar("T")
 
 
-class DataDirError(ValueError):
+class DataDirError(InputError, ValueError):
     """An inconsistent or unusable data directory (or a request it cannot satisfy)."""
 
 
@@ -89,10 +87,6 @@ def _number(path: Path, n: int, text: str, what: str, cast: Callable[[str], T]) 
     return value
 
 
-def _parse_rest(path: Path, n: int, rest: str) -> str:
-    return rest
-
-
 def _parse_single(path: Path, n: int, rest: str) -> str:
     return _fields(path, n, rest, 1)[0]
 
@@ -133,7 +127,6 @@ _PARSERS: dict[str, Callable[[Path, int, str], object]] = {
     "segments": _parse_segment,
     "utt2dur": _parse_dur,
     "utt2num_samples": _parse_num_samples,
-    **{name: _parse_rest for name in EXTRA_UTT_FILES},
 }
 
 
@@ -150,17 +143,12 @@ def _read_id_list(path: str | Path) -> list[str]:
     return [line.split()[0] for _, line in iter_lines(path)]
 
 
-_TRIAL_FORMAT = "'<enroll> <test> target|nontarget' or '1|0 <enroll> <test>'"
-
-
 def _trial_ids(line: str) -> tuple[str, str] | None:
-    """The two ids of a trial line in Kaldi or VoxCeleb format (see ``_TRIAL_FORMAT``); None if neither."""
-    f = line.split()
-    if len(f) == 3 and f[2] in _TRIAL_LABELS:
-        return f[0], f[1]
-    if len(f) == 3 and f[0] in ("0", "1"):
-        return f[1], f[2]
-    return None
+    """The two ids of a trial line (any format :func:`~sslspk.data.trials.parse_trial_line` reads); None if none."""
+    try:
+        return parse_trial_line(line)[:2]
+    except ValueError:
+        return None
 
 
 def _fmt_float(x: float) -> str:
@@ -208,7 +196,6 @@ class DataDir:
     segments: dict[str, Segment] | None = None
     utt2dur: dict[str, float] | None = None
     utt2num_samples: dict[str, int] | None = None
-    extra: dict[str, dict[str, str]] = field(default_factory=dict)
     trials: list[str] | None = None
 
     @classmethod
@@ -232,7 +219,6 @@ class DataDir:
             segments=tables.get("segments"),
             utt2dur=tables.get("utt2dur"),
             utt2num_samples=tables.get("utt2num_samples"),
-            extra={name: tables[name] for name in EXTRA_UTT_FILES if name in tables},
             trials=trials,
         )
 
@@ -246,7 +232,6 @@ class DataDir:
             "utt2dur": None if self.utt2dur is None else {u: _fmt_float(v) for u, v in self.utt2dur.items()},
             "utt2num_samples": None if self.utt2num_samples is None else {
                 u: str(v) for u, v in self.utt2num_samples.items()},
-            **{name: self.extra.get(name) for name in EXTRA_UTT_FILES},
         }
         for name, table in tables.items():
             if table is not None:
@@ -327,7 +312,7 @@ class DataDir:
             for i, line in enumerate(self.trials, 1):
                 ids = _trial_ids(line)
                 if ids is None:
-                    raise DataDirError(f"trials line {i}: expected {_TRIAL_FORMAT}, got {line!r}")
+                    raise DataDirError(f"trials line {i}: expected {TRIAL_FORMATS}, got {line!r}")
                 if set(ids) <= keep:
                     trials.append(line)
         return DataDir(
@@ -336,7 +321,6 @@ class DataDir:
             segments=segments,
             utt2dur=pick(self.utt2dur),
             utt2num_samples=pick(self.utt2num_samples),
-            extra={name: pick(t) or {} for name, t in self.extra.items()},
             trials=trials,
         )
 
@@ -403,7 +387,7 @@ def validate(path: str | Path, check_audio: bool = False, nj: int = 1, progress:
                 problems.append(str(e))
     if (d / "trials").is_file():
         try:
-            problems.extend(_listed([f"{d / 'trials'}:{n}: expected {_TRIAL_FORMAT}, got {line!r}"
+            problems.extend(_listed([f"{d / 'trials'}:{n}: expected {TRIAL_FORMATS}, got {line!r}"
                                      for n, line in iter_lines(d / "trials") if _trial_ids(line) is None]))
         except FormatError as e:
             problems.append(str(e))
@@ -427,7 +411,7 @@ def validate(path: str | Path, check_audio: bool = False, nj: int = 1, progress:
         not_in("utt2spk", u2s.keys() - wav.keys(), "utt", "wav.scp")
         not_in("wav.scp", wav.keys() - u2s.keys(), "id", "utt2spk")
     if u2s is not None:
-        for name in ("utt2dur", "utt2num_samples", *EXTRA_UTT_FILES):
+        for name in ("utt2dur", "utt2num_samples"):
             if name in tables:
                 not_in(name, tables[name].keys() - u2s.keys(), "utt", "utt2spk")
         if (d / "spk2utt").is_file():
@@ -508,13 +492,13 @@ def fix_data_dir(path: str | Path) -> FixReport:
     dd = DataDir.load(d, check_sorted=False)
     tables: dict[str, dict | None] = {
         "utt2spk": dd.utt2spk, "wav.scp": dd.wav_scp, "segments": dd.segments,
-        "utt2dur": dd.utt2dur, "utt2num_samples": dd.utt2num_samples, **dd.extra}
+        "utt2dur": dd.utt2dur, "utt2num_samples": dd.utt2num_samples}
     keep = set(dd.utt2spk)
     if dd.segments is None:
         keep &= dd.wav_scp.keys()
     else:
         keep &= {u for u, s in dd.segments.items() if s.recording in dd.wav_scp}
-    for name in ("utt2dur", "utt2num_samples", *dd.extra):
+    for name in ("utt2dur", "utt2num_samples"):
         table = tables[name]
         if table is not None:
             keep &= table.keys()
@@ -523,7 +507,7 @@ def fix_data_dir(path: str | Path) -> FixReport:
     fixed = replace(dd.subset(keep, keep_trials=False), trials=dd.trials)
     new_tables: dict[str, dict | None] = {
         "utt2spk": fixed.utt2spk, "wav.scp": fixed.wav_scp, "segments": fixed.segments,
-        "utt2dur": fixed.utt2dur, "utt2num_samples": fixed.utt2num_samples, **fixed.extra}
+        "utt2dur": fixed.utt2dur, "utt2num_samples": fixed.utt2num_samples}
     dropped = {}
     for name, table in tables.items():
         if table is not None:
@@ -660,7 +644,6 @@ def combine_data(dest: str | Path, srcs: Sequence[str | Path]) -> DataDir:
             log.warning("combine: not every source has %s; it is dropped", name)
         return None
 
-    extra = {name: merged(name, lambda dd, n=name: dd.extra.get(n)) for name in EXTRA_UTT_FILES}
     trials = [t for _, dd in dds for t in dd.trials or []] if any(dd.trials is not None for _, dd in dds) else None
     combined = DataDir(
         utt2spk=_merge("utt2spk", [(src, dd.utt2spk) for src, dd in dds]),
@@ -668,7 +651,6 @@ def combine_data(dest: str | Path, srcs: Sequence[str | Path]) -> DataDir:
         segments=segments,
         utt2dur=merged("utt2dur", lambda dd: dd.utt2dur),
         utt2num_samples=merged("utt2num_samples", lambda dd: dd.utt2num_samples),
-        extra={name: t for name, t in extra.items() if t is not None},
         trials=trials,
     )
     combined.save(dest_p)
@@ -676,11 +658,12 @@ def combine_data(dest: str | Path, srcs: Sequence[str | Path]) -> DataDir:
 
 
 def subset_data_dir(src: str | Path, dest: str | Path, *, first: int | None = None, last: int | None = None,
-                    random: int | None = None, seed: int = 0, utt_list: str | Path | None = None,
-                    spk_list: str | Path | None = None) -> DataDir:
+                    random: int | None = None, seed: int = 0, per_spk: bool = False,
+                    utt_list: str | Path | None = None, spk_list: str | Path | None = None) -> DataDir:
     """Copy a subset of ``src`` to ``dest``: the first/last/random N utts (in sorted order), or those of a list.
 
-    Exactly one selector must be given. List files name one id per line (first field);
+    Exactly one selector must be given. ``random`` with ``per_spk`` keeps whole speakers, drawn at
+    random until they hold at least N utts. List files name one id per line (first field);
     ids not in ``src`` are ignored. ``trials`` keeps the lines whose ids are both kept.
     """
     chosen = {k: v for k, v in dict(first=first, last=last, random=random,
@@ -696,8 +679,16 @@ def subset_data_dir(src: str | Path, dest: str | Path, *, first: int | None = No
         n = int(arg)  # type: ignore[arg-type]
         if not 0 < n <= len(utts):
             raise DataDirError(f"subset: cannot take {n} of the {len(utts)} utts of {src}")
-        keep = (utts[:n] if how == "first" else utts[len(utts) - n:] if how == "last"
-                else _random.Random(seed).sample(utts, n))
+        if how == "random" and per_spk:
+            spk2utt = dd.spk2utt
+            keep = []
+            for spk in _random.Random(seed).sample(sorted(spk2utt), len(spk2utt)):
+                if len(keep) >= n:
+                    break
+                keep += spk2utt[spk]
+        else:
+            keep = (utts[:n] if how == "first" else utts[len(utts) - n:] if how == "last"
+                    else _random.Random(seed).sample(utts, n))
     elif how == "utt_list":
         wanted = set(_read_id_list(arg))  # type: ignore[arg-type]
         keep = [u for u in utts if u in wanted]

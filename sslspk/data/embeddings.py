@@ -105,6 +105,11 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return keys, mat
 
 
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (a copy; rows of norm below ``eps`` are divided by ``eps``)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
 def l2_normalize_(mat: np.ndarray, batch: int = 65536) -> np.ndarray:
     """Scale each row of ``mat`` to unit L2 norm in place (in batches; zero rows stay zero); returns ``mat``."""
     for b in range(0, mat.shape[0], batch):
@@ -115,6 +120,36 @@ def l2_normalize_(mat: np.ndarray, batch: int = 65536) -> np.ndarray:
     return mat
 
 
+def group_sums(x: np.ndarray, groups: np.ndarray, num_groups: int,
+               batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the rows of ``x`` ``[N, D]`` in each group (``groups``: integers in ``[0, num_groups)``),
+    float64 ``[num_groups, D]`` added in row order, ``batch`` rows at a time (also at 1M rows), and
+    the group sizes (float64)."""
+    from scipy import sparse
+
+    groups = np.asarray(groups)
+    if groups.shape != (len(x),):
+        raise ValueError(f"{groups.size} group labels for {len(x)} rows")
+    sums = np.zeros((num_groups, x.shape[1]), dtype=np.float64)
+    for b in range(0, len(x), batch):
+        g = groups[b:b + batch]
+        onehot = sparse.csr_matrix((np.ones(g.size), (g, np.arange(g.size))), shape=(num_groups, g.size))
+        sums += onehot @ x[b:b + batch].astype(np.float64)
+    return sums, np.bincount(groups, minlength=num_groups).astype(np.float64)
+
+
+def group_means(x: np.ndarray, groups: np.ndarray, num_groups: int | None = None, *,
+                normalize_rows: bool = False, batch: int = 65536) -> np.ndarray:
+    """Mean row of each group (float64 ``[num_groups, D]``, zeros for an empty group), of the
+    length-normalised rows with ``normalize_rows``. ``groups``: integers in ``[0, num_groups)``,
+    or any labels (``num_groups`` None): the groups are then the sorted distinct labels."""
+    if num_groups is None:
+        labels, groups = np.unique(np.asarray(groups), return_inverse=True)
+        num_groups = len(labels)
+    sums, counts = group_sums(l2_normalize(x) if normalize_rows else x, groups, num_groups, batch)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
 def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> tuple[list[str], np.ndarray]:
     """Mean of the length-normalised embeddings of each speaker (Kaldi ``spk_xvector`` style)."""
     missing = [k for k in keys if k not in utt2spk]
@@ -123,7 +158,4 @@ def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> 
     spks = sorted({utt2spk[k] for k in keys})
     index = {s: i for i, s in enumerate(spks)}
     rows = np.array([index[utt2spk[k]] for k in keys])
-    normed = mat / np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-    sums = np.zeros((len(spks), mat.shape[1]), dtype=np.float64)
-    np.add.at(sums, rows, normed)
-    return spks, (sums / np.bincount(rows)[:, None]).astype(np.float32)
+    return spks, group_means(mat, rows, len(spks), normalize_rows=True).astype(np.float32)

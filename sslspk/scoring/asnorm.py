@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sslspk.scoring.cosine import l2_normalize, normalise_embeddings, paired_dot, trial_rows
+from sslspk.data.embeddings import group_means, l2_normalize
+from sslspk.scoring.cosine import normalise_embeddings, paired_dot, trial_rows
 
 
 def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -41,17 +42,6 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, block: int = 409
     return mu, sd
 
 
-def group_means(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Length-normalised mean of the rows of ``x`` in each group (groups in sorted label order)."""
-    groups = np.asarray(groups)
-    if groups.shape != (len(x),):
-        raise ValueError(f"{groups.shape[0] if groups.ndim else 0} group labels for {len(x)} cohort rows")
-    _, g = np.unique(groups, return_inverse=True)
-    sums = np.zeros((g.max() + 1, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, g, x)
-    return l2_normalize(sums / np.bincount(g)[:, None])
-
-
 def asnorm_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], test_ids: Sequence[str],
                   cohort: np.ndarray, top_n: int = 300, mean: np.ndarray | None = None,
                   scale: np.ndarray | None = None, test_emb: tuple[list[str], np.ndarray] | None = None,
@@ -73,7 +63,7 @@ def asnorm_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], 
     e_rows, t_rows = trial_rows(emb, enroll_ids, test_ids, test_emb, source)
     coh = normalise_embeddings(cohort, mean, scale)
     if cohort_groups is not None:
-        coh = group_means(coh, cohort_groups)
+        coh = l2_normalize(group_means(coh, cohort_groups))
     e_keep, e_inv = np.unique(e_rows, return_inverse=True)
     e_all = normalise_embeddings(emb[1][e_keep], mean, scale)
     if test_emb is None:  # one table: stats of each distinct embedding once for both sides

@@ -6,15 +6,12 @@ from typing import Sequence
 
 import numpy as np
 
+from sslspk.data.embeddings import l2_normalize
+
 #: Trials scored at a time: two ``[block, dim]`` float64 gathers (32 MiB each at 256-d). Larger
 #: blocks are slower, not faster: with 2**18, scoring 580k trials took 1.2x as long and 0.7 GiB
 #: more memory (bench/bench_scoring.py, docs/benchmarks.md).
 PAIR_BLOCK = 1 << 14
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
 def lookup(keys: Sequence[str], index: dict[str, int], what: str, source: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sslspk.scoring.metrics import Metrics
-from sslspk.scoring.trials import read_trials
+from sslspk.data.trials import read_trials
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 _LABELS = {"target": 1, "nontarget": 0}

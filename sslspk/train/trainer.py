@@ -149,12 +149,12 @@ class Trainer:
                 self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
     # -------------------------------------------------------------- checkpoint
-    def _save(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> None:
+    def _save(self, task: TrainTask, opt: torch.optim.Optimizer) -> None:
         if not self.is_main:
             return
         ckpt_dir = self.exp_dir / "checkpoints"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = {"task": task.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+        state = {"task": task.state_dict(), "optimizer": opt.state_dict(),
                  "epoch": self.epoch, "global_step": self.global_step,
                  "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                          "python": random.getstate(),
@@ -164,7 +164,7 @@ class Trainer:
         for _, p in _checkpoints(self.exp_dir)[:-keep]:
             p.unlink()
 
-    def _resume(self, task: TrainTask, opt: torch.optim.Optimizer, scaler: Any) -> bool:
+    def _resume(self, task: TrainTask, opt: torch.optim.Optimizer) -> bool:
         """Load the latest checkpoint, if any; returns whether one was loaded."""
         if self.is_main:   # checkpoints half-written by a killed run (never loaded: only epoch_N.pt is)
             for tmp in (self.exp_dir / "checkpoints").glob(".*.tmp"):
@@ -176,7 +176,6 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=False)
         task.load_state_dict(state["task"])
         opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
@@ -216,7 +215,7 @@ class Trainer:
         from torch.utils.data import DataLoader, DistributedSampler
         from tqdm import tqdm
 
-        from sslspk.data.dataset import collate
+        from sslspk.train.dataset import collate
 
         cfg = self.cfg
         self._setup_logging()
@@ -234,8 +233,7 @@ class Trainer:
         task = task.to(self.device)
         opt = self._optimizer(task)
         use_amp = self._use_amp()
-        scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 autocast needs no loss scaling
-        if not self._resume(task, opt, scaler):
+        if not self._resume(task, opt):   # bf16 autocast needs no loss scaling: no GradScaler
             task.on_fit_start(self)
         model = task
         if is_distributed():
@@ -303,7 +301,7 @@ class Trainer:
             self.log_scalars(means, self.epoch, "epoch")
             if self.is_main:
                 log.info(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
-            self._save(task, opt, scaler)
+            self._save(task, opt)
         return self._finish(task)
 
     def _finish(self, task: TrainTask) -> Path:

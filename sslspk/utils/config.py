@@ -8,10 +8,12 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from sslspk.utils.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """An invalid configuration; the message names the file/section and the offending key."""
 
 

@@ -10,6 +10,11 @@ from typing import Callable
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+class InputError(Exception):
+    """Bad input the user can fix (a file, a line, a config value): the command-line tools print its
+    message as one ``ERROR:`` line, without a traceback. The project's input errors derive from it."""
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
@@ -20,13 +25,9 @@ def run_cli(work: Callable[[], None]) -> None:
     A full disk is reported the same way: outputs are written to temp files and renamed, so
     what was complete before the failed write is intact.
     """
-    from sslspk.data.audio import AudioError
-    from sslspk.utils.config import ConfigError
-    from sslspk.utils.fileio import FormatError
-
     try:
         work()
-    except (FormatError, ConfigError, AudioError, TrainingError, FileNotFoundError, KeyError, ValueError) as e:
+    except (InputError, TrainingError, FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ERROR: {msg}", file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+from sslspk.utils.errors import InputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -18,7 +20,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-class FormatError(ValueError):
+class FormatError(InputError, ValueError):
     """A malformed input file; the message names the file and (1-based) line."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):

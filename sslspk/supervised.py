@@ -133,11 +133,9 @@ class SupervisedTask(TrainTask):
 
     def class_sums(self, embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-class sums of the L2-normalised ``embeddings`` ``[N, D]`` with class ``labels`` ``[N]``, and counts."""
-        x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
-        c = self.classifier.num_classes
-        sums = np.zeros((c, self.classifier.weight.shape[1]))
-        np.add.at(sums, labels, x)
-        return sums, np.bincount(labels, minlength=c).astype(np.float64)
+        from sslspk.data.embeddings import group_sums, l2_normalize
+
+        return group_sums(l2_normalize(embeddings), labels, self.classifier.num_classes)
 
     def init_classes_from(self, embeddings: np.ndarray) -> None:
         """Class weights := the mean L2-normalised embedding of each class's utterances (``[num_utts, D]``,

@@ -37,7 +37,7 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo).
     Returns the parsed sections: ``train``, ``views`` and, for pseudo, ``loss``, ``finetune``,
     ``dlg_lc`` (None when absent)."""
-    from sslspk.data.dataset import check_data_options, parse_views
+    from sslspk.train.dataset import check_data_options, parse_views
     from sslspk.train.trainer import TrainConfig
 
     validate(cfg, kind, where)
@@ -50,7 +50,7 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
 
         parse_ssl_config(cfg["ssl"], f"{where}: ssl")
     else:
-        from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig
+        from sslspk.supervised import DLGLCConfig, FinetuneConfig, LossConfig
 
         return {"train": train_cfg, "views": views, "loss": from_dict(LossConfig, cfg["loss"], f"{where}: loss"),
                 "finetune": from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune"),
@@ -97,7 +97,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     import numpy as np
     import torch
 
-    from sslspk.data.dataset import CropDataset
+    from sslspk.train.dataset import CropDataset
     from sslspk.models import build_model
     from sslspk.train.trainer import Trainer
 
@@ -115,7 +115,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
 
         task = build_ssl_task(cfg["ssl"], encoder, dataset, train_cfg.epochs, train_cfg.seed)
     else:
-        from sslspk.train.supervised import SupervisedTask
+        from sslspk.supervised import SupervisedTask
 
         spks = sorted(set(dataset.data.utt2spk.values()))
         spk_index = {s: i for i, s in enumerate(spks)}
