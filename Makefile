@@ -29,7 +29,7 @@ sox:
 	  else echo "WARNING: sox not found; install it (e.g. 'sudo apt-get install sox') for wav.scp pipes"; fi; }
 
 demo: setup
-	cd egs/mini && ./run.sh
+	cd egs/mini/v1 && ./run.sh
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -46,4 +46,4 @@ bench: setup
 	$(PY) bench/bench_training.py --cpu-amp --append $(BENCH_MD)
 
 clean-demo:
-	rm -rf egs/mini/data egs/mini/exp egs/mini/corpus
+	rm -rf egs/mini/v1/data egs/mini/v1/exp egs/mini/v1/corpus

@@ -5,7 +5,7 @@ Usage: python bench/bench_dataloading.py [--quick] [--batch 32] [--batches 20] [
 
 A corpus is generated offline with ``local/make_mini_corpus.py`` (synthetic speech of 4-8 s,
 with its noise, music, babble and RIR sets as Kaldi data dirs) into a temporary dir. The
-pipeline is the training one: ``sslspk.data.dataset.CropDataset`` (read the WAV, one random 3 s
+pipeline is the training one: ``sslspk.train.dataset.CropDataset`` (read the WAV, one random 3 s
 crop, augmentation from ``sslspk.augment``) batched by ``collate`` through a torch
 ``DataLoader`` with ``num_workers`` 0 (all in the main process: one core, or each batch prepared by
 one thread per core: ``train.loader_threads``), 1 and 2. The fbank
@@ -70,7 +70,7 @@ def loader_rate(data: str, augment: dict | None, workers: int, batch: int, batch
     threads when ``workers`` is 0), after its first batch."""
     from torch.utils.data import DataLoader, RandomSampler
 
-    from sslspk.data.dataset import CropDataset, ViewSpec, collate
+    from sslspk.train.dataset import CropDataset, ViewSpec, collate
 
     ds = CropDataset(os.path.join(data, "train"), [ViewSpec(SECONDS)], augment=augment, threads=threads)
     sampler = RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
@@ -126,7 +126,7 @@ def main() -> None:
         args.batch, args.batches, args.step_batch, args.steps = 4, 2, 2, 1
     from sslspk.utils.config import load_yaml
 
-    tiny = load_yaml(os.path.join(benchlib.REPO, "egs", "mini", "conf", "ssl.yaml"))["model"]
+    tiny = load_yaml(os.path.join(benchlib.REPO, "egs", "mini", "v1", "conf", "ssl.yaml"))["model"]
     models = {"tiny ECAPA (egs/mini)": tiny}
     if not args.quick:
         models["ECAPA-512"] = {"type": "ecapa_tdnn", "channels": 512}

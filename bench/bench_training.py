@@ -3,7 +3,7 @@
 
 Usage: python bench/bench_training.py [--quick] [--device cpu|cuda] [--threads 1 2] [--cpu-amp] [--append docs/benchmarks.md]
 
-The tasks are the library's, built as ``sslspk.train.run.train_from_config`` builds them from
+The tasks are the library's, built as ``sslspk.experiment.train_from_config`` builds them from
 the VoxCeleb recipe configs (randomly initialised, random audio):
 
 * DINO: ``egs/voxceleb/v1/conf/ssl_dino_ecapa1024.yaml`` (2 global crops of 4 s + 4 local of
@@ -39,7 +39,7 @@ def dino_task(channels: int, quick: bool):
     """``(task, make_batch, crops per item, train config)`` of DINO on ECAPA-TDNN with ``channels``."""
     import torch
 
-    from sslspk.data.dataset import parse_views
+    from sslspk.train.dataset import parse_views
     from sslspk.models import build_model
     from sslspk.ssl import build_ssl_task
     from sslspk.utils.config import load_yaml
@@ -64,7 +64,7 @@ def wavlm_task(pretrained: str, classes: int):
     import torch
 
     from sslspk.models import build_model
-    from sslspk.train.supervised import FinetuneConfig, LossConfig, SupervisedTask
+    from sslspk.supervised import FinetuneConfig, LossConfig, SupervisedTask
     from sslspk.utils.config import from_dict, load_yaml
 
     cfg = load_yaml(os.path.join(CONF, "pseudo_wavlm_base_plus.yaml"))

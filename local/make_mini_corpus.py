@@ -11,23 +11,16 @@ through its own random channel (EQ, optional synthetic reverberation, additive
 white/pink/brown noise at a random SNR, random gain): the channel is shared by all
 crops of a recording and differs between recordings.
 
-For augmentation (MUSAN/RIRS_NOISES stand-ins) it also writes coloured, filtered and
-modulated noises, "music" (harmonic tones in a rhythm over a bass line, with percussive
-bursts), babble sources (clean speech of extra speakers ``mbb*``, in neither train nor test)
-and synthetic room impulse responses (pre-delay, direct-path peak, exponentially decaying
-noise tail with RT60 0.2-0.8 s).
+Augmentation sets (MUSAN/RIRS_NOISES stand-ins) are made by ``local/prepare_augmentation.py``,
+whose babble is speech of this generator's voices.
 
 Outputs::
 
     CORPUS_DIR/wav/<spk>/<utt>.wav      16-bit mono WAV
     CORPUS_DIR/speakers.json            voice parameters per speaker
     CORPUS_DIR/channels.json            channel (EQ, RT60, noise, SNR, peak level) per utterance
-    CORPUS_DIR/noise/{noise,music,babble}/<id>.wav   augmentation sources (16-bit mono WAV)
-    CORPUS_DIR/rirs/<id>.wav            room impulse responses (16-bit mono WAV, direct path = peak)
-    CORPUS_DIR/augment.json             description (kind, RT60, ...) of each augmentation file
     CORPUS_DIR/.done                    completion marker (JSON of the arguments), written last
     DATA_DIR/{train,test}/{wav.scp,utt2spk,spk2utt}
-    DATA_DIR/{noise,music,babble,rirs}/{wav.scp,utt2spk,spk2utt}   (utt2spk maps each id to itself)
     DATA_DIR/test/trials                "<enroll-utt> <test-utt> target|nontarget"
 
 Speaker ids are ``mtr0001`` (train) and ``mts0001`` (test); utterance ids are
@@ -55,6 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from sslspk.augment.augmenter import biquad  # noqa: E402
 from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.trials import count_pairs, sample_trials  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
@@ -74,9 +68,6 @@ VOWELS: dict[str, tuple[float, float, float, float]] = {
 VOWEL_TABLE = np.array(list(VOWELS.values()), dtype=np.float64)
 BASE_BANDWIDTHS = np.array([70.0, 100.0, 150.0, 220.0])
 NOISE_KINDS = ("white", "pink", "brown")
-AUG_SETS = ("noise", "music", "babble", "rirs")
-NOISE_SECONDS, MUSIC_SECONDS, BABBLE_SECONDS = 5.0, 8.0, 3.0
-BABBLE_UTTS_PER_SPEAKER = 2
 HOP_SECONDS = 0.008  # control-track and STFT hop
 
 
@@ -272,7 +263,7 @@ def synthesize_utterance(spk: Speaker, num_samples: int, sr: int, rng: np.random
 
 
 # ---------------------------------------------------------------------------------------------
-# Channel: EQ, reverberation, noise, gain (noise and RIR generators are reusable for augmentation sets)
+# Channel: EQ, reverberation, noise, gain (the noise, RIR and EQ generators also make the augmentation sets)
 
 
 def make_noise(num_samples: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -344,132 +335,6 @@ def apply_channel(x: np.ndarray, sr: int, rng: np.random.Generator) -> tuple[np.
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation sets: noises, music, room impulse responses (babble reuses the synthesizer)
-
-
-def make_aug_noise(num_samples: int, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Coloured noise through 1-2 random EQs, optionally amplitude-modulated and with a tonal hum."""
-    from scipy.signal import lfilter
-
-    kind = str(rng.choice(NOISE_KINDS))
-    x = make_noise(num_samples, kind, rng)
-    info: dict = {"kind": kind, "eq": []}
-    for _ in range(int(rng.integers(1, 3))):
-        b, a, desc = random_eq(sr, rng)
-        x = lfilter(b, a, x)
-        info["eq"].append(desc)
-    t = np.arange(num_samples) / sr
-    if rng.uniform() < 0.5:
-        rate, depth = float(rng.uniform(0.5, 4.0)), float(rng.uniform(0.3, 0.9))
-        x = x * (1.0 - depth * 0.5 * (1.0 + np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))))
-        info["am"] = [round(rate, 2), round(depth, 2)]
-    if rng.uniform() < 0.3:
-        f0 = float(rng.uniform(50.0, 120.0))
-        hum = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
-        x = x / (np.sqrt(np.mean(x ** 2)) + 1e-12) + hum * float(rng.uniform(0.2, 1.0))
-        info["hum_hz"] = round(f0, 1)
-    return x, info
-
-
-def make_music(num_samples: int, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Harmonic tones (pentatonic melody and chords) on a beat grid over a bass line, with percussive bursts."""
-    bpm = float(rng.uniform(80.0, 160.0))
-    beat = int(round(60.0 / bpm * sr))
-    root = float(110.0 * 2.0 ** (rng.integers(0, 12) / 12.0))
-    scale = np.array([0, 2, 4, 7, 9, 12, 14, 16])
-    n_harm = int(rng.integers(3, 9))
-    rolloff = float(rng.uniform(0.7, 2.0))  # harmonic k has amplitude k**-rolloff
-    decay = float(rng.uniform(2.0, 8.0))  # note envelope decay rate (1/s)
-    y = np.zeros(num_samples + 4 * beat)
-
-    def note(start: int, length: int, freq: float, amp: float) -> None:
-        t = np.arange(length) / sr
-        env = np.minimum(t / 0.01, 1.0) * np.exp(-decay * t)
-        tone = sum(np.sin(2 * np.pi * k * freq * t) * k ** -rolloff for k in range(1, n_harm + 1)
-                   if k * freq < 0.45 * sr)
-        y[start:start + length] += amp * env * tone
-
-    for b in range(num_samples // beat + 1):
-        pos = b * beat
-        if rng.uniform() < 0.85:  # melody
-            dur = beat * int(rng.choice([1, 1, 2]))
-            note(pos, dur, 2 * root * 2.0 ** (scale[rng.integers(len(scale))] / 12.0), 1.0)
-        if b % 2 == 0:  # bass on every other beat
-            note(pos, 2 * beat, root / 2 * 2.0 ** (scale[rng.integers(3)] / 12.0), 0.8)
-        if b % 4 == 0 and rng.uniform() < 0.6:  # chord
-            for step in rng.choice(scale[:5], size=2, replace=False):
-                note(pos, 4 * beat, root * 2.0 ** (step / 12.0), 0.4)
-        n = min(int(0.05 * sr), len(y) - pos)  # percussion: decaying noise burst on each beat
-        y[pos:pos + n] += 0.5 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.01 * sr))
-    return y[:num_samples], {"bpm": round(bpm, 1), "root_hz": round(root, 1), "harmonics": n_harm}
-
-
-def make_aug_rir(sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """RIR with RT60 in 0.2-0.8 s, a 0-10 ms pre-delay and a direct path that is the largest |sample|."""
-    rt60 = float(rng.uniform(0.2, 0.8))
-    drr = float(rng.uniform(-3.0, 6.0))
-    delay = int(rng.integers(0, int(0.01 * sr) + 1))
-    h = np.concatenate([np.zeros(delay), make_rir(rt60, sr, rng, drr_db=drr)])
-    return h, {"rt60": round(rt60, 3), "drr_db": round(drr, 2), "delay_samples": delay}
-
-
-@dataclass
-class AugJob:
-    """One augmentation file to render: set, id, length, RNG seed, output path (babble: its speaker)."""
-
-    kind: str  # noise | music | babble | rirs
-    key: str
-    num_samples: int
-    seed: list[int]
-    path: str
-    sample_rate: int
-    speaker: Speaker | None = None
-
-
-def render_aug(job: AugJob) -> tuple[str, dict]:
-    """Synthesise and atomically write one augmentation file (peak -6 dBFS; RIR peak 0.9); returns ``(key, info)``."""
-    import soundfile as sf
-
-    rng = np.random.default_rng(np.random.SeedSequence(job.seed))
-    sr = job.sample_rate
-    if job.kind == "noise":
-        y, info = make_aug_noise(job.num_samples, sr, rng)
-    elif job.kind == "music":
-        y, info = make_music(job.num_samples, sr, rng)
-    elif job.kind == "babble":
-        y, info = synthesize_utterance(job.speaker, job.num_samples, sr, rng), {"speaker": job.speaker.spk}
-    else:
-        y, info = make_aug_rir(sr, rng)
-    y = y * ((0.9 if job.kind == "rirs" else 0.5) / (np.max(np.abs(y)) + 1e-12))
-    pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype(np.int16)
-    buf = io.BytesIO()
-    sf.write(buf, pcm, sr, format="WAV", subtype="PCM_16")
-    with atomic_write(job.path, "wb") as f:
-        f.write(buf.getvalue())
-    return job.key, {"set": job.kind, **info}
-
-
-def plan_augment(args: argparse.Namespace, corpus_dir: Path) -> list[AugJob]:
-    """Augmentation-set jobs implied by the arguments (ids ``noise-0001``, ``music-0001``, ``mbb0001-0001``, ``rir-0001``)."""
-    sr = args.sample_rate
-    jobs: list[AugJob] = []
-    for set_id, (kind, num, seconds) in enumerate([("noise", args.num_noise, NOISE_SECONDS),
-                                                   ("music", args.num_music, MUSIC_SECONDS)]):
-        jobs += [AugJob(kind, f"{kind}-{i + 1:04d}", int(seconds * sr), [args.seed, 10 + set_id, i],
-                        str(corpus_dir / "noise" / kind / f"{kind}-{i + 1:04d}.wav"), sr) for i in range(num)]
-    n_spk = -(-args.num_babble // BABBLE_UTTS_PER_SPEAKER)
-    spks = draw_speakers("mbb", n_spk, np.random.SeedSequence([args.seed, 12]))
-    for i in range(args.num_babble):
-        spk, u = spks[i // BABBLE_UTTS_PER_SPEAKER], i % BABBLE_UTTS_PER_SPEAKER
-        key = f"{spk.spk}-{u + 1:04d}"
-        jobs.append(AugJob("babble", key, int(BABBLE_SECONDS * sr), [args.seed, 12, i],
-                           str(corpus_dir / "noise" / "babble" / f"{key}.wav"), sr, spk))
-    jobs += [AugJob("rirs", f"rir-{i + 1:04d}", 0, [args.seed, 13, i], str(corpus_dir / "rirs" / f"rir-{i + 1:04d}.wav"),
-                    sr) for i in range(args.num_rirs)]
-    return jobs
-
-
-# ---------------------------------------------------------------------------------------------
 # Corpus layout
 
 
@@ -517,31 +382,14 @@ def plan(args: argparse.Namespace, corpus_dir: Path) -> tuple[list[Speaker], lis
     return speakers, jobs
 
 
-def make_trials(utt2spk: dict[str, str], num_trials: int, seed: int) -> list[tuple[str, str, str]]:
-    """Sorted trials: up to ``num_trials // 2`` target pairs, the rest nontarget (both sampled without replacement)."""
-    utts = sorted(utt2spk)
-    i, j = np.triu_indices(len(utts), k=1)
-    spk = np.array([utt2spk[u] for u in utts])
-    same = spk[i] == spk[j]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
-    tgt = np.flatnonzero(same)
-    non = np.flatnonzero(~same)
-    n_tgt = min(len(tgt), num_trials // 2)
-    n_non = min(len(non), num_trials - n_tgt)
-    pick = np.concatenate([rng.choice(tgt, n_tgt, replace=False), rng.choice(non, n_non, replace=False)])
-    trials = [(utts[i[p]], utts[j[p]], "target" if same[p] else "nontarget") for p in pick]
-    return sorted(trials)
-
-
 def marker_content(args: argparse.Namespace, data_dir: Path) -> dict:
     """What the ``.done`` marker records: everything that determines the output."""
     keys = ["num_train_speakers", "num_test_speakers", "utts_per_speaker", "min_dur", "max_dur", "seed",
-            "sample_rate", "num_trials", "num_noise", "num_music", "num_babble", "num_rirs"]
+            "sample_rate", "num_trials"]
     return {"version": GENERATOR_VERSION, "data_dir": str(data_dir), **{k: getattr(args, k) for k in keys}}
 
 
-def is_complete(corpus_dir: Path, data_dir: Path, marker: dict, jobs: list[UttJob],
-                aug_jobs: list[AugJob] = ()) -> bool:
+def is_complete(corpus_dir: Path, data_dir: Path, marker: dict, jobs: list[UttJob]) -> bool:
     """True when the marker matches ``marker`` and every output file exists."""
     try:
         if json.loads((corpus_dir / ".done").read_text()) != marker:
@@ -550,9 +398,7 @@ def is_complete(corpus_dir: Path, data_dir: Path, marker: dict, jobs: list[UttJo
         return False
     needed = [data_dir / s / f for s in ("train", "test") for f in ("wav.scp", "utt2spk", "spk2utt")]
     needed += [data_dir / "test" / "trials", corpus_dir / "speakers.json", corpus_dir / "channels.json"]
-    needed += [Path(j.path) for j in [*jobs, *aug_jobs]]
-    needed += [data_dir / k / "wav.scp" for k in {j.kind for j in aug_jobs}]
-    needed += [corpus_dir / "augment.json"]
+    needed += [Path(j.path) for j in jobs]
     return all(p.is_file() for p in needed)
 
 
@@ -562,44 +408,33 @@ def generate(args: argparse.Namespace) -> bool:
     corpus_dir = Path(args.corpus_dir).resolve()
     data_dir = Path(args.data_dir).resolve()
     speakers, jobs = plan(args, corpus_dir)
-    aug_jobs = plan_augment(args, corpus_dir)
     marker = marker_content(args, data_dir)
-    if not args.force and is_complete(corpus_dir, data_dir, marker, jobs, aug_jobs):
+    if not args.force and is_complete(corpus_dir, data_dir, marker, jobs):
         print(f"{corpus_dir}: complete for these arguments, nothing to do (--force to regenerate)")
         return False
     (corpus_dir / ".done").unlink(missing_ok=True)
-    for sub in ("wav", "noise", "rirs"):
-        shutil.rmtree(corpus_dir / sub, ignore_errors=True)
+    shutil.rmtree(corpus_dir / "wav", ignore_errors=True)
     for spk in speakers:
         (corpus_dir / "wav" / spk.spk).mkdir(parents=True, exist_ok=True)
-    for j in aug_jobs:
-        Path(j.path).parent.mkdir(parents=True, exist_ok=True)
     if args.nj > 1:
         from multiprocessing import get_context
 
         with get_context("fork").Pool(args.nj) as pool:
             channels = dict(pool.imap_unordered(render, jobs, chunksize=4))
-            aug_info = dict(pool.imap_unordered(render_aug, aug_jobs, chunksize=2))
     else:
         channels = dict(map(render, jobs))
-        aug_info = dict(map(render_aug, aug_jobs))
 
-    for name, obj in (("speakers.json", {s.spk: asdict(s) for s in speakers}), ("channels.json", channels),
-                      ("augment.json", aug_info)):
+    for name, obj in (("speakers.json", {s.spk: asdict(s) for s in speakers}), ("channels.json", channels)):
         with atomic_write(corpus_dir / name) as f:
             json.dump(obj, f, indent=1, sort_keys=True)
             f.write("\n")
     for split, prefix in (("train", "mtr"), ("test", "mts")):
         sel = [j for j in jobs if j.utt.startswith(prefix)]
         write_core_tables(data_dir / split, {j.utt: j.path for j in sel}, {j.utt: j.speaker.spk for j in sel})
-    for kind in AUG_SETS:
-        sel = {j.key: j.path for j in aug_jobs if j.kind == kind}
-        if sel:
-            write_core_tables(data_dir / kind, sel, {k: k for k in sel})
-        else:
-            shutil.rmtree(data_dir / kind, ignore_errors=True)
     test_utt2spk = {j.utt: j.speaker.spk for j in jobs if j.utt.startswith("mts")}
-    trials = make_trials(test_utt2spk, args.num_trials, args.seed)
+    num_tgt, num_non = count_pairs(test_utt2spk)   # half target (or all there are), the rest nontarget
+    num_tgt = min(num_tgt, args.num_trials // 2)
+    trials = sample_trials(test_utt2spk, num_tgt, min(num_non, args.num_trials - num_tgt), args.seed)
     with atomic_write(data_dir / "test" / "trials") as f:
         f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
     with atomic_write(corpus_dir / ".done") as f:
@@ -609,8 +444,7 @@ def generate(args: argparse.Namespace) -> bool:
     hours = sum(j.num_samples for j in jobs) / args.sample_rate / 3600.0
     n_tgt = sum(lab == "target" for _, _, lab in trials)
     print(f"mini corpus: {args.num_train_speakers} train + {args.num_test_speakers} test speakers, "
-          f"{len(jobs)} utts, {hours:.3f} h, {len(trials)} trials ({n_tgt} target), "
-          f"{args.num_noise}/{args.num_music}/{args.num_babble}/{args.num_rirs} noise/music/babble/RIR files "
+          f"{len(jobs)} utts, {hours:.3f} h, {len(trials)} trials ({n_tgt} target) "
           f"in {time.time() - start:.1f} s -> {corpus_dir}, {data_dir}")
     return True
 
@@ -627,11 +461,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-dur", type=float, default=4.0, help="maximum utterance duration (s)")
     p.add_argument("--num-trials", type=int, default=20000,
                    help="trials in test/trials (at most half target; fewer when there are fewer pairs)")
-    p.add_argument("--num-noise", type=int, default=20, help=f"noise files ({NOISE_SECONDS:g} s) for augmentation")
-    p.add_argument("--num-music", type=int, default=10, help=f"music files ({MUSIC_SECONDS:g} s) for augmentation")
-    p.add_argument("--num-babble", type=int, default=20,
-                   help=f"babble source utterances ({BABBLE_SECONDS:g} s, {BABBLE_UTTS_PER_SPEAKER} per extra speaker)")
-    p.add_argument("--num-rirs", type=int, default=30, help="room impulse responses for augmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--nj", type=int, default=min(4, os.cpu_count() or 1), help="parallel worker processes")
@@ -646,8 +475,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("need >= 1 train speaker, >= 2 test speakers and >= 2 utterances per speaker")
     if not 0.5 <= args.min_dur <= args.max_dur:
         raise SystemExit(f"need 0.5 <= --min-dur <= --max-dur, got {args.min_dur}, {args.max_dur}")
-    if min(args.num_noise, args.num_music, args.num_babble, args.num_rirs) < 0:
-        raise SystemExit("--num-noise/--num-music/--num-babble/--num-rirs must be >= 0")
     if args.seed < 0:
         raise SystemExit(f"--seed must be >= 0, got {args.seed}")
     if args.sample_rate < 8000:

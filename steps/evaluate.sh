@@ -1,38 +1,45 @@
 #!/usr/bin/env bash
-# Evaluate one system (a model dir): embeddings of the training and test data, cosine and
-# AS-norm scoring, calibration on a dev half of the test speakers -> <model-dir>/results.{md,json}.
+# Evaluate one system (a model dir): embeddings of the cohort and test data, cosine and AS-norm
+# scoring, calibration on a dev half of the test speakers -> <model-dir>/results.{md,json}.
 #
-# Usage: steps/evaluate.sh [options] <model-dir> <train-data> <test-data> <trials>
+# Usage: steps/evaluate.sh [options] <model-dir> <cohort-data> <test-data> <trials>
 #  e.g.: steps/evaluate.sh --nj 4 exp/mini/ssl data/mini/train data/mini/test data/mini/test/trials
 #
-# Rows of results.md: test (cosine after train-set mean/variance normalisation), test_asnorm,
-# test_asnorm_dev / test_asnorm_eval (the trials split into two halves with disjoint test speakers),
-# test_asnorm_eval_cal (eval half after logistic calibration trained on the dev half).
+# Embeddings go to <model-dir>/embeddings/<name of the data dir>/. The cohort data (training
+# utterances, or a subset of them) gives the mean/variance normalisation statistics and the AS-norm
+# cohort. Rows of results.md: test (cosine after mean/variance normalisation), test_asnorm,
+# test_asnorm_dev / test_asnorm_eval (the trials split into two halves with disjoint test
+# speakers), test_asnorm_eval_cal (eval half after logistic calibration trained on the dev half);
+# each of --extra-trials adds rows <list name> and <list name>_asnorm.
 # Every step is skipped when its output is up to date (--force true redoes them all).
 set -euo pipefail
 
 nj=2                   # parallel extraction jobs
 cmd="utils/run.py"     # job runner (see cmd.sh)
-asnorm_cohort=utt      # AS-norm cohort: utt (training embeddings) or spk (training speaker means)
+asnorm_cohort=utt      # AS-norm cohort: utt (cohort embeddings) or spk (their speaker means)
 asnorm_top_n=300       # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=0.5       # prior of the score calibration objective
+extra_trials=          # more trial lists on <test-data> (space-separated), scored with cosine and AS-norm
 force=false            # redo every step even if up to date (true|false)
 
 . utils/parse_options.sh
 
 if [ $# -ne 4 ]; then
-  echo "Usage: $0 [options] <model-dir> <train-data> <test-data> <trials>" >&2
+  echo "Usage: $0 [options] <model-dir> <cohort-data> <test-data> <trials>" >&2
   exit 1
 fi
-sys=$1; train_data=$2; test_data=$3; trials=$4
+sys=$1; cohort_data=$2; test_data=$3; trials=$4
+cohort_emb=$sys/embeddings/$(basename "$cohort_data")
+test_emb=$sys/embeddings/$(basename "$test_data")
+[ "$cohort_emb" != "$test_emb" ] || { echo "$0: the cohort and test data dirs have the same name $(basename "$test_data")" >&2; exit 1; }
 
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$train_data" $sys/embeddings/train
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$test_data" $sys/embeddings/test
-emb=$sys/embeddings/test/embeddings.scp
-norm=(--force $force --mean-scp $sys/embeddings/train/embeddings.scp --var-norm true)
+steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$cohort_data" $cohort_emb
+steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$test_data" $test_emb
+emb=$test_emb/embeddings.scp
+norm=(--force $force --mean-scp $cohort_emb/embeddings.scp --var-norm true)
+asnorm=("${norm[@]}" --cohort-scp $cohort_emb/embeddings.scp --top-n $asnorm_top_n)
+[ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$cohort_data/utt2spk")
 steps/score.sh "${norm[@]}" $sys "$trials" $emb test
-asnorm=("${norm[@]}" --cohort-scp $sys/embeddings/train/embeddings.scp --top-n $asnorm_top_n)
-[ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$train_data/utt2spk")
 steps/score.sh "${asnorm[@]}" $sys "$trials" $emb test_asnorm
 if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ]; then
   split_trials.py "$test_data/utt2spk" "$trials" $sys/trials/dev $sys/trials/eval
@@ -43,3 +50,7 @@ if [ "$force" = true ] || [ ! -f $sys/calibration.json ] || [ $sys/scores/test_a
   calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
 fi
 steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
+for t in $extra_trials; do
+  steps/score.sh "${norm[@]}" $sys "$t" $emb "$(basename "$t")"
+  steps/score.sh "${asnorm[@]}" $sys "$t" $emb "$(basename "$t")_asnorm"
+done

@@ -41,7 +41,7 @@ opts=()
 [ -z "$utt2dur" ] || opts+=(--utt2dur "$utt2dur")
 [ "$skip_missing" != true ] || opts+=(--skip-missing)
 newer=true   # are the scores newer than every input?
-for f in "$scp" "$trials" $mean_scp $cohort_scp $calibration; do
+for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $calibration $utt2dur; do
   [ "$scores" -nt "$f" ] || newer=false
 done
 # Rescore unless the scores are newer than their inputs and were made with the same options.

@@ -16,7 +16,7 @@ from conftest import REPO, write_wav
 def mini_layout(tmp_path, monkeypatch):
     """exp/mini/baseline + a 2-speaker corpus and data dir, laid out as in egs/mini; cwd = there."""
     (tmp_path / "exp" / "mini" / "baseline").mkdir(parents=True)
-    shutil.copy(REPO / "egs" / "mini" / "conf" / "baseline_nocmn.yaml", tmp_path / "exp" / "mini" / "baseline" / "config.yaml")
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", tmp_path / "exp" / "mini" / "baseline" / "config.yaml")
     utts = {}
     for s, freq in ((1, 140.0), (2, 1500.0)):
         for u in range(1, 4):
@@ -118,7 +118,7 @@ def test_generic_module_and_checkpoint(tmp_path):
     # A checkpoint of the stats model (no parameters) loads through from_pretrained(path/to/ckpt).
     d = tmp_path / "exp"
     d.mkdir()
-    shutil.copy(REPO / "egs" / "mini" / "conf" / "baseline.yaml", d / "config.yaml")
+    shutil.copy(REPO / "egs" / "mini" / "v1" / "conf" / "baseline.yaml", d / "config.yaml")
     torch.save({"model": {}}, d / "epoch3.pt")
     assert SpeakerEmbedder.from_pretrained(d / "epoch3.pt").embed(x).shape == (60,)
 

@@ -194,7 +194,7 @@ def test_random_eq_shapes_the_spectrum():
 def test_batch_by_threads_equals_batch_in_one_thread(sources):
     """CropDataset.__getitems__ with several threads (the trainer's loading without workers) gives the
     items of one thread, bit for bit, with every augmentation on and a cache small enough to evict."""
-    from sslspk.data.dataset import CropDataset, ViewSpec
+    from sslspk.train.dataset import CropDataset, ViewSpec
 
     aug = {"prob": 1.0, "noise": {"source": str(sources["noise"])}, "music": {"source": str(sources["music_list"])},
            "babble": {"source": str(sources["babble"])}, "reverb": {"source": str(sources["rirs"]), "prob": 0.5},

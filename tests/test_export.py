@@ -31,7 +31,7 @@ class SmallConv(torch.nn.Module):
 @pytest.fixture(scope="module")
 def stats_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("exp")
-    shutil.copy(REPO / "egs" / "mini" / "conf" / "baseline.yaml", d / "config.yaml")
+    shutil.copy(REPO / "egs" / "mini" / "v1" / "conf" / "baseline.yaml", d / "config.yaml")
     return d, load_encoder(d)[0]
 
 

@@ -20,7 +20,7 @@ import yaml
 from conftest import REPO, write_wav
 from sslspk.train.task import TrainTask
 
-BASELINE = REPO / "egs" / "mini" / "conf" / "baseline.yaml"
+BASELINE = REPO / "egs" / "mini" / "v1" / "conf" / "baseline.yaml"
 
 
 def data_dir(d: Path, wavs: dict[str, str]) -> Path:
@@ -117,14 +117,14 @@ def test_failing_pipe_is_named(tmp_path, cmd, msg):
 
 
 def _views(seconds: float):
-    from sslspk.data.dataset import ViewSpec
+    from sslspk.train.dataset import ViewSpec
 
     return [ViewSpec(seconds=seconds, count=1, augment=False)]
 
 
 @pytest.mark.parametrize("policy", ["repeat", "pad", "skip"])
 def test_too_short_policy(tmp_path, caplog, policy):
-    from sslspk.data.dataset import CropDataset
+    from sslspk.train.dataset import CropDataset
 
     short = tmp_path / "short.wav"
     sf.write(short, np.linspace(0.1, 0.5, 4000, dtype=np.float32), 16000)    # 0.25 s
@@ -145,7 +145,7 @@ def test_too_short_policy(tmp_path, caplog, policy):
 
 
 def test_too_short_everything_skipped_is_an_error(tmp_path):
-    from sslspk.data.dataset import CropDataset
+    from sslspk.train.dataset import CropDataset
     from sslspk.utils.config import ConfigError
 
     d = data_dir(tmp_path / "data", {"u": str(write_wav(tmp_path / "u.wav", 0.2))})
@@ -169,7 +169,7 @@ def test_other_sample_rate_resampled_and_logged_once(tmp_path, caplog):
 
 @pytest.mark.parametrize("channel", ["mix", "first"])
 def test_multichannel_as_configured(tmp_path, channel):
-    from sslspk.data.dataset import CropDataset
+    from sslspk.train.dataset import CropDataset
 
     x = np.stack([np.full(16000, 0.2, np.float32), np.full(16000, 0.6, np.float32)], axis=1)
     sf.write(tmp_path / "stereo.wav", x, 16000, subtype="FLOAT")
@@ -318,7 +318,7 @@ SHIPPED = sorted(p for p in (REPO / "egs").rglob("conf/**/*.yaml"))
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO / "egs")))
 def test_shipped_configs_pass_the_checks(path):
     """Every config under egs/*/conf passes the section, key and type checks of training."""
-    from sslspk.train.run import check_config
+    from sslspk.experiment import check_config
     from sslspk.utils.config import load_yaml
 
     cfg = load_yaml(path)
@@ -354,7 +354,7 @@ class _FaultyTask(TrainTask):
 
 
 def _fit(tmp_path: Path, task: TrainTask, policy: str) -> Path:
-    from sslspk.data.dataset import CropDataset
+    from sslspk.train.dataset import CropDataset
     from sslspk.train.trainer import TrainConfig, Trainer
 
     ds = CropDataset(_train_data(tmp_path), _views(0.5), 16000)

@@ -1,5 +1,5 @@
 """Fault catalogue, interruptions: ``kill -9`` of a real ``run.sh --stage N`` at a random point
-(several seeds), then the same command again, gives bitwise the outputs of an uninterrupted run.
+(one per stage), then the same command again, gives bitwise the outputs of an uninterrupted run.
 
 egs/mini at tiny size. The whole process tree is killed, job-runner jobs included (they run in
 sessions of their own), as a node failure or ``scancel`` would. Stages: 2 (SSL training: resume
@@ -30,7 +30,7 @@ EXP = Path("exp") / "mini"
 SYSTEMS = ("baseline", "ssl_untrained", "ssl")
 OUTPUTS = {   # what each stage writes (removed before the interrupted run)
     2: [EXP / "ssl"],
-    3: [EXP / "ssl" / "embeddings" / "train", Path("data") / "mini" / "train_pl_iter1", EXP / "pl_iter1"],
+    3: [EXP / "ssl" / "embeddings" / "train", EXP / "pl_iter1" / "data", EXP / "pl_iter1"],
     6: [EXP / s / sub for s in SYSTEMS for sub in ("embeddings", "scores", "trials", "calibration.json",
                                                    "results.json", "results.md")] + [EXP / "results.md"],
 }
@@ -81,7 +81,7 @@ def outputs(d: Path, stage: int) -> dict[str, object]:
     if stage == 3:
         with chdir(d):   # scp entries point into arks relative to the recipe dir, as in Kaldi
             emb = dict(kaldiio.load_scp(str(EXP / "ssl" / "embeddings" / "train" / "embeddings.scp")).items())
-        return {"utt2spk": (d / "data" / "mini" / "train_pl_iter1" / "utt2spk").read_text(),
+        return {"utt2spk": (d / EXP / "pl_iter1" / "data" / "utt2spk").read_text(),
                 **{u: emb[u] for u in emb}}
     return {f"{s}/{p.name}": p.read_text() for s in SYSTEMS for p in sorted((d / EXP / s / "scores").glob("*.score"))}
 
@@ -91,7 +91,7 @@ def reference(tmp_path_factory):
     """egs/mini (tiny, 8 SSL epochs) run through stages 0-3 and 6 without interruption; the time
     window of the kill per stage (stage 2: two epochs; others: their duration)."""
     base = tmp_path_factory.mktemp("interrupt")
-    d = copy_recipe(REPO / "egs" / "mini", base / "reference")
+    d = copy_recipe(REPO / "egs" / "mini" / "v1", base / "reference")
     tiny_configs(d / "conf")
     (d / "conf" / "ssl.yaml").write_text((d / "conf" / "ssl.yaml").read_text().replace("epochs: 2", "epochs: 8"))
     import sys
@@ -113,8 +113,8 @@ PROGRESS = {2: "exp/mini/ssl/checkpoints/epoch_1.pt", 3: "exp/mini/ssl/embedding
 
 
 @pytest.mark.parametrize("stage", [2, 3, 6])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kill_and_rerun_gives_the_same_outputs(reference, stage, seed):
+def test_kill_and_rerun_gives_the_same_outputs(reference, stage, seed=0):
+    """One kill per stage, at a time drawn with ``seed`` (three seeds per stage caught nothing that one did not)."""
     ref, env, seconds, base = reference
     d = base / f"stage{stage}_seed{seed}"
     shutil.copytree(ref, d, symlinks=True)

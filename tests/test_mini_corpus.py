@@ -14,9 +14,7 @@ import soundfile as sf
 
 SCRIPT = Path(__file__).resolve().parent.parent / "local" / "make_mini_corpus.py"
 TINY = ["--num-train-speakers", "4", "--num-test-speakers", "3", "--utts-per-speaker", "3",
-        "--min-dur", "1.0", "--max-dur", "1.5", "--nj", "1",
-        "--num-noise", "3", "--num-music", "2", "--num-babble", "3", "--num-rirs", "4"]
-AUG_COUNTS = {"noise": 3, "music": 2, "babble": 3, "rirs": 4}
+        "--min-dur", "1.0", "--max-dur", "1.5", "--nj", "1"]
 
 
 def _load():
@@ -36,10 +34,6 @@ def _kv(path: Path) -> list[tuple[str, str]]:
 
 def _wav_bytes(corpus: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((corpus / "wav").rglob("*.wav"))}
-
-
-def _aug_bytes(corpus: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for sub in ("noise", "rirs") for p in sorted((corpus / sub).rglob("*.wav"))}
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +107,6 @@ def test_determinism_marker_and_stale_files(tmp_path):
     for name in ("speakers.json", "channels.json"):
         assert (a / "corpus" / name).read_bytes() == (b / "corpus" / name).read_bytes()
     assert (a / "data/test/trials").read_bytes() == (b / "data/test/trials").read_bytes()
-    ga, gb, gc = (_aug_bytes(x / "corpus") for x in (a, b, c))
-    assert len(ga) == sum(AUG_COUNTS.values()) and ga == gb
-    assert ga.keys() == gc.keys() and all(ga[k] != gc[k] for k in ga)
-    for kind in AUG_COUNTS:
-        assert [k for k, _ in _kv(a / "data" / kind / "wav.scp")] == [k for k, _ in _kv(b / "data" / kind / "wav.scp")]
 
     # An interrupted run (no marker) is redone; changed arguments regenerate and drop stale files.
     (a / "corpus" / ".done").unlink()
@@ -126,13 +115,8 @@ def test_determinism_marker_and_stale_files(tmp_path):
     smaller = [*TINY, "--num-train-speakers", "2"]
     assert mmc.generate(mmc.get_parser().parse_args([*smaller, str(a / "corpus"), str(a / "data")]))
     assert len(_wav_bytes(a / "corpus")) == (2 + 3) * 3
-    assert _aug_bytes(a / "corpus") == gb  # augmentation sets do not depend on the speaker counts
     assert sorted(p.name for p in (a / "corpus" / "wav").iterdir()) == ["mtr0001", "mtr0002", "mts0001",
                                                                        "mts0002", "mts0003"]
-    no_music = [*TINY, "--num-music", "0", "--num-rirs", "2"]
-    assert mmc.generate(mmc.get_parser().parse_args([*no_music, str(a / "corpus"), str(a / "data")]))
-    assert not (a / "data" / "music").exists() and not (a / "corpus" / "noise" / "music").exists()
-    assert len(list((a / "corpus" / "rirs").glob("*.wav"))) == 2
 
 
 def _median_f0(x: np.ndarray, sr: int) -> float:
@@ -170,43 +154,3 @@ def test_help_is_fast_and_needs_no_torch():
              f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
              f"except SystemExit:\n    pass\nassert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
-
-
-def test_augmentation_sets(tiny):
-    from sslspk.augment import Augmenter
-    from sslspk.data.datadir import validate
-
-    corpus, data = tiny
-    info = json.loads((corpus / "augment.json").read_text())
-    train_test = {line.split()[1] for split in ("train", "test") for line in (data / split / "utt2spk").open()}
-    for kind, n in AUG_COUNTS.items():
-        d = data / kind
-        assert validate(d, check_audio=True) == []
-        scp = _kv(d / "wav.scp")
-        assert len(scp) == n and _kv(d / "utt2spk") == [(k, k) for k, _ in scp]
-        sub = corpus / ("rirs" if kind == "rirs" else f"noise/{kind}")
-        assert sorted(p for _, p in scp) == sorted(str(p) for p in sub.glob("*.wav"))
-        for key, path in scp:
-            x, sr = sf.read(path)
-            assert sr == 16000 and np.isfinite(x).all() and 0 < np.abs(x).max() < 1.0
-            assert info[key]["set"] == kind
-            if kind == "rirs":
-                assert 0.2 <= info[key]["rt60"] <= 0.8
-                peak = int(np.argmax(np.abs(x)))
-                assert peak == info[key]["delay_samples"] and np.all(x[:peak] == 0)
-                assert len(x) >= 0.2 * sr
-            else:
-                assert len(x) / sr == {"noise": 5.0, "music": 8.0, "babble": 3.0}[kind]
-            if kind == "babble":
-                assert info[key]["speaker"].startswith("mbb") and info[key]["speaker"] not in train_test
-    # The sets work as augmentation sources as written.
-    cfg = {"prob": 1.0, "reverb": {"source": str(data / "rirs"), "prob": 1.0},
-           **{k: {"source": str(data / k)} for k in ("noise", "music", "babble")}}
-    aug = Augmenter.from_config(cfg, 16000)
-    x, _ = sf.read(sorted((corpus / "wav").rglob("*.wav"))[0], dtype="float32")
-    seen = set()
-    for seed in range(12):
-        y, used = aug.apply(x, np.random.default_rng(seed))
-        assert y.shape == x.shape and np.isfinite(y).all() and "reverb" in used
-        seen.add(used["additive"])
-    assert seen == {"noise", "music", "babble"}

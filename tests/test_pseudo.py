@@ -101,7 +101,7 @@ def test_init_inherits_model_and_is_recorded(tmp_path, recipe_env):
 
 def test_supervised_task_records_losses_against_given_labels():
     from sslspk.models import build_model
-    from sslspk.train.supervised import FinetuneConfig, LossConfig, SupervisedTask
+    from sslspk.supervised import FinetuneConfig, LossConfig, SupervisedTask
 
     torch.manual_seed(0)
     task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=6, loss=LossConfig(),
@@ -127,7 +127,7 @@ def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
     from types import SimpleNamespace
 
     from sslspk.models import build_model
-    from sslspk.train.supervised import DLGLCConfig, FinetuneConfig, LossConfig, SupervisedTask
+    from sslspk.supervised import DLGLCConfig, FinetuneConfig, LossConfig, SupervisedTask
 
     labels = np.array([0, 1, 2, 0, 1, 2] * 4)
     task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=len(labels), loss=LossConfig(),
@@ -150,7 +150,7 @@ def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
 @pytest.mark.parametrize("subcenters", [1, 3])
 def test_classifier_starts_at_class_mean_embeddings(subcenters):
     from sslspk.models import build_model
-    from sslspk.train.supervised import FinetuneConfig, LossConfig, SupervisedTask
+    from sslspk.supervised import FinetuneConfig, LossConfig, SupervisedTask
 
     rng = np.random.default_rng(0)
     labels = np.array([0, 1, 2, 3] * 5)
@@ -209,7 +209,7 @@ def test_train_pseudo_init_from_centroids_ddp(tmp_path, recipe_env):
     r = subprocess.run(["bash", str(REPO / "steps" / "train.sh"), "--nproc-per-node", "2", "train_pseudo.py",
                         "--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl"),
                         "--init", str(tmp_path / "ssl")],
-                       cwd=REPO / "egs" / "mini", capture_output=True, text=True, env=recipe_env, timeout=600)
+                       cwd=REPO / "egs" / "mini" / "v1", capture_output=True, text=True, env=recipe_env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert r.stdout.count("classes start at the mean embeddings") == 1
     assert (tmp_path / "pl" / "model.pt").exists()

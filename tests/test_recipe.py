@@ -1,8 +1,9 @@
-"""End-to-end: egs/mini at tiny size (stages 0, 1, 6), resume, Slurm back-end, FSDD real speech."""
+"""End-to-end: egs/mini/v1 at tiny size (stages 0, 1, 6), resume, Slurm back-end; egs/fsdd/v1 on real speech."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,10 +13,9 @@ import pytest
 from conftest import FSDD, REPO, TINY, copy_recipe, tiny_configs
 
 
-@pytest.fixture
-def recipe(tmp_path, recipe_env):
-    """A copy of egs/mini in tmp_path (its data/exp/corpus land there); returns a runner."""
-    d = copy_recipe(REPO / "egs" / "mini", tmp_path / "mini")
+def recipe_runner(name: str, tmp_path, recipe_env):
+    """A copy of egs/<name>/v1 in tmp_path (its data/exp/corpus land there); returns a runner."""
+    d = copy_recipe(REPO / "egs" / name / "v1", tmp_path / name)
     env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -27,6 +27,11 @@ def recipe(tmp_path, recipe_env):
     run.dir = d
     run.env = env
     return run
+
+
+@pytest.fixture
+def recipe(tmp_path, recipe_env):
+    return recipe_runner("mini", tmp_path, recipe_env)
 
 
 def test_mini_recipe_end_to_end(recipe, monkeypatch):
@@ -48,7 +53,7 @@ def test_mini_recipe_end_to_end(recipe, monkeypatch):
     utts = [line.split()[0] for line in (d / "data" / "mini" / "test" / "utt2spk").read_text().splitlines()]
     assert sorted(emb.keys()) == utts
     assert all(emb[u].shape == (60,) for u in utts)
-    assert (sys_dir / "config.yaml").read_text() == (REPO / "egs" / "mini" / "conf" / "baseline.yaml").read_text()
+    assert (sys_dir / "config.yaml").read_text() == (REPO / "egs" / "mini" / "v1" / "conf" / "baseline.yaml").read_text()
 
     # Re-running finished stages does no work.
     logs = sorted((sys_dir / "embeddings").glob("*/log/*.log"))
@@ -111,7 +116,7 @@ def test_mini_recipe_all_stages(recipe, monkeypatch):
     for sys_dir in ("baseline", "ssl_untrained", "ssl", "pl_iter1", "pl_iter2", "oracle"):
         res = json.loads((exp / sys_dir / "results.json").read_text())
         assert {"test", "test_asnorm"} <= set(res), sys_dir
-    assert (d / "data" / "mini" / "train_pl_iter2" / "utt2spk").exists()
+    assert (exp / "pl_iter2" / "data" / "utt2spk").exists()
     clusters = json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())
     assert clusters["num_clusters"] <= 6 and "nmi" in clusters["reference"]["final"]
     table = (exp / "iterations.md").read_text()
@@ -126,9 +131,15 @@ def test_mini_recipe_all_stages(recipe, monkeypatch):
 
 def test_help_and_bad_option(recipe):
     r = recipe("--help")
-    assert "Stages" in r.stdout and "--stop-stage" in r.stdout
+    # The header of run.sh, its own options and those of the shared stages (steps/stages.sh).
+    assert "Stages" in r.stdout and "egs/mini/v1" in r.stdout
+    for opt in ("--num-train-speakers", "--stop-stage", "--ssl-conf", "--ahc-clusters", "--cohort-size"):
+        assert r.stdout.count(f"  {opt} ") == 1, opt
+    assert re.search(r"--ahc-clusters +60 ", r.stdout)   # the recipe's default, not the shared one
     r = recipe("--no-such-option", "1", check=False)
     assert r.returncode == 1 and "--no-such-option" in r.stderr
+    r = recipe("--stage", "7", "extra", check=False)
+    assert r.returncode == 1 and "unexpected argument(s): extra" in r.stderr
 
 
 def test_extraction_on_fake_slurm(recipe, tmp_path, monkeypatch):
@@ -149,13 +160,14 @@ def test_extraction_on_fake_slurm(recipe, tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}: real-speech test skipped")
-def test_fsdd_real_speech(recipe):
-    """The same recipe on real recordings (FSDD, 8 kHz resampled to 16 kHz, 6 speakers)."""
-    recipe("--corpus", "fsdd", "--corpus-dir", str(FSDD / "recordings"), "--stage", "0", "--stop-stage", "1")
-    recipe("--corpus", "fsdd", "--baseline-conf", "conf/baseline_nocmn.yaml", "--stage", "6")
+def test_fsdd_real_speech(tmp_path, recipe_env):
+    """egs/fsdd/v1 stages 0, 1 and the baseline's evaluation on real recordings (8 kHz resampled to 16 kHz)."""
+    recipe = recipe_runner("fsdd", tmp_path, recipe_env)
+    recipe("--corpus-dir", str(FSDD / "recordings"), "--stage", "0", "--stop-stage", "1")
+    recipe("--stage", "6")
     import json
 
-    res = json.loads((recipe.dir / "exp" / "fsdd" / "baseline_nocmn" / "results.json").read_text())["test"]
+    res = json.loads((recipe.dir / "exp" / "fsdd" / "baseline" / "results.json").read_text())["test"]
     assert res["num_target"] + res["num_nontarget"] == len((FSDD / "trials.txt").read_text().splitlines())
     # Measured 20.2% (deterministic: no training); the issue's MFCC-statistics reference is 23.95%.
     assert res["eer"] < 0.2395, res

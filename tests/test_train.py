@@ -155,7 +155,7 @@ def test_ddp_training_run(tmp_path, recipe_env):
     cfg = write_config(tmp_path / "c.yaml", epochs=1, batch_size=4)
     r = subprocess.run(["bash", str(REPO / "steps" / "train.sh"), "--nproc-per-node", "2", "train_ssl.py",
                         "--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "exp")],
-                       cwd=REPO / "egs" / "mini", capture_output=True, text=True, env=recipe_env, timeout=600)
+                       cwd=REPO / "egs" / "mini" / "v1", capture_output=True, text=True, env=recipe_env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert (tmp_path / "exp" / "model.pt").exists()
 

@@ -22,8 +22,13 @@
 # Being sourced, this file shifts the caller's positional parameters.
 # Its helper variables are prefixed with `__po_` and unset at the end.
 
-# The script that sourced us (falls back to $0 when sourced interactively).
-__po_script=${BASH_SOURCE[1]:-$0}
+# The scripts on the way here, outermost first: the script run and any file it sourced that
+# sources this one (e.g. egs/*/v1/run.sh, then steps/stages.sh). The help shows the header of the
+# first and the options of all of them.
+__po_chain=()
+for ((__po_i = ${#BASH_SOURCE[@]} - 1; __po_i >= 1; __po_i--)); do __po_chain+=("${BASH_SOURCE[$__po_i]}"); done
+[ ${#__po_chain[@]} -gt 0 ] || __po_chain=("$0")
+__po_script=${__po_chain[0]}
 __po_prog=$(basename -- "$__po_script")
 
 __po_error() {
@@ -32,9 +37,9 @@ __po_error() {
   exit 1
 }
 
-# Print the help text: header comment (or $help_message) and the options.
+# Print the help text: header comment of the script run (or $help_message), then the options.
 __po_help() {
-  local line first=1 name value comment re
+  local line first=1 name value comment re file next i seen=" "
   if [ -n "${help_message:-}" ]; then
     printf '%s\n' "$help_message"
   elif [ -r "$__po_script" ]; then
@@ -48,24 +53,30 @@ __po_help() {
       printf '%s\n' "${line# }"
     done < "$__po_script"
   fi
-  [ -r "$__po_script" ] || return 0
   echo
   echo "Options (current values):"
-  # Top-level `name=value  # comment` lines before parse_options.sh is sourced.
+  # Top-level `name=value  # comment` lines of each script, up to where it sources the next one.
   re='^([A-Za-z_][A-Za-z0-9_]*)=[^#]*(#[[:space:]]*(.*))?$'
-  while IFS= read -r line || [ -n "$line" ]; do
-    [[ $line == *parse_options.sh* && $line != '#'* ]] && break
-    [[ $line =~ $re ]] || continue
-    name=${BASH_REMATCH[1]}
-    comment=${BASH_REMATCH[3]}
-    [ "$name" = help_message ] && continue
-    [ -n "${!name+x}" ] || continue
-    value=${!name}
-    [ -n "$value" ] || value="''"
-    printf '  --%-22s %s' "${name//_/-}" "$value"
-    [ -n "$comment" ] && printf '  # %s' "$comment"
-    echo
-  done < "$__po_script"
+  for ((i = 0; i < ${#__po_chain[@]}; i++)); do
+    file=${__po_chain[$i]}
+    next=parse_options.sh; [ $((i + 1)) -ge ${#__po_chain[@]} ] || next=$(basename -- "${__po_chain[$((i + 1))]}")
+    [ -r "$file" ] || continue
+    while IFS= read -r line || [ -n "$line" ]; do
+      [[ $line == *"$next"* && $line != '#'* ]] && break
+      [[ $line =~ $re ]] || continue
+      name=${BASH_REMATCH[1]}
+      comment=${BASH_REMATCH[3]}
+      [ "$name" = help_message ] && continue
+      [[ $seen == *" $name "* ]] && continue
+      [ -n "${!name+x}" ] || continue
+      seen+="$name "
+      value=${!name}
+      [ -n "$value" ] || value="''"
+      printf '  --%-22s %s' "${name//_/-}" "$value"
+      [ -n "$comment" ] && printf '  # %s' "$comment"
+      echo
+    done < "$file"
+  done
 }
 
 while [ $# -gt 0 ]; do
@@ -110,6 +121,6 @@ while [ $# -gt 0 ]; do
   printf -v "$__po_name" '%s' "$__po_value"
 done
 
-unset -v __po_script __po_prog __po_opt __po_value __po_name
+unset -v __po_chain __po_i __po_script __po_prog __po_opt __po_value __po_name
 unset -f __po_error __po_help
 true

@@ -1,5 +1,7 @@
-# Environment of the recipe: sslspk's virtualenv and bin/ on PATH, C-locale sorting.
-SSLSPK_ROOT=${SSLSPK_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# Environment of a recipe, sourced by its path.sh: sslspk's virtualenv and bin/ on PATH, C-locale
+# sorting. The repository root is found from this file's real location (recipes link utils/), so a
+# recipe works at any depth; a pre-set SSLSPK_ROOT wins.
+SSLSPK_ROOT=${SSLSPK_ROOT:-$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 export SSLSPK_ROOT
 if [ -d "$SSLSPK_ROOT/.venv/bin" ]; then export PATH="$SSLSPK_ROOT/.venv/bin:$PATH"; fi
 export PATH="$SSLSPK_ROOT/bin:$PATH"

@@ -1,0 +1,166 @@
+# steps/stages.sh: stages 0-6 of every recipe (as ESPnet's egs2/TEMPLATE/spk1/spk.sh).
+#
+# Sourced last by egs/<corpus>/v1/run.sh, which first sets its own options (a default set there
+# wins over the one below), defines `prepare_data` (its stage 0: data dirs, trial lists,
+# augmentation sources) and, if it needs one, `adjust_options` (run once the command line is
+# parsed). Every variable below is also a command-line option of run.sh (`./run.sh --help`).
+#
+#   0  data: the recipe's prepare_data
+#   1  lists: utt2dur of the train and test data dirs, validation, the trial lists exist
+#   2  SSL pretraining of the speaker encoder (--ssl-conf)                   -> <exp>/ssl
+#   3  embeddings of the training data (--init-embedder) -> k-means (--num-clusters) -> AHC
+#      (--ahc-clusters or --ahc-threshold) -> pseudo speakers               -> <exp>/pl_iter1/data
+#   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
+#      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
+#   5  iterations 2..num_iters of stages 3-4                                -> <exp>/pl_iterN
+#   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
+#      (+ calibration) and of --extra-trials -> <exp>/<system>/results.md, <exp>/results.md,
+#      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
+
+stage=${stage-0}                  # first stage to run
+stop_stage=${stop_stage-6}        # last stage to run
+nj=${nj-2}                        # parallel jobs (extraction, utt2dur)
+corpus=${corpus-mycorpus}         # data/<corpus>, exp/<corpus>
+train_data=${train_data-}         # default: data/<corpus>/train
+test_data=${test_data-}           # default: data/<corpus>/test
+trials=${trials-}                 # trial list of --test-data (Kaldi or VoxCeleb format); default: <test-data>/trials
+extra_trials=${extra_trials-}     # more trial lists on --test-data, scored with cosine and AS-norm (space-separated)
+exp=${exp-}                       # experiment dir; default: exp/<corpus>
+baseline_conf=${baseline_conf-conf/baseline.yaml}  # non-learned baseline evaluated in stage 6 (empty: none)
+ssl_conf=${ssl_conf-conf/ssl.yaml}          # stage 2
+pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stages 4-5
+init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
+init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
+retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (the last iteration's model) or initial
+num_iters=${num_iters-2}                # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
+num_clusters=${num_clusters-0}          # k-means clusters; 0: no k-means, AHC of the utterances (small corpora)
+ahc_clusters=${ahc_clusters-0}          # AHC of the k-means centroids (or utterances) down to this many clusters (0: none)
+ahc_threshold=${ahc_threshold-}         # ... or merge while the cosine distance is below this (empty: none)
+min_cluster_size=${min_cluster_size-2}  # smaller clusters are dropped
+true_speakers=${true_speakers-true}     # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
+oracle=${oracle-false}                  # stage 4 also trains on the true labels (supervised reference) -> <exp>/oracle
+eval_untrained=${eval_untrained-true}   # stage 6 also evaluates the SSL encoder's initial weights (<exp>/ssl_untrained)
+eval_systems=${eval_systems-}           # systems evaluated in stage 6 (default: baseline, ssl_untrained, ssl, pl_iter*, oracle)
+cohort_size=${cohort_size-20000}        # stage 6: score normalisation and AS-norm cohort of this many training utterances
+asnorm_cohort=${asnorm_cohort-utt}      # AS-norm cohort: utt (cohort embeddings) or spk (their true-speaker means)
+asnorm_top_n=${asnorm_top_n-300}        # AS-norm: closest cohort entries (clipped to the cohort size)
+cal_p_target=${cal_p_target-0.5}        # prior of the score calibration objective
+force=${force-false}                    # true: redo the finished steps of the stages run
+
+. utils/parse_options.sh
+[ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (options are --name value; see --help)" >&2; exit 1; }
+! declare -F adjust_options > /dev/null || adjust_options
+
+train_data=${train_data:-data/$corpus/train}
+test_data=${test_data:-data/$corpus/test}
+trials=${trials:-$test_data/trials}
+exp=${exp:-exp/$corpus}
+tforce=(); [ "$force" != true ] || tforce=(--force)   # the flag of the Python entry points
+ref=(); [ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")   # diagnostics only
+baseline=$exp/$(basename "${baseline_conf:-none}" .yaml)   # the baseline's model dir
+initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
+seed=$exp/ssl; [ "$init_embedder" != baseline ] || seed=$baseline   # its embeddings seed iteration 1
+
+make_baseline() {  # (re)creates the baseline's model dir when new or when its config changed
+  if ! cmp -s "$baseline_conf" $baseline/config.yaml; then
+    rm -rf $baseline && mkdir -p $baseline && cp "$baseline_conf" $baseline/config.yaml
+  fi
+}
+cluster_iteration() {  # <iteration> <model dir whose embeddings of the training data are clustered>
+  local emb=$2/embeddings/$(basename "$train_data") ahc=()
+  [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
+  [ -z "$ahc_threshold" ] || ahc+=(--ahc-threshold $ahc_threshold)
+  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $2 "$train_data" $emb
+  steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters "${ahc[@]}" --min-cluster-size $min_cluster_size \
+    "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
+}
+train_iteration() {  # <iteration> [<model dir to start from>]
+  steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data $exp/pl_iter$1/data \
+    --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
+}
+cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded random subset of it
+  local n; n=$(wc -l < "$train_data/utt2spk")
+  if [ "$cohort_size" -ge "$n" ]; then echo "$train_data"; return; fi
+  local per=(); [ "$asnorm_cohort" != spk ] || per=(--per-spk)   # whole speakers for speaker-mean cohorts
+  if [ "$force" = true ] || [ ! -f data/$corpus/cohort/utt2spk ] || [ "$train_data/utt2spk" -nt data/$corpus/cohort/utt2spk ]; then
+    utils/subset_data_dir.sh --random $cohort_size "${per[@]}" --seed 0 "$train_data" data/$corpus/cohort >&2
+  fi
+  echo data/$corpus/cohort
+}
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  echo "Stage 0: data ($corpus)"
+  prepare_data
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  echo "Stage 1: lists"
+  for d in "$train_data" "$test_data"; do
+    [ "$force" != true ] && [ -f "$d/utt2dur" ] || utils/compute_utt2dur.sh --nj $nj "$d"
+    utils/validate_data_dir.sh "$d"
+  done
+  for t in "$trials" $extra_trials; do [ -f "$t" ] || { echo "$0: no trial list $t" >&2; exit 1; }; done
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  echo "Stage 2: SSL pretraining ($ssl_conf) -> $exp/ssl"
+  steps/train.sh train_ssl.py "${tforce[@]}" --config $ssl_conf --data "$train_data" --exp-dir $exp/ssl
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  [ "$init_embedder" != baseline ] || make_baseline
+  echo "Stage 3: clustering the training embeddings of $seed -> $exp/pl_iter1/data"
+  cluster_iteration 1 $seed
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> $exp/pl_iter1"
+  train_iteration 1 $initial
+  if [ "$oracle" = true ]; then
+    echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle"
+    steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data "$train_data" --exp-dir $exp/oracle \
+      ${initial:+--init $initial}
+  fi
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  for it in $(seq 2 $num_iters); do
+    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training -> $exp/pl_iter$it"
+    cluster_iteration $it $exp/pl_iter$((it - 1))
+    if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
+  done
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  echo "Stage 6: evaluation"
+  if [ -n "$eval_systems" ]; then read -r -a systems <<< "$eval_systems"; else
+    systems=()
+    [ -z "$baseline_conf" ] || { make_baseline; systems+=($baseline); }
+    if [ "$eval_untrained" = true ] && [ -f $exp/ssl/model.pt ]; then   # the SSL encoder's initial weights
+      mkdir -p $exp/ssl_untrained
+      cmp -s $exp/ssl/config.yaml $exp/ssl_untrained/config.yaml || cp $exp/ssl/config.yaml $exp/ssl_untrained/
+      systems+=($exp/ssl_untrained)
+    fi
+    for d in $exp/ssl $(ls -d $exp/pl_iter* 2> /dev/null | sort -V) $exp/oracle; do
+      [ ! -f $d/model.pt ] || systems+=($d)
+    done
+  fi
+  [ ${#systems[@]} -gt 0 ] || { echo "$0: no system to evaluate in $exp" >&2; exit 1; }
+  cohort=$(cohort_data)
+  for sys in "${systems[@]}"; do
+    steps/evaluate.sh --nj $nj --cmd "$cmd" --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+      --cal-p-target $cal_p_target --extra-trials "$extra_trials" $sys "$cohort" "$test_data" "$trials"
+  done
+  rows=(--trials test --trials test_asnorm)
+  for t in test $extra_trials; do   # DET curves of the AS-norm scores of every system, one plot per trial list
+    name=$(basename $t)
+    [ $t = test ] || rows+=(--trials $name --trials ${name}_asnorm)
+    det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
+    plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
+  done
+  compare_results.py "${rows[@]}" "${systems[@]}" > $exp/results.md
+  if ls -d $exp/pl_iter* > /dev/null 2>&1; then
+    loop_report.py --start $(basename $seed) $exp > $exp/iterations.md && cat $exp/iterations.md
+  fi
+  cat $exp/results.md
+fi
