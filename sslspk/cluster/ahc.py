@@ -1,12 +1,13 @@
-"""Agglomerative (hierarchical) clustering of k-means centroids (scipy linkage).
+"""Agglomerative (hierarchical) clustering of k-means centroids (fastcluster linkage).
 
 The paper's recipe over-clusters with k-means (e.g. 50k clusters) and merges the
 centroids with AHC down to the expected number of speakers (e.g. 7.5k). Only the
 centroids are clustered: memory is the condensed distance matrix, ``8 * k * (k - 1) / 2``
-bytes (float64, as scipy needs; 1.6 GB at k = 20k, 10 GB at k = 50k), computed here in
-blocks with BLAS instead of ``pdist``. scipy's linkage works on a copy of it, so the peak is
-about twice that; :func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in
-the available memory.
+bytes (float64; 1.5 GiB at k = 20k, 9.3 GiB at k = 50k), computed here in blocks with BLAS
+instead of ``pdist``. fastcluster's linkage (the algorithms scipy's ``linkage`` also uses, with the
+same output: identical merges in ``tests/test_cluster.py``) works in that matrix itself
+(``preserve_input=False``), where scipy's would copy it: the peak is one matrix, not two.
+:func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in the available memory.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
 
 
 def ahc_peak_bytes(k: int) -> int:
-    """Peak memory of AHC on ``k`` rows: two float64 condensed distance matrices (ours, scipy's copy)."""
-    return 2 * 8 * (k * (k - 1) // 2)
+    """Peak memory of AHC on ``k`` rows: one float64 condensed distance matrix (the linkage works in it)."""
+    return 8 * (k * (k - 1) // 2)
 
 
 def available_memory_bytes() -> int | None:
@@ -89,8 +90,8 @@ def check_ahc_memory(k: int, available: int | None = None) -> None:
     need = ahc_peak_bytes(k)
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
-        fits = int((available / 8) ** 0.5)
-        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (2 x the condensed distance matrix), "
+        fits = int((2 * available / 8) ** 0.5)
+        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (the condensed distance matrix), "
                          f"more than the {available / 2**30:.1f} GiB available (about {fits} rows fit): "
                          "run k-means first (--k) and merge its centroids with AHC")
 
@@ -102,7 +103,7 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     ``average``/``complete``/``single`` use cosine distance, ``ward`` euclidean distance
     between the unit-normalised centroids. Give ``num_clusters`` or a distance ``threshold``.
     """
-    from scipy.cluster.hierarchy import linkage as scipy_linkage
+    import fastcluster
 
     if linkage not in LINKAGES:
         raise ValueError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
@@ -115,6 +116,6 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     c = np.asarray(c, dtype=np.float64)
     c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
-    z = scipy_linkage(dist, method=linkage)
+    z = fastcluster.linkage(dist, method=linkage, preserve_input=False)  # overwrites dist: no copy
     del dist
     return cut_linkage(z, k, num_clusters, threshold)
