@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslspk.cluster.ahc import ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage
+from sslspk.cluster.ahc import (ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage,
+                                linkage_in_place)
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import cluster_means, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
@@ -136,8 +137,6 @@ def scipy_ahc(c: np.ndarray, num_clusters: int, linkage: str) -> tuple[np.ndarra
 @pytest.mark.parametrize("k,linkage", [(10_000, "average"), (2000, "complete"), (2000, "single"), (2000, "ward")])
 def test_inplace_ahc_equals_scipy(k, linkage):
     """ahc_centroids (fastcluster, in place) gives scipy's labels, on 10k centroids for the recipe's linkage."""
-    import fastcluster
-
     rng = np.random.default_rng(k)
     c, _ = planted(num=int(k / 6.67), per=1, d=256, noise=0.0, seed=k)   # k/6.67 speaker directions ...
     c = l2_normalize_(c[rng.integers(0, len(c), k)] + 0.03 * rng.normal(size=(k, 256)).astype(np.float32))
@@ -147,9 +146,14 @@ def test_inplace_ahc_equals_scipy(k, linkage):
     if k > 2000:
         return
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
-    z = fastcluster.linkage(dist, method=linkage, preserve_input=False)
+    before = dist.copy()
+    z = linkage_in_place(dist, k, linkage)
     np.testing.assert_array_equal(z[:, [0, 1, 3]], z_ref[:, [0, 1, 3]])   # the same merges in the same order
     np.testing.assert_allclose(z[:, 2], z_ref[:, 2], rtol=0, atol=1e-12)
+    if linkage != "single":   # the matrix itself was the working memory (no copy); single linkage only reads it
+        assert not np.array_equal(dist, before)
+    with pytest.raises(ValueError, match="float64 condensed matrix of 2001 rows"):
+        linkage_in_place(before, k + 1, linkage)
 
 
 def test_ahc_threshold_option():

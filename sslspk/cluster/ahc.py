@@ -6,7 +6,7 @@ centroids are clustered: memory is the condensed distance matrix, ``8 * k * (k -
 bytes (float64; 1.5 GiB at k = 20k, 9.3 GiB at k = 50k), computed here in blocks with BLAS
 instead of ``pdist``. fastcluster's linkage (the algorithms scipy's ``linkage`` also uses, with the
 same output: identical merges in ``tests/test_cluster.py``) works in that matrix itself
-(``preserve_input=False``), where scipy's would copy it: the peak is one matrix, not two.
+(:func:`linkage_in_place`), where scipy's would copy it: the peak is one matrix, not two.
 :func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in the available memory.
 """
 
@@ -40,6 +40,23 @@ def condensed_distances(c: np.ndarray, metric: str, block: int = 256) -> np.ndar
             out[off:off + k - i - 1] = dist[i - a, i - a + 1:]
     np.maximum(out, 0.0, out=out)
     return out
+
+
+def linkage_in_place(dist: np.ndarray, k: int, method: str) -> np.ndarray:
+    """Linkage matrix (scipy's format) of the condensed float64 distances ``dist`` between ``k`` rows,
+    computed by fastcluster with ``dist`` as its working memory: ``dist`` is overwritten.
+
+    ``fastcluster.linkage(dist, preserve_input=False)`` would still copy ``dist`` (fastcluster 1.3.0
+    starts with ``array(X, subok=True)``), so its C routine is called here as ``linkage`` calls it.
+    """
+    import fastcluster
+
+    if dist.dtype != np.float64 or not dist.flags.c_contiguous or dist.shape != (k * (k - 1) // 2,):
+        raise ValueError(f"linkage: expected a C-contiguous float64 condensed matrix of {k} rows, "
+                         f"got {dist.dtype} {dist.shape}")
+    z = np.empty((k - 1, 4))
+    fastcluster.linkage_wrap(k, dist, z, fastcluster.mthidx[method])
+    return z
 
 
 def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
@@ -103,8 +120,6 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     ``average``/``complete``/``single`` use cosine distance, ``ward`` euclidean distance
     between the unit-normalised centroids. Give ``num_clusters`` or a distance ``threshold``.
     """
-    import fastcluster
-
     if linkage not in LINKAGES:
         raise ValueError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     k = c.shape[0]
@@ -116,6 +131,6 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     c = np.asarray(c, dtype=np.float64)
     c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
-    z = fastcluster.linkage(dist, method=linkage, preserve_input=False)  # overwrites dist: no copy
-    del dist
+    z = linkage_in_place(dist, k, linkage)
+    del dist  # overwritten by the linkage
     return cut_linkage(z, k, num_clusters, threshold)
