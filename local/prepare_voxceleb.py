@@ -147,11 +147,11 @@ def ffmpeg_pipe(path: Path, ffmpeg: str, sample_rate: int) -> str:
     return f"{ffmpeg} -v 8 -i {shlex.quote(str(path))} -f wav -ar {sample_rate} -ac 1 - |"
 
 
-def convert_one(src: Path, dst: Path, ffmpeg: str, sample_rate: int) -> bool:
+def convert_one(src: Path, dst: Path, ffmpeg: str, sample_rate: int) -> None:
     """Decode ``src`` to a 16-bit mono ``dst`` (``.flac`` or ``.wav``: by its suffix), written under a
-    temporary name beside it and then renamed (never half-written). False when ``dst`` already exists."""
+    temporary name beside it and then renamed (never half-written); nothing to do when ``dst`` exists."""
     if dst.exists():
-        return False
+        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp{dst.suffix}")
     codec = ["-c:a", "flac", "-sample_fmt", "s16"] if dst.suffix == ".flac" else ["-c:a", "pcm_s16le"]
@@ -161,7 +161,6 @@ def convert_one(src: Path, dst: Path, ffmpeg: str, sample_rate: int) -> bool:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg failed on {src} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
     os.replace(tmp, dst)
-    return True
 
 
 def convert_all(jobs: dict[Path, Path], ffmpeg: str, sample_rate: int, nj: int, every: float = 60.0) -> None:

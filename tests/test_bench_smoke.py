@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
     ("bench_training.py", "| model | threads | precision | batch | s/step |"),
     ("bench_clustering.py", "| method | time (s) | time / first faiss row |"),
     ("bench_ahc.py", "| centroids → clusters | linkage | time (s) |"),
+    ("bench_stage3.py", "| embeddings | k-means → AHC | wall time (s) |"),
 ])
 def test_bench_quick(script, header, tmp_path):
     out = tmp_path / "bench.md"
