@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: training chunks/s of the SSL data pipeline vs the training step that consumes them.
 
-Usage: python bench/bench_dataloading.py [--quick] [--batch 32] [--batches 20] [--append docs/benchmarks.md]
+Usage: python bench/bench_dataloading.py [--quick] [--m4a] [--batch 32] [--batches 20] [--append docs/benchmarks.md]
 
 A corpus is generated offline with ``local/make_mini_corpus.py`` (synthetic speech of 4-8 s,
 with its noise, music, babble and RIR sets as Kaldi data dirs) into a temporary dir. The
@@ -21,7 +21,8 @@ The training step (one torch thread; SimCLR, two 3 s views per utterance, AdamW;
 is timed for a tiny ECAPA-TDNN (``egs/mini`` size) and ECAPA-512 to tell how many cores of
 loading one step needs. Time = after the first batch (workers started, caches warm).
 
-VoxCeleb2's audio formats (needs ffmpeg): the training WAVs are encoded to AAC m4a (``--m4a-bitrate``),
+``--m4a`` (a section of its own), VoxCeleb2's audio formats (needs ffmpeg): the training WAVs are
+encoded to AAC m4a (``--m4a-bitrate``),
 the fake VoxCeleb2, and entered in ``wav.scp`` as ``local/prepare_voxceleb.py`` enters them: ffmpeg
 pipes (``--m4a pipe``: one ffmpeg process per item, on the whole file), or FLAC / WAV files that
 its ``convert_all`` decoded once (timed with one job and with one job per core); chunks/s per core
@@ -181,12 +182,16 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20, help="batches timed per row, after one warm-up (default 20)")
     p.add_argument("--step-batch", type=int, default=8, help="utterances per training step (default 8)")
     p.add_argument("--steps", type=int, default=2, help="training steps timed, after one warm-up (default 2)")
+    p.add_argument("--m4a", action="store_true",
+                   help="only the VoxCeleb2 m4a comparison: ffmpeg pipes vs FLAC/WAV files (its own section)")
     p.add_argument("--m4a-bitrate", default="64k", help="AAC bitrate of the fake VoxCeleb2 m4a (default 64k)")
     p.add_argument("--quick", action="store_true", help="tiny corpus, 2 batches of 4, tiny model only")
     p.add_argument("--append", help="markdown file the section goes to (replacing this benchmark's section)")
     args = p.parse_args()
     if args.quick:
         args.batch, args.batches, args.step_batch, args.steps = 4, 2, 2, 1
+    if args.m4a:
+        return m4a_section(args)
     from sslspk.utils.config import load_yaml
 
     tiny = load_yaml(os.path.join(benchlib.REPO, "egs", "mini", "conf", "ssl.yaml"))["model"]
@@ -196,14 +201,10 @@ def main() -> None:
     n_cores = benchlib.cores()
     rates: dict[tuple[str, int], float] = {}
     threaded: dict[str, float] = {}
-    formats = None
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         data = make_corpus(tmp, args.quick)
         print(f"corpus generated in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        if shutil.which("ffmpeg"):
-            formats = audio_formats(data, os.path.join(tmp, "formats"), args.m4a_bitrate,
-                                    {"batch": args.batch, "batches": args.batches})
         for aug, cfg in augment_configs(data).items():
             for workers in ((0, 1, 2) if aug == "recipe" or args.quick else (0, 2)):
                 rates[aug, workers] = loader_rate(data, cfg, workers, args.batch, args.batches)
@@ -246,15 +247,30 @@ def main() -> None:
         "fbank front-end included): cores of loading per core of training = step chunks/s / loading chunks/s "
         "per core.", "",
         "| model | step (s) | chunks/s consumed | fbank (ms per chunk) | loading cores per step core (recipe aug) | "
-        "(noise+reverb) |", "|---|---|---|---|---|---|", *step_rows, "",
-        f"VoxCeleb2's m4a: the same training utterances as AAC m4a at {args.m4a_bitrate}bit/s, read through "
-        "`wav.scp` as `local/prepare_voxceleb.py --m4a pipe|flac|wav` enters them; chunks/s per core "
-        "(0 workers); conversion = `convert_all` (one ffmpeg process per file) in seconds per hour of audio, "
-        f"1 job and {benchlib.cores()} jobs; disk in GB (10^9 bytes) per hour of audio.", "",
-        *(["| wav.scp entries | chunks/s, no augmentation | vs pipe | chunks/s, recipe augmentation | vs pipe | "
-           f"conversion, 1 job (s per hour) | {benchlib.cores()} jobs (s per hour) | disk (GB per hour) |",
-           "|---|---|---|---|---|---|---|---|", *format_rows(formats)] if formats else
-          ["Not measured: ffmpeg not found (`apt-get install ffmpeg`)."]), ""])
+        "(noise+reverb) |", "|---|---|---|---|---|---|", *step_rows, ""])
+    benchlib.emit(section, args.append)
+
+
+def m4a_section(args: argparse.Namespace) -> None:
+    """``--m4a``: the VoxCeleb2 audio-format comparison of :func:`audio_formats`, as its own section."""
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("bench_dataloading.py --m4a: ffmpeg not found (apt-get install ffmpeg, or make sox as root)")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_corpus(tmp, args.quick)
+        formats = audio_formats(data, os.path.join(tmp, "formats"), args.m4a_bitrate,
+                                {"batch": args.batch, "batches": args.batches})
+    n = benchlib.cores()
+    section = "\n".join([
+        f"### Data loading: VoxCeleb2 m4a pipes vs converted files — {datetime.date.today()}, {benchlib.machine()}",
+        "", f"`{benchlib.command('bench_dataloading.py')}`", "",
+        f"The training utterances of the data-loading benchmark (4-8 s) as AAC m4a at {args.m4a_bitrate}bit/s, read "
+        "through `wav.scp` as `local/prepare_voxceleb.py --m4a pipe|flac|wav` enters them: CropDataset, one "
+        f"{SECONDS:g} s crop per utterance, batches of {args.batch}, {args.batches} timed, loading in the main "
+        "process (chunks/s per core). Conversion = `convert_all` (one ffmpeg process per file), seconds per hour "
+        f"of audio with 1 job and {n} jobs; disk in GB (10^9 bytes) per hour of audio. {benchlib.load_note()}", "",
+        "| wav.scp entries | chunks/s, no augmentation | vs pipe | chunks/s, recipe augmentation | vs pipe | "
+        f"conversion, 1 job (s per hour) | {n} jobs (s per hour) | disk (GB per hour) |",
+        "|---|---|---|---|---|---|---|---|", *format_rows(formats), ""])
     benchlib.emit(section, args.append)
 
 
