@@ -21,12 +21,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# sox is used by Kaldi-style `wav.scp` pipes; installed with apt-get when possible.
+# sox is used by Kaldi-style `wav.scp` pipes, ffmpeg by VoxCeleb2's m4a (conversion, its tests and
+# bench_dataloading); installed with apt-get when possible.
 sox:
-	@command -v sox >/dev/null 2>&1 || { \
+	@command -v sox >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && apt-get install -y -qq sox >/dev/null) || echo "WARNING: could not install sox"; \
-	  else echo "WARNING: sox not found; install it (e.g. 'sudo apt-get install sox') for wav.scp pipes"; fi; }
+	    (apt-get update -qq && apt-get install -y -qq sox ffmpeg >/dev/null) || echo "WARNING: could not install sox and ffmpeg"; \
+	  else echo "WARNING: sox or ffmpeg not found; install them (e.g. 'sudo apt-get install sox ffmpeg') for wav.scp pipes and m4a"; fi; }
 
 demo: setup
 	cd egs/mini/v1 && ./run.sh

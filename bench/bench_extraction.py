@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["ecapa512", "wavlm-small-group", "wavlm-small-layer"])
     p.add_argument("--quick", action="store_true",
                    help="tiny models (ecapa512 and wavlm-small-layer only), nj 1, 6 utterances of 1-2 s")
-    p.add_argument("--append", help="markdown file to append the section to")
+    p.add_argument("--append", help="markdown file the section goes to (replacing this benchmark's section)")
     args = p.parse_args()
     if args.quick:
         args.utts, args.min_seconds, args.max_seconds, args.batch_size = 6, 1.0, 2.0, 4

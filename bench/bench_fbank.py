@@ -22,7 +22,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--append", help="markdown file to append the section to")
+    p.add_argument("--append", help="markdown file the section goes to (replacing this benchmark's section)")
     args = p.parse_args()
 
     import torch

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
+
+import benchlib
 
 
 def sklearn_metrics(scores, labels, p_target=0.01):
@@ -33,7 +34,7 @@ def sklearn_metrics(scores, labels, p_target=0.01):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    p.add_argument("--append", help="markdown file to append the table to")
+    p.add_argument("--append", help="markdown file the section goes to (replacing this benchmark's section)")
     args = p.parse_args()
 
     import numpy as np
@@ -52,16 +53,12 @@ def main() -> None:
         t2 = time.perf_counter()
         rows.append(f"| {n:,} | {t1 - t0:.2f} | {t2 - t1:.2f} | {(t2 - t1) / (t1 - t0):.2f}x | "
                     f"{abs(m.eer - eer):.1e} | {abs(m.min_dcf[0.01] - dcf):.1e} |")
-    table = "\n".join([
-        f"### Metrics: EER + minDCF(0.01) — {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPUs",
-        "", "`python bench/bench_metrics.py`", "",
+    section = "\n".join([
+        f"### Metrics: EER + minDCF(0.01) — {datetime.date.today()}, {benchlib.machine()}",
+        "", f"`{benchlib.command('bench_metrics.py')}`", "", benchlib.load_note(), "",
         "| trials | sslspk (s) | sklearn roc_curve (s) | speed-up | EER diff | minDCF diff |",
         "|---|---|---|---|---|---|", *rows, ""])
-    print(table)
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as f:
-            f.write("\n" + table)
+    benchlib.emit(section, args.append)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--loop-trials", type=int, default=2000, help="trials the per-trial loops score (default 2000)")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads of each worker (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (5k embeddings, 20k trials, 500 cohort)")
-    p.add_argument("--append", help="markdown file to append the section to")
+    p.add_argument("--append", help="markdown file the section goes to (replacing this benchmark's section)")
     args = p.parse_args()
     if args.quick:
         args.embeddings, args.trials, args.cohort, args.loop_trials, args.blocks = 5000, 20_000, 500, 200, [512, 4096]

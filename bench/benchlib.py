@@ -49,13 +49,12 @@ def machine() -> str:
 
 
 def load_note() -> str:
-    """The 1-minute load average when the script started (before its own work) and now (its own
-    work included), as a sentence: other processes sharing the cores show up at the start."""
-    if START_LOAD is None:
+    """A sentence saying that other processes were using the CPU when the script started (1-minute
+    load average above 0.5, before the benchmark's own work), or ``""`` when none were."""
+    if START_LOAD is None or START_LOAD <= 0.5:
         return ""
-    busy = " (other processes were using the CPU)" if START_LOAD > 0.5 else ""
-    return (f"Load average (1 min) at the start: {START_LOAD:.2f}{busy}; at the end, the benchmark's own "
-            f"processes included: {os.getloadavg()[0]:.2f}; {cores()} cores.")
+    return (f"Measured with other load on the machine: 1-minute load average {START_LOAD:.2f} on {cores()} "
+            "cores when it started.")
 
 
 def cores() -> int:
@@ -103,9 +102,29 @@ def command(script: str) -> str:
     return " ".join([f"python bench/{script}", *(shlex.quote(x) for x in sys.argv[1:])])
 
 
-def emit(section: str, append: str | None) -> None:
-    """Print a markdown section and append it to ``append`` when given."""
+def section_title(heading: str) -> str:
+    """The benchmark's title in a section heading ``### <title> — <date>, <machine>``."""
+    return heading.removeprefix("### ").split(" — ", 1)[0].strip()
+
+
+def emit(section: str, path: str | None) -> None:
+    """Print a markdown section (first line ``### <title> — <date>, <machine>``) and, when ``path`` is
+    given, write it there: it replaces the section of the same title (up to the next ``### ``
+    heading), so the file keeps one current section per benchmark, or is appended; atomically."""
     print(section)
-    if append:
-        with open(append, "a", encoding="utf-8") as f:
-            f.write("\n" + section)
+    if not path:
+        return
+    title = section_title(section.splitlines()[0])
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    parts = text.split("\n### ")
+    for i in range(1, len(parts)):
+        if section_title(parts[i].splitlines()[0]) == title:
+            parts[i] = section.removeprefix("### ").rstrip("\n") + "\n"
+            text = "\n### ".join(parts)
+            break
+    else:
+        text += "\n" + section
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)

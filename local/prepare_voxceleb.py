@@ -12,7 +12,7 @@ Expected layout (what the official archives unpack to; every part is optional)::
 Utterance ids are the path below the ``wav/`` or ``aac/`` root without extension
 (``id10270/5r0dWxy17C8/00001``); the speaker is the first component. Outputs::
 
-    DATA_DIR/vox2_dev/{wav.scp,utt2spk,spk2utt}    m4a as ``ffmpeg ... - |`` pipes, or wav files (--convert-dir)
+    DATA_DIR/vox2_dev/{wav.scp,utt2spk,spk2utt}    m4a converted to FLAC (default) or WAV files, or ffmpeg pipes
     DATA_DIR/vox1_all/{wav.scp,utt2spk,spk2utt}    all of VoxCeleb1 (the utterances of Vox1-E/H)
     DATA_DIR/vox1_test/{...}                       the speakers of the Vox1-O list
     DATA_DIR/vox1_test/trials/vox1_O               Kaldi format ``<enroll> <test> target|nontarget``
@@ -21,6 +21,15 @@ Utterance ids are the path below the ``wav/`` or ``aac/`` root without extension
 
 Official trial lines ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav`` are checked
 (label against the speakers, ids present in the data dir) and errors name the file and line.
+
+VoxCeleb2's m4a (AAC) are decoded once, by ``--nj`` parallel ffmpeg processes, to 16-bit mono FLAC
+(``--m4a flac``, default) or WAV files below ``--convert-dir`` (default: beside the VoxCeleb2 folder,
+``<vox2-dir>_flac``), and ``wav.scp`` names those files: training then reads a file per crop instead of
+starting an ffmpeg process on the whole recording (``--m4a pipe``: ``ffmpeg ... - |`` entries, no
+conversion; many times fewer chunks/s per loader core, docs/benchmarks.md). Disk for VoxCeleb2 dev
+(2,300 h): WAV 265 GB, FLAC measured at about 0.6 of that (docs/scaling.md). The conversion resumes:
+each file is written under a temporary name and renamed when complete, files already converted are
+skipped, and a failed file is reported (with ffmpeg's message) after all the others are done.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +51,7 @@ if str(REPO_ROOT) not in sys.path:
 from sslspk.data.datadir import write_core_tables  # noqa: E402
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
 
+M4A_MODES = ("flac", "wav", "pipe")
 TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
 MUSAN_PARTS = ("noise", "music", "speech")
 
@@ -137,38 +148,68 @@ def ffmpeg_pipe(path: Path, ffmpeg: str, sample_rate: int) -> str:
 
 
 def convert_one(src: Path, dst: Path, ffmpeg: str, sample_rate: int) -> None:
-    """Decode ``src`` to a 16-bit mono WAV ``dst`` (written beside it, then renamed: never half-written)."""
+    """Decode ``src`` to a 16-bit mono ``dst`` (``.flac`` or ``.wav``: by its suffix), written under a
+    temporary name beside it and then renamed (never half-written); nothing to do when ``dst`` exists."""
     if dst.exists():
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp.wav")
-    r = subprocess.run([ffmpeg, "-v", "8", "-y", "-i", str(src), "-ar", str(sample_rate), "-ac", "1",
-                        "-c:a", "pcm_s16le", str(tmp)], capture_output=True, text=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{dst.suffix}")
+    codec = ["-c:a", "flac", "-sample_fmt", "s16"] if dst.suffix == ".flac" else ["-c:a", "pcm_s16le"]
+    r = subprocess.run([ffmpeg, "-nostdin", "-v", "8", "-y", "-i", str(src), "-ar", str(sample_rate), "-ac", "1",
+                        *codec, str(tmp)], capture_output=True, text=True)
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg failed on {src} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
     os.replace(tmp, dst)
 
 
-def prepare_vox2(vox2_dir: Path, data: Path, convert_dir: Path | None, nj: int, ffmpeg: str,
+def convert_all(jobs: dict[Path, Path], ffmpeg: str, sample_rate: int, nj: int, every: float = 60.0) -> None:
+    """Convert every ``src -> dst`` of ``jobs`` with ``nj`` ffmpeg processes at a time, skipping the
+    destinations that exist (a killed run resumes); progress every ``every`` seconds. RuntimeError
+    naming the failed files once all the others are done."""
+    todo = sorted(src for src, dst in jobs.items() if not dst.exists())
+    print(f"VoxCeleb2: {len(jobs) - len(todo)} of {len(jobs)} files already converted; converting {len(todo)} "
+          f"in {nj} jobs", flush=True)
+    failed: list[str] = []
+
+    def one(src: Path) -> None:
+        try:
+            convert_one(src, jobs[src], ffmpeg, sample_rate)
+        except RuntimeError as e:
+            failed.append(str(e))
+
+    t0 = last = time.monotonic()
+    with ThreadPoolExecutor(max_workers=nj) as pool:
+        for i, _ in enumerate(pool.map(one, todo), 1):
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                print(f"VoxCeleb2: converted {i} of {len(todo)} ({i / (last - t0):.0f} files/s)", flush=True)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} conversions failed (the others are done: run again "
+                           "to retry these):\n" + "\n".join(failed[:10]))
+
+
+def prepare_vox2(vox2_dir: Path, data: Path, m4a_mode: str, convert_dir: Path | None, nj: int, ffmpeg: str,
                  sample_rate: int) -> None:
-    """``vox2_dev``: m4a as ffmpeg pipes, or converted to WAV below ``convert_dir`` in ``nj`` threads."""
+    """``vox2_dev``: m4a converted to ``m4a_mode`` (flac|wav) files below ``convert_dir`` (default
+    ``<vox2_dir>_<mode>``) in ``nj`` parallel jobs, or named as ffmpeg pipes (``pipe``)."""
+    if m4a_mode not in M4A_MODES:
+        raise ValueError(f"m4a mode must be one of {', '.join(M4A_MODES)}, got {m4a_mode!r}")
     files = scan_utts(audio_root(vox2_dir, ("dev/aac", "aac", "dev/wav", "wav")), ("m4a", "wav"))
     m4a = {u: p for u, p in files.items() if p.suffix == ".m4a"}
     if m4a and shutil.which(ffmpeg) is None:
         raise SystemExit(f"error: {len(m4a)} m4a files need ffmpeg ('{ffmpeg}' not found; e.g. apt-get install ffmpeg)")
     wav_scp = {u: str(p) for u, p in files.items() if p.suffix == ".wav"}
-    if convert_dir is not None and m4a:
-        jobs = {u: convert_dir / f"{u}.wav" for u in m4a}
-        print(f"VoxCeleb2: converting {len(jobs)} m4a files to {convert_dir} in {nj} jobs")
-        with ThreadPoolExecutor(max_workers=nj) as pool:
-            list(pool.map(lambda u: convert_one(m4a[u], jobs[u], ffmpeg, sample_rate), sorted(jobs)))
-        wav_scp.update({u: str(p.resolve()) for u, p in jobs.items()})
+    if m4a and m4a_mode != "pipe":
+        out = (convert_dir or vox2_dir.resolve().with_name(f"{vox2_dir.resolve().name}_{m4a_mode}")).resolve()
+        dst = {u: out / f"{u}.{m4a_mode}" for u in m4a}
+        convert_all({m4a[u]: dst[u] for u in m4a}, ffmpeg, sample_rate, nj)
+        wav_scp.update({u: str(p) for u, p in dst.items()})
     else:
         wav_scp.update({u: ffmpeg_pipe(p, ffmpeg, sample_rate) for u, p in m4a.items()})
     utt2spk = {u: speaker(u) for u in files}
     write_core_tables(data / "vox2_dev", wav_scp, utt2spk)
-    how = "converted WAV" if convert_dir is not None and m4a else "ffmpeg pipes" if m4a else "WAV"
+    how = ("WAV" if not m4a else "ffmpeg pipes" if m4a_mode == "pipe" else f"{m4a_mode.upper()} files in {out}")
     print(f"VoxCeleb2: {len(files)} utts ({how}), {len(set(utt2spk.values()))} speakers -> {data}/vox2_dev")
 
 
@@ -188,8 +229,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--vox1-dir", type=Path, help="VoxCeleb1 (wav/<spk>/<video>/<n>.wav below it)")
     p.add_argument("--trials-dir", type=Path, help="folder of the official trial lists (default: --vox1-dir)")
     p.add_argument("--vox2-dir", type=Path, help="VoxCeleb2 (dev/aac/<spk>/<video>/<n>.m4a below it)")
-    p.add_argument("--convert-dir", type=Path, help="convert the VoxCeleb2 m4a to WAV below this folder "
-                   "(default: wav.scp holds ffmpeg pipes)")
+    p.add_argument("--m4a", choices=M4A_MODES, default="flac",
+                   help="VoxCeleb2 m4a: decoded once to FLAC (default) or WAV files, or pipe: ffmpeg at every read")
+    p.add_argument("--convert-dir", type=Path,
+                   help="where the converted files go (default: <vox2-dir>_flac or _wav, beside --vox2-dir)")
     p.add_argument("--musan-dir", type=Path, help="MUSAN (noise/, music/, speech/ below it)")
     p.add_argument("--rirs-dir", type=Path, help="RIRS_NOISES (simulated_rirs/ below it)")
     p.add_argument("--nj", type=int, default=4, help="parallel ffmpeg conversions (default 4)")
@@ -208,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_vox1(args.vox1_dir, args.trials_dir or args.vox1_dir, data)
     if args.vox2_dir:
         try:
-            prepare_vox2(args.vox2_dir, data, args.convert_dir, args.nj, args.ffmpeg, args.sample_rate)
+            prepare_vox2(args.vox2_dir, data, args.m4a, args.convert_dir, args.nj, args.ffmpeg, args.sample_rate)
         except RuntimeError as e:
             raise SystemExit(f"error: {e}") from e
     if args.musan_dir:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslspk.cluster.ahc import ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage
+from sslspk.cluster.ahc import (ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage,
+                                linkage_in_place)
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
@@ -91,9 +92,9 @@ def test_k0_is_ahc_of_the_embeddings_themselves():
 
 
 def test_ahc_refuses_a_distance_matrix_larger_than_memory(monkeypatch):
-    assert ahc_peak_bytes(1000) == 2 * 8 * 1000 * 999 // 2
+    assert ahc_peak_bytes(1000) == 8 * 1000 * 999 // 2   # one condensed float64 matrix: the linkage works in it
     check_ahc_memory(1000, available=ahc_peak_bytes(1000))   # fits exactly: no error
-    with pytest.raises(ValueError, match=r"AHC of 1000000 rows needs about 7450.6 GiB .* run k-means first"):
+    with pytest.raises(ValueError, match=r"AHC of 1000000 rows needs about 3725.3 GiB .* run k-means first"):
         check_ahc_memory(1_000_000, available=16 * 2**30)
     # cluster_embeddings with k=0 checks before computing anything
     monkeypatch.setattr("sslspk.cluster.ahc.available_memory_bytes", lambda: 1000)
@@ -123,6 +124,36 @@ def test_condensed_distances_and_cut_match_scipy():
         cut_linkage(z, 57)
     with pytest.raises(ValueError, match="linkage"):
         ahc_centroids(c, 3, linkage="median")
+
+
+def scipy_ahc(c: np.ndarray, num_clusters: int, linkage: str) -> tuple[np.ndarray, np.ndarray]:
+    """The former exact path: scipy's linkage (on a copy of the condensed matrix), cut as ahc_centroids cuts."""
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+
+    z = scipy_linkage(condensed_distances(c, "euclidean" if linkage == "ward" else "cosine"), method=linkage)
+    return z, cut_linkage(z, len(c), num_clusters)
+
+
+@pytest.mark.parametrize("k,linkage", [(10_000, "average"), (2000, "complete"), (2000, "single"), (2000, "ward")])
+def test_inplace_ahc_equals_scipy(k, linkage):
+    """ahc_centroids (fastcluster, in place) gives scipy's labels, on 10k centroids for the recipe's linkage."""
+    rng = np.random.default_rng(k)
+    c, _ = planted(num=int(k / 6.67), per=1, d=256, noise=0.0, seed=k)   # k/6.67 speaker directions ...
+    c = l2_normalize_(c[rng.integers(0, len(c), k)] + 0.03 * rng.normal(size=(k, 256)).astype(np.float32))
+    num = int(k / 6.67)                                                  # ... 6.67 centroids each, as 50k -> 7.5k
+    z_ref, ref = scipy_ahc(c, num, linkage)
+    np.testing.assert_array_equal(ahc_centroids(c, num, linkage=linkage), ref)
+    if k > 2000:
+        return
+    dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
+    before = dist.copy()
+    z = linkage_in_place(dist, k, linkage)
+    np.testing.assert_array_equal(z[:, [0, 1, 3]], z_ref[:, [0, 1, 3]])   # the same merges in the same order
+    np.testing.assert_allclose(z[:, 2], z_ref[:, 2], rtol=0, atol=1e-12)
+    if linkage != "single":   # the matrix itself was the working memory (no copy); single linkage only reads it
+        assert not np.array_equal(dist, before)
+    with pytest.raises(ValueError, match="float64 condensed matrix of 2001 rows"):
+        linkage_in_place(before, k + 1, linkage)
 
 
 def test_ahc_threshold_option():

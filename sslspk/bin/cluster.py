@@ -9,7 +9,7 @@ agglomerative clustering, every utterance following its centroid; clusters small
 --min-cluster-size are dropped (their utterances leave OUT_DATA_DIR) or merged into the
 nearest remaining cluster (--small-clusters merge). --k 0 skips k-means: AHC then runs on
 the embeddings themselves (exact, O(n^2) memory: corpora of up to some 10^4 utterances; refused
-before the distances are computed when 2 x the condensed distance matrix exceeds the available memory). OUT_DATA_DIR is DATA_DIR with utt2spk and
+before the distances are computed when the condensed distance matrix exceeds the available memory). OUT_DATA_DIR is DATA_DIR with utt2spk and
 spk2utt holding pseudo speakers <prefix>NNNNN (pl00000 is the largest cluster); clusters.json
 and report.md (sizes; NMI, ARI, purity, inverse purity with --ref-utt2spk) go to
 --report-dir (default OUT_DATA_DIR). A complete, up-to-date OUT_DATA_DIR (same options,

@@ -1,12 +1,13 @@
-"""Agglomerative (hierarchical) clustering of k-means centroids (scipy linkage).
+"""Agglomerative (hierarchical) clustering of k-means centroids (fastcluster linkage).
 
 The paper's recipe over-clusters with k-means (e.g. 50k clusters) and merges the
 centroids with AHC down to the expected number of speakers (e.g. 7.5k). Only the
 centroids are clustered: memory is the condensed distance matrix, ``8 * k * (k - 1) / 2``
-bytes (float64, as scipy needs; 1.6 GB at k = 20k, 10 GB at k = 50k), computed here in
-blocks with BLAS instead of ``pdist``. scipy's linkage works on a copy of it, so the peak is
-about twice that; :func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in
-the available memory.
+bytes (float64; 1.5 GiB at k = 20k, 9.3 GiB at k = 50k), computed here in blocks with BLAS
+instead of ``pdist``. fastcluster's linkage (the algorithms scipy's ``linkage`` also uses, with the
+same output: identical merges in ``tests/test_cluster.py``) works in that matrix itself
+(:func:`linkage_in_place`), where scipy's would copy it: the peak is one matrix, not two.
+:func:`ahc_centroids` refuses, with the figures, a matrix that does not fit in the available memory.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def condensed_distances(c: np.ndarray, metric: str, block: int = 256) -> np.ndar
     return out
 
 
+def linkage_in_place(dist: np.ndarray, k: int, method: str) -> np.ndarray:
+    """Linkage matrix (scipy's format) of the condensed float64 distances ``dist`` between ``k`` rows,
+    computed by fastcluster with ``dist`` as its working memory: ``dist`` is overwritten.
+
+    ``fastcluster.linkage(dist, preserve_input=False)`` would still copy ``dist`` (fastcluster 1.3.0
+    starts with ``array(X, subok=True)``), so its C routine is called here as ``linkage`` calls it.
+    """
+    import fastcluster
+
+    if dist.dtype != np.float64 or not dist.flags.c_contiguous or dist.shape != (k * (k - 1) // 2,):
+        raise ValueError(f"linkage: expected a C-contiguous float64 condensed matrix of {k} rows, "
+                         f"got {dist.dtype} {dist.shape}")
+    z = np.empty((k - 1, 4))
+    fastcluster.linkage_wrap(k, dist, z, fastcluster.mthidx[method])
+    return z
+
+
 def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
                 threshold: float | None = None) -> np.ndarray:
     """Flat labels ``0..m-1`` of the leaves after the first merges of a (monotonic) linkage matrix ``z``.
@@ -68,8 +86,8 @@ def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
 
 
 def ahc_peak_bytes(k: int) -> int:
-    """Peak memory of AHC on ``k`` rows: two float64 condensed distance matrices (ours, scipy's copy)."""
-    return 2 * 8 * (k * (k - 1) // 2)
+    """Peak memory of AHC on ``k`` rows: one float64 condensed distance matrix (the linkage works in it)."""
+    return 8 * (k * (k - 1) // 2)
 
 
 def available_memory_bytes() -> int | None:
@@ -89,8 +107,8 @@ def check_ahc_memory(k: int, available: int | None = None) -> None:
     need = ahc_peak_bytes(k)
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
-        fits = int((available / 8) ** 0.5)
-        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (2 x the condensed distance matrix), "
+        fits = int((2 * available / 8) ** 0.5)
+        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (the condensed distance matrix), "
                          f"more than the {available / 2**30:.1f} GiB available (about {fits} rows fit): "
                          "run k-means first (--k) and merge its centroids with AHC")
 
@@ -102,8 +120,6 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     ``average``/``complete``/``single`` use cosine distance, ``ward`` euclidean distance
     between the unit-normalised centroids. Give ``num_clusters`` or a distance ``threshold``.
     """
-    from scipy.cluster.hierarchy import linkage as scipy_linkage
-
     if linkage not in LINKAGES:
         raise ValueError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     k = c.shape[0]
@@ -115,6 +131,6 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     c = np.asarray(c, dtype=np.float64)
     c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
-    z = scipy_linkage(dist, method=linkage)
-    del dist
+    z = linkage_in_place(dist, k, linkage)
+    del dist  # overwritten by the linkage
     return cut_linkage(z, k, num_clusters, threshold)
