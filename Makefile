@@ -1,7 +1,9 @@
 # The two commands of the README:
 #   make demo   set up .venv, then run the embedded recipe egs/mini end to end
 #   make test   set up .venv, then run the test suite
-#   make bench  set up .venv, then run every benchmark at its default sizes, appending to docs/benchmarks.md
+#   make bench  set up .venv, then run every CPU benchmark at its default sizes, each replacing its section
+#               of docs/benchmarks.md (bench/bench_stage3.py, about an hour, and bench/gpu_check.sh on a
+#               GPU machine are run apart)
 # Set-up is idempotent: .venv/.installed is rebuilt only when the pins change.
 
 PYTHON ?= python3
@@ -9,9 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench sox clean-demo
+.PHONY: setup demo test bench tools clean-demo
 
-setup: $(STAMP) sox
+setup: $(STAMP) tools
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # sox is used by Kaldi-style `wav.scp` pipes, ffmpeg by VoxCeleb2's m4a (conversion, its tests and
 # bench_dataloading); installed with apt-get when possible.
-sox:
+tools:
 	@command -v sox >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq sox ffmpeg >/dev/null) || echo "WARNING: could not install sox and ffmpeg"; \
@@ -44,6 +46,8 @@ bench: setup
 	$(PY) bench/bench_scoring.py --append $(BENCH_MD)
 	$(PY) bench/bench_extraction.py --append $(BENCH_MD)
 	$(PY) bench/bench_dataloading.py --append $(BENCH_MD)
+	$(PY) bench/bench_dataloading.py --m4a --append $(BENCH_MD)
+	$(PY) bench/bench_ahc.py --append $(BENCH_MD)
 	$(PY) bench/bench_training.py --cpu-amp --append $(BENCH_MD)
 
 clean-demo:

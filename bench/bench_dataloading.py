@@ -3,8 +3,9 @@
 
 Usage: python bench/bench_dataloading.py [--quick] [--m4a] [--batch 32] [--batches 20] [--append docs/benchmarks.md]
 
-A corpus is generated offline with ``local/make_mini_corpus.py`` (synthetic speech of 4-8 s,
-with its noise, music, babble and RIR sets as Kaldi data dirs) into a temporary dir. The
+A corpus is generated offline with ``local/make_mini_corpus.py`` (synthetic speech of 4-8 s) and
+``local/prepare_augmentation.py`` (noise, music, babble and RIR sets as Kaldi data dirs) into a
+temporary dir. The
 pipeline is the training one: ``sslspk.train.dataset.CropDataset`` (read the WAV, one random 3 s
 crop, augmentation from ``sslspk.augment``) batched by ``collate`` through a torch
 ``DataLoader`` with ``num_workers`` 0 (all in the main process: one core, or each batch prepared by
@@ -61,14 +62,16 @@ def augment_configs(data: str) -> dict[str, dict | None]:
 
 
 def make_corpus(out: str, quick: bool) -> str:
-    """Generate the corpus with local/make_mini_corpus.py; returns the data dir."""
-    sizes = (["--num-train-speakers", "2", "--utts-per-speaker", "4", "--num-noise", "2", "--num-music", "2",
-              "--num-babble", "4", "--num-rirs", "2"] if quick else
-             ["--num-train-speakers", "20", "--utts-per-speaker", "10"])
-    data = os.path.join(out, "data")
-    subprocess.run([sys.executable, os.path.join(benchlib.REPO, "local", "make_mini_corpus.py"),
-                    os.path.join(out, "corpus"), data, "--num-test-speakers", "2", "--min-dur", "4",
-                    "--max-dur", "8", "--num-trials", "4", "--nj", str(benchlib.cores()), *sizes],
+    """Generate the corpus and its augmentation sets (local/); returns the data dir."""
+    sizes = ["--num-train-speakers", "2", "--utts-per-speaker", "4"] if quick else \
+        ["--num-train-speakers", "20", "--utts-per-speaker", "10"]
+    aug = ["--num-noise", "2", "--num-music", "2", "--num-babble", "4", "--num-rirs", "2"] if quick else []
+    data, nj = os.path.join(out, "data"), str(benchlib.cores())
+    local = os.path.join(benchlib.REPO, "local")
+    subprocess.run([sys.executable, os.path.join(local, "make_mini_corpus.py"), os.path.join(out, "corpus"), data,
+                    "--num-test-speakers", "2", "--min-dur", "4", "--max-dur", "8", "--num-trials", "4", "--nj", nj,
+                    *sizes], check=True, capture_output=True)
+    subprocess.run([sys.executable, os.path.join(local, "prepare_augmentation.py"), "--nj", nj, *aug, data],
                    check=True, capture_output=True)
     return data
 

@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
-"""Prepare Kaldi data dirs for VoxCeleb1/2, MUSAN and RIRS_NOISES (egs/voxceleb/v1 stage 0).
+"""Prepare Kaldi data dirs for VoxCeleb1/2 (egs/voxceleb/v1 stage 0; MUSAN and RIRS_NOISES: local/prepare_augmentation.py).
 
 Expected layout (what the official archives unpack to; every part is optional)::
 
     VOX1_DIR/wav/<spk>/<video>/<n>.wav        VoxCeleb1 dev + test (vox1_dev_wav.zip, vox1_test_wav.zip)
     VOX1_DIR/veri_test2.txt                    Vox1-O (cleaned), list_test_all2.txt (E), list_test_hard2.txt (H)
     VOX2_DIR/dev/aac/<spk>/<video>/<n>.m4a     VoxCeleb2 dev (vox2_dev_aac.zip); .wav files are taken as they are
-    MUSAN_DIR/{noise,music,speech}/**.wav
-    RIRS_DIR/simulated_rirs/**.wav
 
 Utterance ids are the path below the ``wav/`` or ``aac/`` root without extension
 (``id10270/5r0dWxy17C8/00001``); the speaker is the first component. Outputs::
@@ -17,7 +15,6 @@ Utterance ids are the path below the ``wav/`` or ``aac/`` root without extension
     DATA_DIR/vox1_test/{...}                       the speakers of the Vox1-O list
     DATA_DIR/vox1_test/trials/vox1_O               Kaldi format ``<enroll> <test> target|nontarget``
     DATA_DIR/vox1_all/trials/vox1_{E,H}
-    DATA_DIR/{musan_noise,musan_music,musan_speech,rirs}/{wav.scp,utt2spk,spk2utt}   (id -> id)
 
 Official trial lines ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav`` are checked
 (label against the speakers, ids present in the data dir) and errors name the file and line.
@@ -53,7 +50,6 @@ from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E
 
 M4A_MODES = ("flac", "wav", "pipe")
 TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
-MUSAN_PARTS = ("noise", "music", "speech")
 
 
 def audio_root(base: Path, candidates: tuple[str, ...]) -> Path:
@@ -213,15 +209,6 @@ def prepare_vox2(vox2_dir: Path, data: Path, m4a_mode: str, convert_dir: Path | 
     print(f"VoxCeleb2: {len(files)} utts ({how}), {len(set(utt2spk.values()))} speakers -> {data}/vox2_dev")
 
 
-def list_noise_dir(root: Path, out: Path) -> int:
-    """A data dir (id -> id) of every ``*.wav`` below ``root``; ids are the relative paths without extension."""
-    files = {p.relative_to(root).with_suffix("").as_posix(): str(p.resolve()) for p in root.rglob("*.wav")}
-    if not files:
-        raise SystemExit(f"error: no .wav files below {root}")
-    write_core_tables(out, files, {k: k for k in files})
-    return len(files)
-
-
 def get_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,8 +220,6 @@ def get_parser() -> argparse.ArgumentParser:
                    help="VoxCeleb2 m4a: decoded once to FLAC (default) or WAV files, or pipe: ffmpeg at every read")
     p.add_argument("--convert-dir", type=Path,
                    help="where the converted files go (default: <vox2-dir>_flac or _wav, beside --vox2-dir)")
-    p.add_argument("--musan-dir", type=Path, help="MUSAN (noise/, music/, speech/ below it)")
-    p.add_argument("--rirs-dir", type=Path, help="RIRS_NOISES (simulated_rirs/ below it)")
     p.add_argument("--nj", type=int, default=4, help="parallel ffmpeg conversions (default 4)")
     p.add_argument("--ffmpeg", default="ffmpeg", help="ffmpeg executable (default: ffmpeg on PATH)")
     p.add_argument("--sample-rate", type=int, default=16000, help="rate of the decoded m4a (default 16000)")
@@ -245,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = get_parser().parse_args(argv)
     data = Path(args.data_dir)
-    if not any((args.vox1_dir, args.vox2_dir, args.musan_dir, args.rirs_dir)):
-        raise SystemExit("error: nothing to prepare: give at least one of --vox1-dir, --vox2-dir, --musan-dir, --rirs-dir")
+    if not any((args.vox1_dir, args.vox2_dir)):
+        raise SystemExit("error: nothing to prepare: give --vox1-dir and/or --vox2-dir")
     if args.vox1_dir:
         prepare_vox1(args.vox1_dir, args.trials_dir or args.vox1_dir, data)
     if args.vox2_dir:
@@ -254,13 +239,6 @@ def main(argv: list[str] | None = None) -> int:
             prepare_vox2(args.vox2_dir, data, args.m4a, args.convert_dir, args.nj, args.ffmpeg, args.sample_rate)
         except RuntimeError as e:
             raise SystemExit(f"error: {e}") from e
-    if args.musan_dir:
-        for part in MUSAN_PARTS:
-            n = list_noise_dir(args.musan_dir / part, data / f"musan_{part}")
-            print(f"MUSAN {part}: {n} files -> {data}/musan_{part}")
-    if args.rirs_dir:
-        n = list_noise_dir(args.rirs_dir / "simulated_rirs", data / "rirs")
-        print(f"RIRS_NOISES: {n} simulated RIRs -> {data}/rirs")
     return 0
 
 

@@ -47,6 +47,26 @@ def copy_recipe(src: Path, dst: Path) -> Path:
     return dst
 
 
+def recipe_runner(name: str, tmp_path: Path, env: dict[str, str]):
+    """A copy of egs/<name>/v1 in tmp_path (its data/exp/corpus land there); returns
+    ``run(*args, check=True, extra_env=None)`` running its run.sh, with ``run.dir`` and ``run.env``."""
+    import subprocess
+
+    d = copy_recipe(REPO / "egs" / name / "v1", tmp_path / name)
+    env = dict(env, SSLSPK_ROOT=str(REPO))
+
+    def run(*args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        r = subprocess.run(["./run.sh", *args], cwd=d, env={**env, **(extra_env or {})}, capture_output=True,
+                           text=True, timeout=900)
+        if check:
+            assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        return r
+
+    run.dir = d
+    run.env = env
+    return run
+
+
 TINY = ("--num-train-speakers", "4", "--num-test-speakers", "8", "--utts-per-speaker", "8")  # egs/mini options
 
 

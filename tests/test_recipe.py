@@ -10,23 +10,7 @@ import subprocess
 import kaldiio
 import pytest
 
-from conftest import FSDD, REPO, TINY, copy_recipe, tiny_configs
-
-
-def recipe_runner(name: str, tmp_path, recipe_env):
-    """A copy of egs/<name>/v1 in tmp_path (its data/exp/corpus land there); returns a runner."""
-    d = copy_recipe(REPO / "egs" / name / "v1", tmp_path / name)
-    env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(["./run.sh", *args], cwd=d, env=env, capture_output=True, text=True, timeout=900)
-        if check:
-            assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        return r
-
-    run.dir = d
-    run.env = env
-    return run
+from conftest import FSDD, REPO, TINY, recipe_runner, tiny_configs
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, copy_recipe, write_wav
+from conftest import REPO, recipe_runner, write_wav
 
 RECIPE = REPO / "egs" / "voxceleb" / "v1"
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None
@@ -69,20 +69,7 @@ def make_fake_voxceleb(raw: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def recipe(tmp_path, recipe_env):
-    """A copy of egs/voxceleb/v1 in tmp_path with symlinked utils/steps/local; returns a runner."""
-    d = copy_recipe(RECIPE, tmp_path / "v1")
-    env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
-
-    def run(*args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        r = subprocess.run(["./run.sh", *args], cwd=d, env={**env, **(extra_env or {})}, capture_output=True,
-                           text=True, timeout=900)
-        if check:
-            assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-        return r
-
-    run.dir = d
-    run.env = env
-    return run
+    return recipe_runner("voxceleb", tmp_path, recipe_env)
 
 
 def read_kv(p: Path) -> dict[str, str]:
@@ -117,8 +104,8 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
         assert [(e, t) for e, t, _ in got] == [(a[:-4], b[:-4]) for _, a, b in want]
         assert [lab for *_, lab in got] == ["target" if w[0] == "1" else "nontarget" for w in want]
         assert {"target", "nontarget"} <= {lab for *_, lab in got}
-    for part in ("musan_noise", "musan_music", "musan_speech", "rirs"):
-        assert all(k == v for k, v in read_kv(data / part / "utt2spk").items())
+    for part in ("noise", "music", "babble", "rirs"):   # MUSAN (speech as babble) and RIRS_NOISES
+        assert all(k == v for k, v in read_kv(data / "augment" / part / "utt2spk").items())
     # Stage 0 also removes (and reports) the 1 s utterance; stage 1 finds everything valid.
     assert "1 of 13 utterances of data/vox2_dev are shorter than 2.0 s: removed" in r.stdout
     train = read_kv(data / "vox2_dev_train" / "utt2spk")

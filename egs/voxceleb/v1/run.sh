@@ -5,9 +5,10 @@
 #
 # Stages:
 #   0  data: [--download true: local/download_voxceleb.sh] -> local/prepare_voxceleb.py ->
-#      data/{vox2_dev,vox1_test,vox1_all,musan_noise,musan_music,musan_speech,rirs}, trial lists
+#      data/{vox2_dev,vox1_test,vox1_all} (VoxCeleb2's m4a decoded once to --m4a files), trial lists
 #      data/vox1_test/trials/vox1_O, data/vox1_all/trials/vox1_{E,H} (Kaldi format); utterances
-#      shorter than --min-dur removed -> data/vox2_dev_train
+#      shorter than --min-dur removed -> data/vox2_dev_train; local/prepare_augmentation.py:
+#      MUSAN and RIRS_NOISES -> data/augment/{noise,music,babble,rirs}
 #   1  lists: utt2dur, validation
 #   2  SSL pretraining (--ssl-conf: DINO ECAPA-TDNN 1024 by default)      -> <exp>/ssl
 #   3  embeddings of the training data -> k-means (--num-clusters) -> AHC (--ahc-clusters)
@@ -31,7 +32,7 @@ set -euo pipefail
 # Stage 0: VoxCeleb1/2, MUSAN, RIRS_NOISES
 raw_dir=raw               # downloaded/unpacked corpora: voxceleb1/ voxceleb2/ musan/ RIRS_NOISES/
 download=false            # stage 0 downloads into --raw-dir first (needs VoxCeleb URLs: see local/download_voxceleb.sh)
-convert_m4a=false         # stage 0 converts VoxCeleb2 m4a to wav (<raw-dir>/voxceleb2_wav) instead of ffmpeg pipes
+m4a=flac                  # stage 0: VoxCeleb2 m4a decoded once to flac|wav files in <raw-dir>/voxceleb2_<m4a>, resumable; pipe: ffmpeg at every read
 min_dur=2.0               # stage 0 drops shorter training utterances (chosen: the 2 s local crops need them)
 tiny=false                # true: smoke-test sizes, not results (conf/tiny/*.yaml with a random tiny WavLM, 4->3 clusters, cohort 8)
 # Stages 1-6 (steps/stages.sh): this recipe's values
@@ -58,15 +59,14 @@ adjust_options() {  # --tiny true overrides the configs and sizes set above or o
 
 prepare_data() {
   [ "$download" != true ] || local/download_voxceleb.sh "$raw_dir"
-  local convert=(); [ "$convert_m4a" != true ] || convert=(--convert-dir "$raw_dir/voxceleb2_wav")
-  local/prepare_voxceleb.py --nj $nj --vox1-dir "$raw_dir/voxceleb1" --vox2-dir "$raw_dir/voxceleb2" \
-    --musan-dir "$raw_dir/musan" --rirs-dir "$raw_dir/RIRS_NOISES" "${convert[@]}" data
+  local/prepare_voxceleb.py --nj $nj --vox1-dir "$raw_dir/voxceleb1" --vox2-dir "$raw_dir/voxceleb2" --m4a $m4a data
+  local/prepare_augmentation.py --musan-dir "$raw_dir/musan" --rirs-dir "$raw_dir/RIRS_NOISES" data/augment
   [ "$force" != true ] && [ -f data/vox2_dev/utt2dur ] || utils/compute_utt2dur.sh --nj $nj data/vox2_dev
   awk -v m=$min_dur '$2 >= m { print $1 }' data/vox2_dev/utt2dur > data/vox2_dev/.long_utts
   echo "$0: $(( $(wc -l < data/vox2_dev/utt2dur) - $(wc -l < data/vox2_dev/.long_utts) )) of" \
        "$(wc -l < data/vox2_dev/utt2dur) utterances of data/vox2_dev are shorter than $min_dur s: removed"
   utils/subset_data_dir.sh --utt-list data/vox2_dev/.long_utts data/vox2_dev $train_data
-  for d in data/musan_noise data/musan_music data/musan_speech data/rirs; do utils/validate_data_dir.sh $d; done
+  for d in data/augment/{noise,music,babble,rirs}; do utils/validate_data_dir.sh $d; done
   [ "$tiny" != true ] || [ -d data/tiny_wavlm ] || local/make_tiny_wavlm.py data/tiny_wavlm
 }
 
