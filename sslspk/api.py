@@ -13,6 +13,9 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from sslspk.utils.errors import InputError, MissingIdError
+from sslspk.utils.fileio import FormatError
+
 Audio = Union[str, os.PathLike, np.ndarray]
 THRESHOLD_FILE = "threshold.json"
 
@@ -64,7 +67,7 @@ class SpeakerEmbedder:
                 emb.mean = np.asarray(d["mean"]) if d.get("mean") is not None else None
                 emb.scale = np.asarray(d["scale"]) if d.get("scale") is not None else None
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{tfile}: not a threshold file: {e}") from e
+                raise FormatError(tfile, None, f"not a threshold file: {e}") from e
         return emb
 
     # ------------------------------------------------------------------ embeddings
@@ -102,7 +105,7 @@ class SpeakerEmbedder:
 
         wavs = [self._waveform(a, sample_rate) for a in tqdm(items, desc="embed", unit="utt", disable=not progress)]
         if not wavs:
-            raise ValueError("embed_batch: no inputs")
+            raise InputError("embed_batch: no inputs")
         with torch.inference_mode():
             return np.stack(embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate))
 
@@ -123,7 +126,7 @@ class SpeakerEmbedder:
     def verify(self, a: Audio, b: Audio, sample_rate: int | None = None) -> tuple[float, bool]:
         """``(score, same_speaker)``; needs a threshold (:meth:`set_threshold` or :meth:`calibrate_threshold`)."""
         if self.threshold is None:
-            raise ValueError("no decision threshold: call set_threshold(value) or calibrate_threshold(trials, audio)")
+            raise InputError("no decision threshold: call set_threshold(value) or calibrate_threshold(trials, audio)")
         s = self.score(a, b, sample_rate)
         return s, bool(s >= self.threshold)
 
@@ -154,12 +157,12 @@ class SpeakerEmbedder:
 
         t = read_trials(trials)
         if t.labels is None:
-            raise ValueError(f"{trials}: calibrate_threshold needs a labelled trial list")
+            raise FormatError(trials, None, "calibrate_threshold needs a labelled trial list")
         ids = sorted(set(t.enroll) | set(t.test))
         loader = _audio_loader(audio, self.sample_rate)
         missing = [u for u in ids if not loader.has(u)]
         if missing:
-            raise KeyError(f"{len(missing)} trial id(s) of {trials} have no audio in {loader.source}: "
+            raise MissingIdError(f"{len(missing)} trial id(s) of {trials} have no audio in {loader.source}: "
                            + ", ".join(missing[:5]))
         emb = self.embed_batch([loader.load(u) for u in ids], progress=progress)
         row = {u: i for i, u in enumerate(ids)}

@@ -435,3 +435,54 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, recipe_env):
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_1.pt"]
     r = run_bin(*args, env=recipe_env)   # space freed: the same command finishes the run
     assert r.returncode == 0 and (tmp_path / "exp" / "model.pt").exists(), r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------ text encodings
+
+def run_util(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "utils" / name), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_byte_order_mark_is_named_and_nothing_dropped(tmp_path, recipe_env):
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    (d / "wav.scp").write_bytes(b"\xef\xbb\xbf" + (d / "wav.scp").read_bytes())
+    before = {f: (d / f).read_bytes() for f in ("wav.scp", "utt2spk")}
+    r = run_util("validate_data_dir.sh", d, env=recipe_env)
+    assert_clean_error(r, f"{d / 'wav.scp'}:1: starts with a byte-order mark")
+    assert "not sorted" not in r.stderr
+    r = run_util("fix_data_dir.sh", d, env=recipe_env)
+    assert_clean_error(r, f"{d / 'wav.scp'}:1: starts with a byte-order mark")
+    assert {f: (d / f).read_bytes() for f in before} == before
+
+
+def test_non_utf8_bytes_are_named(tmp_path, recipe_env):
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    (d / "utt2spk").write_bytes(b"a a\nb b\xe9\nc c\n")   # latin-1 speaker id
+    for tool in ("validate_data_dir.sh", "fix_data_dir.sh"):
+        assert_clean_error(run_util(tool, d, env=recipe_env), f"{d / 'utt2spk'}:2: not UTF-8: byte 0xe9")
+    model = tmp_path / "baseline"
+    model.mkdir()
+    (model / "config.yaml").write_text(BASELINE.read_text())
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, f"{d / 'utt2spk'}:2: not UTF-8")
+
+
+# ------------------------------------------------------------------------------------ error reporting
+
+def test_run_cli_reports_input_errors_and_keeps_the_traceback_of_a_bug(capsys):
+    """The project's own errors become one ``ERROR:`` line; a KeyError or ValueError from a bug is
+    not disguised as bad input."""
+    from sslspk.utils.errors import run_cli
+    from sslspk.utils.fileio import FormatError
+
+    def bad_input() -> None:
+        raise FormatError("wav.scp", 3, "duplicate key 'a'")
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(bad_input)
+    assert e.value.code == 1 and capsys.readouterr().err == "ERROR: wav.scp:3: duplicate key 'a'\n"
+    with pytest.raises(KeyError, match="'n_mels'"):
+        run_cli(lambda: {}["n_mels"])
+    with pytest.raises(ValueError, match="could not convert"):
+        run_cli(lambda: float("x"))

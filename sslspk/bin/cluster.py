@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.cluster.pseudo_labels import ClusterConfig, make_pseudo_labels
+        from sslspk.utils.errors import InputError, SslspkError
 
         if args.num_threads > 0:
             import faiss
@@ -91,8 +92,13 @@ def main(argv: list[str] | None = None) -> None:
             min_cluster_size=args.min_cluster_size, small_clusters=args.small_clusters, prefix=args.prefix,
             batch=args.batch_size)
         command = shlex.join(["cluster.py", *(sys.argv[1:] if argv is None else argv)])
-        s = make_pseudo_labels(args.emb_scp, args.data_dir, args.out_dir, cfg, ref_utt2spk=args.ref_utt2spk,
-                               report_dir=args.report_dir, force=args.force, command=command)
+        try:
+            s = make_pseudo_labels(args.emb_scp, args.data_dir, args.out_dir, cfg, ref_utt2spk=args.ref_utt2spk,
+                                   report_dir=args.report_dir, force=args.force, command=command)
+        except ValueError as e:   # sslspk.cluster reports options that cannot work on these embeddings so
+            if isinstance(e, SslspkError):
+                raise
+            raise InputError(str(e)) from e
         if s is None:
             print(f"{args.out_dir} is complete and up to date: nothing to do (use --force to redo)")
             return

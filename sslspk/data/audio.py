@@ -13,11 +13,13 @@ import subprocess
 
 import numpy as np
 
+from sslspk.utils.errors import InputError
+
 CHANNELS = ("mix", "first")   # multi-channel audio: mean of the channels, or channel 0
 _resampled: set[tuple[int, int]] = set()   # (from, to) rates already logged
 
 
-class AudioError(RuntimeError):
+class AudioError(InputError):
     """Audio that cannot be read; the message names the entry (file or pipe command)."""
 
 

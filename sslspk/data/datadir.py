@@ -23,6 +23,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence, TypeVar
 import numpy as np
 
 from sslspk.data import audio
+from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _MAX_LISTED = 10  # problems of one kind listed individually before summarising
 T = TypeVar("T")
 
 
-class DataDirError(ValueError):
+class DataDirError(InputError):
     """An inconsistent or unusable data directory (or a request it cannot satisfy)."""
 
 

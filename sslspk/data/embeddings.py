@@ -13,6 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
+from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 
@@ -119,7 +120,7 @@ def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> 
     """Mean of the length-normalised embeddings of each speaker (Kaldi ``spk_xvector`` style)."""
     missing = [k for k in keys if k not in utt2spk]
     if missing:
-        raise KeyError(f"{len(missing)} utterance(s) have no speaker in utt2spk: {', '.join(missing[:5])}")
+        raise MissingIdError(f"{len(missing)} utterance(s) have no speaker in utt2spk: {', '.join(missing[:5])}")
     spks = sorted({utt2spk[k] for k in keys})
     index = {s: i for i, s in enumerate(spks)}
     rows = np.array([index[utt2spk[k]] for k in keys])

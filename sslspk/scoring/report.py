@@ -10,6 +10,7 @@ import numpy as np
 
 from sslspk.scoring.metrics import Metrics
 from sslspk.scoring.trials import read_trials
+from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 _LABELS = {"target": 1, "nontarget": 0}
@@ -44,14 +45,14 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
     if labels:
         raise FormatError(path, None, "some lines have a label and some do not")
     if trials is None:
-        raise ValueError(f"{path} has no target/nontarget labels: pass the trial list with --trials")
+        raise FormatError(path, None, "no target/nontarget labels: pass the trial list with --trials")
     t = read_trials(trials)
     if t.labels is None:
         raise FormatError(trials, None, "trial list has no labels")
     lab = {(e, s): int(l) for e, s, l in zip(t.enroll, t.test, t.labels)}
     missing = [p for p in pairs if p not in lab]
     if missing:
-        raise KeyError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
+        raise MissingIdError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
     return score_arr, np.asarray([lab[p] for p in pairs])
 
 

@@ -8,10 +8,12 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from sslspk.utils.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration; the message names the file/section and the offending key."""
 
 
@@ -24,7 +26,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             cfg = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e}") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(cfg).__name__}")

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+from sslspk.utils.errors import InputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -18,7 +20,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """A malformed input file; the message names the file and (1-based) line."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):
@@ -55,10 +57,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated); blank lines are errors."""
-    with open(path, encoding="utf-8") as f:
+    """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated).
+
+    A blank line, bytes that are not UTF-8 and a byte-order mark (which would become part of the
+    first key) are a :class:`FormatError` naming the file and line.
+    """
+    with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\n").rstrip("\r")
+            try:
+                line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as e:
+                raise FormatError(path, n, f"not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1} "
+                                           "(convert the file, e.g. iconv -f latin1 -t utf-8)") from None
+            if n == 1 and line.startswith("\ufeff"):
+                raise FormatError(path, n, "starts with a byte-order mark (U+FEFF, as some Windows editors "
+                                           "write); remove it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")
             if not line.strip():
                 raise FormatError(path, n, "empty line")
             yield n, line
