@@ -6,6 +6,7 @@ written is lost. docs/reliability.md maps every fault to its test here or in tes
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import subprocess
 import sys
@@ -486,3 +487,164 @@ def test_run_cli_reports_input_errors_and_keeps_the_traceback_of_a_bug(capsys):
         run_cli(lambda: {}["n_mels"])
     with pytest.raises(ValueError, match="could not convert"):
         run_cli(lambda: float("x"))
+
+
+# ------------------------------------------------------------------------------------ audio checks
+
+def _model_dir(path: Path, **edit) -> Path:
+    """A model dir with the baseline config, top-level keys changed by ``edit`` (None removes one)."""
+    cfg = yaml.safe_load(BASELINE.read_text())
+    for k, v in edit.items():
+        cfg.pop(k) if v is None else cfg.__setitem__(k, v)
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _short_read_wav(path: Path) -> Path:
+    """A 16-bit wav whose header announces 2384 samples while the file holds 978 (cut short)."""
+    write_wav(path, 2384 / 16000)
+    path.write_bytes(path.read_bytes()[:44 + 978 * 2])
+    return path
+
+
+def test_check_audio_decodes_the_audio(tmp_path, recipe_env):
+    """--check-audio finds what only decoding shows: too short to embed, NaN samples, a truncated file."""
+    sf.write(tmp_path / "short3ms.wav", 0.1 * np.ones(48, np.float32), 16000)
+    wavs = {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_short": str(tmp_path / "short3ms.wav"),
+            "c_nan": str(_bad_audio("nan", tmp_path / "nan.wav")), "d_cut": str(_short_read_wav(tmp_path / "cut.wav"))}
+    d = data_dir(tmp_path / "data", wavs)
+    r = run_util("validate_data_dir.sh", "--check-audio", "--nj", 2, d, env=recipe_env)
+    assert_clean_error(r, "wav.scp:2: utt 'b_short'", "48 samples (0.003 s) is shorter than one 25 ms",
+                       "wav.scp:3: utt 'c_nan'", "10 NaN/inf sample(s)",
+                       "wav.scp:4: utt 'd_cut'", "is truncated: its header announces 4768 bytes of audio")
+    assert "a_ok" not in r.stderr
+    assert run_util("validate_data_dir.sh", d, env=recipe_env).returncode == 0   # headers alone look fine
+
+
+def test_short_read_is_logged_once_per_file(tmp_path, caplog):
+    from sslspk.data import audio
+
+    cut = _short_read_wav(tmp_path / "cut.wav")
+    with caplog.at_level(logging.WARNING, logger="sslspk"):
+        assert len(audio.load_audio(str(cut))) == 978
+        audio.load_audio(str(cut), start=0.01)
+    assert caplog.text.count(f"{str(cut)!r} is truncated") == 1
+
+
+def test_segment_beyond_the_recording(tmp_path, recipe_env):
+    """A segment ending more than MAX_OVERSHOOT (0.5 s) after its recording is an error everywhere it is
+    read; up to that it is clipped, as Kaldi's extract-segments does."""
+    rec = write_wav(tmp_path / "rec.wav", 0.3)
+    d = data_dir(tmp_path / "data", {"rec": str(rec)})
+    (d / "segments").write_text("u_clipped rec 0.0 0.75\nu_far rec 0.0 5.0\n")
+    (d / "utt2spk").write_text("u_clipped s\nu_far s\n")
+    msg = "segment [0.0, 5.0) ends 4.700 s after the end of the recording (0.300 s; at most 0.5 s is clipped)"
+    r = run_util("validate_data_dir.sh", "--check-audio", d, env=recipe_env)
+    assert_clean_error(r, "utt 'u_far'", msg)
+    assert "u_clipped" not in r.stderr
+    assert_clean_error(run_util("compute_utt2dur.sh", d, env=recipe_env), "utt 'u_far'", msg)
+    model = _model_dir(tmp_path / "baseline")
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "utt 'u_far'", msg, str(rec))
+    (d / "segments").write_text("u_clipped rec 0.0 0.75\n")
+    (d / "utt2spk").write_text("u_clipped s\n")
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------------------------ configs of a model dir
+
+@pytest.mark.parametrize("edit,msg", [
+    ({"sample_rat": 16000}, "unknown section(s) sample_rat; valid: model, sample_rate"),
+    ({"data": {"chanel": "first"}}, "data: unknown key(s) chanel; valid: views, augment, too_short, channel"),
+    ({"data": {"channel": "frist"}}, "data.channel must be one of mix, first, got 'frist'"),
+    ({"sample_rate": "16k"}, "sample_rate: expected a positive integer (Hz), got '16k'"),
+])
+def test_model_dir_config_keys_are_checked(tmp_path, recipe_env, edit, msg):
+    model = _model_dir(tmp_path / "baseline", **edit)
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, str(model / "config.yaml"), msg)
+    assert not (tmp_path / "e.scp").exists()
+
+
+def test_one_sample_rate_per_config(tmp_path, recipe_env):
+    """The top-level sample_rate (the rate audio is resampled to) is the front-end's too; a
+    model.frontend.sample_rate that differs is an error, for extraction and training alike."""
+    from sslspk.extraction import load_encoder
+
+    encoder, _ = load_encoder(_model_dir(tmp_path / "m8k", sample_rate=8000))
+    assert encoder.frontend.cfg.sample_rate == 8000
+    cfg = yaml.safe_load(BASELINE.read_text())
+    cfg["model"]["frontend"]["sample_rate"] = 16000
+    model = _model_dir(tmp_path / "mixed", sample_rate=8000, model=cfg["model"])
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "model.frontend.sample_rate 16000 differs from sample_rate 8000")
+    front = {"type": "fbank", "num_mel_bins": 20, "sample_rate": 16000}
+    r = run_bin("train_ssl.py", "--config", _train_config(tmp_path, sample_rate=8000, model={"frontend": front}),
+                "--data", _train_data(tmp_path, 4), "--exp-dir", tmp_path / "exp", env=recipe_env)
+    assert_clean_error(r, "model.frontend.sample_rate 16000 differs from sample_rate 8000")
+    assert not (tmp_path / "exp").exists()
+    from sslspk.models import with_sample_rate
+    from sslspk.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="a WavLM model takes 16000 Hz audio"):
+        with_sample_rate({"type": "wavlm"}, 8000)
+
+
+# ------------------------------------------------------------------------------------ Python API
+
+@pytest.mark.parametrize("kind,msg", [
+    ("short_file", "48 samples (0.003 s) is shorter than one 25 ms analysis window"),
+    ("nan_array", "10 NaN/inf sample(s) in the waveform"),
+    ("short_array", "the waveform: 100 samples (0.006 s) is shorter than one 25 ms analysis window"),
+])
+def test_api_rejects_what_extraction_rejects(tmp_path, kind, msg):
+    from sslspk import SpeakerEmbedder
+    from sslspk.data.audio import AudioError
+
+    emb = SpeakerEmbedder.from_pretrained(_model_dir(tmp_path / "baseline"))
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    if kind == "short_file":
+        sf.write(tmp_path / "short3ms.wav", x[:48], 16000)
+        audio = str(tmp_path / "short3ms.wav")
+    elif kind == "nan_array":
+        x[:10] = np.nan
+        audio = x
+    else:
+        audio = x[:100]
+    with pytest.raises(AudioError, match=re.escape(msg)):
+        emb.embed(audio)
+
+
+def test_verify_cli_short_file_is_an_error_not_nan(tmp_path, recipe_env):
+    model = _model_dir(tmp_path / "baseline")
+    sf.write(tmp_path / "short3ms.wav", 0.1 * np.ones(48, np.float32), 16000)
+    r = run_bin("verify.py", "--threshold", "0.5", model, write_wav(tmp_path / "a.wav", 1.0), tmp_path / "short3ms.wav",
+                env=recipe_env)
+    assert_clean_error(r, str(tmp_path / "short3ms.wav"), "shorter than one 25 ms analysis window")
+    assert "NaN" not in r.stdout
+
+
+def test_a_path_is_never_run_as_a_command(tmp_path, recipe_env):
+    """Only wav.scp entries are pipes: a path ending in '|' given to the API or to embed.py/verify.py is a
+    (missing) file, not a shell command."""
+    from sslspk import SpeakerEmbedder
+    from sslspk.data.audio import AudioError
+
+    model = _model_dir(tmp_path / "baseline")
+    a = write_wav(tmp_path / "a.wav", 1.0)
+    evil = f"touch {tmp_path / 'pwned'}; cat {a} |"
+    r = run_bin("embed.py", model, evil, env=recipe_env, cwd=tmp_path)
+    assert_clean_error(r, "cannot read audio", evil)
+    r = run_bin("verify.py", model, a, evil, env=recipe_env, cwd=tmp_path)
+    assert_clean_error(r, "cannot read audio", evil)
+    with pytest.raises(AudioError, match="cannot read audio"):
+        SpeakerEmbedder.from_pretrained(model).embed(evil)
+    assert not (tmp_path / "pwned").exists()
+    from sslspk.data.datadir import DataDir
+
+    d = data_dir(tmp_path / "data", {"u": f"cat {a} |"})   # from a wav.scp, a pipe is run
+    assert len(DataDir.load(d).load_audio("u")) == 16000
