@@ -12,6 +12,7 @@
 set -euo pipefail
 
 nj=2                   # parallel extraction jobs
+device=auto            # extraction: auto (cuda when the job sees a GPU), cpu or cuda
 cmd="utils/run.py"     # job runner (see cmd.sh)
 asnorm_cohort=utt      # AS-norm cohort: utt (training embeddings) or spk (training speaker means)
 asnorm_top_n=300       # AS-norm: closest cohort entries (clipped to the cohort size)
@@ -26,8 +27,9 @@ if [ $# -ne 4 ]; then
 fi
 sys=$1; train_data=$2; test_data=$3; trials=$4
 
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$train_data" $sys/embeddings/train
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$test_data" $sys/embeddings/test
+extract=(steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device "$device" --force $force)
+"${extract[@]}" $sys "$train_data" $sys/embeddings/train
+"${extract[@]}" $sys "$test_data" $sys/embeddings/test
 emb=$sys/embeddings/test/embeddings.scp
 norm=(--force $force --mean-scp $sys/embeddings/train/embeddings.scp --var-norm true)
 steps/score.sh "${norm[@]}" $sys "$trials" $emb test

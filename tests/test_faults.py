@@ -10,6 +10,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -648,3 +649,87 @@ def test_a_path_is_never_run_as_a_command(tmp_path, recipe_env):
 
     d = data_dir(tmp_path / "data", {"u": f"cat {a} |"})   # from a wav.scp, a pipe is run
     assert len(DataDir.load(d).load_audio("u")) == 16000
+
+
+# ------------------------------------------------------------------------------------ stale or colliding outputs
+
+def _extract_step(model: Path, data: Path, out: Path, env: dict, *opts: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["steps/extract_embeddings.sh", "--nj", "2", *opts, str(model), str(data), str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _keys(scp: Path) -> list[str]:
+    from sslspk.data.embeddings import load_embeddings
+
+    return load_embeddings(scp)[0]
+
+
+def test_extraction_reuses_outputs_only_of_the_same_inputs(tmp_path, recipe_env):
+    """A job's (or the merged) output is reused only when made from the same model and data files:
+    after the data dir or the model changes, the embeddings are those of the new inputs."""
+    model = _model_dir(tmp_path / "baseline")
+    wavs = {f"u{i}": str(write_wav(tmp_path / f"u{i}.wav", 0.3, seed=i)) for i in range(10)}
+    wavs["u0"] = str(_bad_audio("nan", tmp_path / "nan.wav"))   # job 1 (u0-u4) fails, job 2 (u5-u9) finishes
+    d = data_dir(tmp_path / "data", wavs)
+    out = tmp_path / "emb"
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 1 and (out / "embeddings.2.scp").exists() and not (out / "embeddings.scp").exists()
+    (d / "utt2spk").write_text("".join(f"u{i} u{i}\n" for i in range(1, 10)))   # the NaN utterance dropped
+    assert run_util("fix_data_dir.sh", d, env=recipe_env).returncode == 0
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _keys(out / "embeddings.scp") == [f"u{i}" for i in range(1, 10)]
+    assert "not made from this model and data: extracting again" in (out / "log" / "extract.2.log").read_text()
+    # One utterance dropped and another added: the merged scp is not reused either.
+    wavs = {f"u{i}": str(write_wav(tmp_path / f"u{i}.wav", 0.3, seed=i)) for i in range(2, 11)}
+    data_dir(d, wavs)
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0 and "extracting again" in r.stdout, r.stdout + r.stderr
+    assert _keys(out / "embeddings.scp") == sorted(wavs)
+    # Another model: extracted again, the same data.
+    before = (out / "embeddings.1.ark").read_bytes()
+    _model_dir(tmp_path / "nocmn", model={**yaml.safe_load(BASELINE.read_text())["model"], "use_std": False})
+    (model / "config.yaml").write_text((tmp_path / "nocmn" / "config.yaml").read_text())
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0 and "extracting again" in r.stdout and (out / "embeddings.1.ark").read_bytes() != before
+    r = _extract_step(model, d, out, recipe_env)   # nothing changed: nothing redone
+    assert r.returncode == 0 and "exists, skipping extraction" in r.stdout
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
+
+
+def test_rerun_waits_for_a_still_running_job_of_a_killed_run(tmp_path, recipe_env):
+    """A second extraction into the same output (a rerun while a job of a killed run goes on) waits for the
+    first, naming its process, then reuses what it wrote: no collision on temp files, no lost output."""
+    a = write_wav(tmp_path / "a.wav", 0.5)
+    go = tmp_path / "GO"
+    pipe = f"bash -c 'touch {tmp_path}/started.$$; while [ ! -e {go} ]; do sleep 0.05; done; cat {a}' |"
+    d = data_dir(tmp_path / "data", {"u": pipe})
+    model = _model_dir(tmp_path / "baseline")
+    args = [sys.executable, str(REPO / "bin" / "extract_embeddings.py"), str(model), str(d), str(tmp_path / "e.ark"),
+            str(tmp_path / "e.scp")]
+    with open(tmp_path / "first.log", "w") as log1, open(tmp_path / "second.log", "w") as log2:
+        first = subprocess.Popen(args, env=recipe_env, stdout=log1, stderr=subprocess.STDOUT)
+        try:
+            while not list(tmp_path.glob("started.*")):                   # the first job is reading the audio
+                assert first.poll() is None, (tmp_path / "first.log").read_text()
+                time.sleep(0.05)
+            second = subprocess.Popen(args, env=recipe_env, stdout=log2, stderr=subprocess.STDOUT)
+            while ("waiting for" not in (tmp_path / "second.log").read_text()
+                   and len(list(tmp_path.glob("started.*"))) < 2):         # blocked on the lock, or reading too
+                assert second.poll() is None, (tmp_path / "second.log").read_text()
+                time.sleep(0.05)
+        finally:
+            go.touch()
+        assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
+    second_log = (tmp_path / "second.log").read_text()
+    assert f"waiting for process {first.pid} on" in second_log and "nothing to do" in second_log, second_log
+    assert _keys(tmp_path / "e.scp") == ["u"] and len(list(tmp_path.glob("started.*"))) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_step_refuses_a_non_integer_nj(tmp_path, recipe_env):
+    model = _model_dir(tmp_path / "baseline")
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = _extract_step(model, d, tmp_path / "emb", recipe_env, "--nj", "abc")
+    assert r.returncode == 1 and "option --nj is an integer: expected a whole number, got 'abc'" in r.stderr
+    assert not (tmp_path / "emb").exists() and not (d / "split3").exists()

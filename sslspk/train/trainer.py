@@ -117,9 +117,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, exp_dir: str | os.PathLike):
         self.cfg = cfg
         self.exp_dir = Path(exp_dir)
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        from sslspk.extraction import resolve_device
+
+        dev = resolve_device(cfg.device)
         self.rank, self.world, self.local_rank = init_distributed(dev)
         self.device = torch.device(f"cuda:{self.local_rank}" if dev == "cuda" else dev)
         self.is_main = self.rank == 0
