@@ -335,18 +335,21 @@ def test_shipped_configs_pass_the_checks(path):
 # ------------------------------------------------------------------------------------ training faults
 
 class _FaultyTask(TrainTask):
-    """A linear 'encoder' whose loss (or only its gradient) turns non-finite at global step ``at``."""
+    """A linear 'encoder' whose loss (or only its gradient) turns non-finite at global step ``at``;
+    with ``constant``, the loss is that value at every other step."""
 
-    def __init__(self, at: int, where: str):
+    def __init__(self, at: int, where: str, constant: float | None = None):
         super().__init__()
         torch.manual_seed(0)
         self.encoder = torch.nn.Linear(4, 2)
-        self.at, self.where, self.calls = at, where, 0
+        self.at, self.where, self.calls, self.constant = at, where, 0, constant
 
     def forward(self, batch, epoch):
         self.calls += 1
         x = batch["views"][0][:, 0, :4]
         loss = self.encoder(x).pow(2).mean()
+        if self.constant is not None:
+            loss = 0.0 * loss + self.constant
         if self.calls == self.at:
             if self.where == "loss":
                 loss = loss * float("nan")
@@ -385,6 +388,26 @@ def test_non_finite_step_skipped_and_counted(tmp_path, where):
     assert all(torch.isfinite(v).all() for v in state.values())
     assert f"non-finite {where}" in (tmp_path / "exp" / "train.log").read_text()
     assert "step skipped (1 so far)" in (tmp_path / "exp" / "train.log").read_text()
+
+
+def test_epoch_means_after_a_skipped_step(tmp_path):
+    """A step skipped in epoch 1 does not change the means logged for the later epochs (the loss is 1.0
+    at every applied step, so every epoch's mean is 1)."""
+    _fit(tmp_path, _FaultyTask(at=1, where="loss", constant=1.0), "skip")
+    means = [line.split(" loss=")[1].split()[0] for line in (tmp_path / "exp" / "train.log").read_text().splitlines()
+             if " loss=" in line]
+    assert means == ["1", "1", "1"]
+
+
+def test_ddp_processes_skip_a_step_together(tmp_path, recipe_env):
+    """Under DDP (2 gloo processes), a NaN loss on one process only makes both skip that step: they stay in
+    step (same number of optimizer steps, same weights) and finish."""
+    r = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2",
+                        str(REPO / "tests" / "helpers" / "ddp_skip_check.py"), str(_train_data(tmp_path)),
+                        str(tmp_path / "exp")], capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "both processes: 3 optimizer steps, same weights" in r.stdout
+    assert "non-finite loss on another process at epoch 1 step 2: step skipped" in (tmp_path / "exp" / "train.log").read_text()
 
 
 def test_dino_collapse_can_stop_a_run(tmp_path, recipe_env):
