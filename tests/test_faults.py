@@ -407,7 +407,8 @@ def test_ddp_processes_skip_a_step_together(tmp_path, recipe_env):
                         str(tmp_path / "exp")], capture_output=True, text=True, env=recipe_env, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "both processes: 3 optimizer steps, same weights" in r.stdout
-    assert "non-finite loss on another process at epoch 1 step 2: step skipped" in (tmp_path / "exp" / "train.log").read_text()
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert "non-finite loss on another process at epoch 1 step 2: step skipped" in log
 
 
 def test_dino_collapse_can_stop_a_run(tmp_path, recipe_env):
@@ -756,3 +757,22 @@ def test_step_refuses_a_non_integer_nj(tmp_path, recipe_env):
     r = _extract_step(model, d, tmp_path / "emb", recipe_env, "--nj", "abc")
     assert r.returncode == 1 and "option --nj is an integer: expected a whole number, got 'abc'" in r.stderr
     assert not (tmp_path / "emb").exists() and not (d / "split3").exists()
+
+
+def test_non_finite_embedding_is_named(tmp_path, recipe_env, embeddings):
+    """An scp with a NaN vector stops scoring (naming the scp, line and utterance) instead of giving NaN
+    scores; a score file with a NaN score stops compute_metrics, naming the file and line."""
+    from sslspk.data.embeddings import write_embeddings
+
+    rng = np.random.default_rng(1)
+    vecs = {u: rng.standard_normal(8).astype(np.float32) for u in ("a", "b", "c")}
+    vecs["b"][3] = np.nan
+    write_embeddings(tmp_path / "x.ark", tmp_path / "x.scp", vecs.items())
+    (tmp_path / "trials").write_text("a b target\nb c nontarget\n")
+    r = run_bin("score.py", "--mean-scp", tmp_path / "x.scp", "--var-norm", tmp_path / "trials", embeddings[1],
+                tmp_path / "out.score", env=recipe_env)
+    assert_clean_error(r, f"{tmp_path / 'x.scp'}:2: embedding 'b' has 1 NaN/inf value(s)")
+    assert not (tmp_path / "out.score").exists()
+    (tmp_path / "nan.score").write_text("a b 0.5 target\nb c nan nontarget\n")
+    r = run_bin("compute_metrics.py", tmp_path / "nan.score", env=recipe_env)
+    assert_clean_error(r, f"{tmp_path / 'nan.score'}:2: score 'nan' of b c is not finite")

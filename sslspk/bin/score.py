@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             n_miss = int((~keep).sum())
             if n_miss:
                 if not keep.any():
-                    raise MissingIdError(f"none of the {len(trials)} trials of {args.trials} have embeddings in {source}")
+                    raise MissingIdError(f"none of the {len(trials)} trials of {args.trials} have embeddings "
+                                         f"in {source}")
                 print(f"WARNING: skipping {n_miss} of {len(trials)} trials of {args.trials} "
                       f"with no embedding in {source}", file=sys.stderr)
                 idx = np.flatnonzero(keep)

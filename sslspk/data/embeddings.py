@@ -64,7 +64,8 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
 
     Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
-    entry, a vector whose dimension differs from the first, duplicate keys, an empty scp.
+    entry, a vector whose dimension differs from the first or with NaN/inf values, duplicate keys,
+    an empty scp.
     """
     import kaldiio
 
@@ -103,6 +104,12 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         for fd in fds.values():
             fd.close()
     assert mat is not None and len(keys) == n
+    bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))   # row i is line i + 1
+    if bad.size:
+        i = int(bad[0])
+        more = f" ({bad.size - 1} more embedding(s) too)" if bad.size > 1 else ""
+        raise FormatError(scp, i + 1, f"embedding {keys[i]!r} has {int((~np.isfinite(mat[i])).sum())} NaN/inf "
+                                      f"value(s){more}")
     return keys, mat
 
 

@@ -29,6 +29,8 @@ def read_score_file(path: str | os.PathLike) -> tuple[list[tuple[str, str]], np.
             scores.append(float(f[2]))
         except ValueError:
             raise FormatError(path, n, f"score {f[2]!r} is not a number") from None
+        if not np.isfinite(scores[-1]):
+            raise FormatError(path, n, f"score {f[2]!r} of {f[0]} {f[1]} is not finite")
         pairs.append((f[0], f[1]))
         labels.append(f[3] if len(f) == 4 else None)
     if not scores:
