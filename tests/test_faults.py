@@ -534,16 +534,21 @@ def _short_read_wav(path: Path) -> Path:
 
 
 def test_check_audio_decodes_the_audio(tmp_path, recipe_env):
-    """--check-audio finds what only decoding shows: too short to embed, NaN samples, a truncated file."""
+    """--check-audio finds what only decoding shows: too short to embed, NaN samples, a truncated file
+    (but not a WAV written to a pipe, whose header holds a placeholder size)."""
     sf.write(tmp_path / "short3ms.wav", 0.1 * np.ones(48, np.float32), 16000)
+    streamed = bytearray(write_wav(tmp_path / "streamed.wav", 0.5).read_bytes())
+    streamed[4:8] = streamed[40:44] = b"\xff\xff\xff\xff"   # as ffmpeg writes to a pipe
+    (tmp_path / "streamed.wav").write_bytes(streamed)
     wavs = {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_short": str(tmp_path / "short3ms.wav"),
-            "c_nan": str(_bad_audio("nan", tmp_path / "nan.wav")), "d_cut": str(_short_read_wav(tmp_path / "cut.wav"))}
+            "c_nan": str(_bad_audio("nan", tmp_path / "nan.wav")), "d_cut": str(_short_read_wav(tmp_path / "cut.wav")),
+            "e_streamed": str(tmp_path / "streamed.wav")}
     d = data_dir(tmp_path / "data", wavs)
     r = run_util("validate_data_dir.sh", "--check-audio", "--nj", 2, d, env=recipe_env)
     assert_clean_error(r, "wav.scp:2: utt 'b_short'", "48 samples (0.003 s) is shorter than one 25 ms",
                        "wav.scp:3: utt 'c_nan'", "10 NaN/inf sample(s)",
                        "wav.scp:4: utt 'd_cut'", "is truncated: its header announces 4768 bytes of audio")
-    assert "a_ok" not in r.stderr
+    assert "a_ok" not in r.stderr and "e_streamed" not in r.stderr
     assert run_util("validate_data_dir.sh", d, env=recipe_env).returncode == 0   # headers alone look fine
 
 

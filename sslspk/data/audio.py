@@ -28,6 +28,9 @@ _resampled: set[tuple[int, int]] = set()   # (from, to) rates already logged
 _truncated: set[str] = set()               # truncated files already logged
 #: libsndfile's note on a WAV/AIFF whose data chunk is cut short (it then reads what is there)
 _CUT_CHUNK = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
+#: data sizes at and above this (or 0) are placeholders of a WAV written to a pipe (sox: 0x7ffff000,
+#: ffmpeg: 0xffffffff), not a truncation
+_STREAMED_SIZE = 0x7FFF0000
 
 log = logging.getLogger("sslspk")
 
@@ -55,7 +58,7 @@ def _read_bytes_from_pipe(entry: str) -> bytes:
 def _truncation(entry: str, info: object, got: int, want: int) -> str | None:
     """Why file ``entry`` (``sf.info`` ``info``) gave ``got`` of the ``want`` samples asked for, if it is cut short."""
     cut = _CUT_CHUNK.search(getattr(info, "extra_info", ""))
-    if cut:
+    if cut and 0 < int(cut[1]) < _STREAMED_SIZE:
         return f"{entry!r} is truncated: its header announces {cut[1]} bytes of audio, the file holds {cut[2]}"
     if got < want:
         return f"{entry!r} is truncated: {got} of the {want} samples its header announces could be read"
