@@ -13,6 +13,9 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
+from sslspk.utils.errors import InputError, MissingIdError
+from sslspk.utils.fileio import FormatError
+
 Audio = Union[str, os.PathLike, np.ndarray]
 THRESHOLD_FILE = "threshold.json"
 
@@ -64,32 +67,35 @@ class SpeakerEmbedder:
                 emb.mean = np.asarray(d["mean"]) if d.get("mean") is not None else None
                 emb.scale = np.asarray(d["scale"]) if d.get("scale") is not None else None
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{tfile}: not a threshold file: {e}") from e
+                raise FormatError(tfile, None, f"not a threshold file: {e}") from e
         return emb
 
     # ------------------------------------------------------------------ embeddings
     def _waveform(self, audio: Audio, sample_rate: int | None) -> np.ndarray:
-        from sslspk.data.audio import load_audio, resample
+        """Samples of a path or array at the model's rate, checked as extraction checks them (an
+        AudioError names the input). A path is read as a path, never run as a ``cmd |`` pipe."""
+        from sslspk.data.audio import AudioError, check_length, check_samples, load_audio, resample
 
         if isinstance(audio, np.ndarray):
             wav = np.asarray(audio, dtype=np.float32)
-            if wav.ndim != 1 or wav.size == 0:
-                raise ValueError(f"expected a non-empty mono waveform [T], got shape {wav.shape}")
+            if wav.ndim != 1:
+                raise AudioError(f"expected a mono waveform [T], got shape {wav.shape}")
+            check_samples(wav, "the waveform")
             if sample_rate is not None and sample_rate != self.sample_rate:
                 wav = resample(wav, int(sample_rate), self.sample_rate)
-            return wav
-        return load_audio(str(audio), self.sample_rate)
+        else:
+            wav = load_audio(str(audio), self.sample_rate, pipes=False)
+        check_length(len(wav), self.sample_rate, "the waveform" if isinstance(audio, np.ndarray) else str(audio))
+        return wav
 
     def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
-        """Embedding ``[D]`` of a file path (or wav.scp pipe entry) or a waveform array.
+        """Embedding ``[D]`` of a file path or a waveform array.
 
         Arrays are taken at ``sample_rate`` (default: the model's) and resampled to the model's rate.
+        Audio that extraction rejects (unreadable, NaN/inf, silent, shorter than one analysis window)
+        is an AudioError here too.
         """
-        import torch
-
-        wav = torch.from_numpy(self._waveform(audio, sample_rate)).to(self.device)
-        with torch.inference_mode():
-            return self.model(wav.unsqueeze(0))[0].float().cpu().numpy()
+        return self.embed_batch([audio], progress=False, sample_rate=sample_rate)[0]
 
     def embed_batch(self, items: Sequence[Audio], progress: bool = True,
                     sample_rate: int | None = None, batch_size: int = 1) -> np.ndarray:
@@ -102,9 +108,11 @@ class SpeakerEmbedder:
 
         wavs = [self._waveform(a, sample_rate) for a in tqdm(items, desc="embed", unit="utt", disable=not progress)]
         if not wavs:
-            raise ValueError("embed_batch: no inputs")
+            raise InputError("embed_batch: no inputs")
+        names = [f"waveform {i}" if isinstance(a, np.ndarray) else str(a) for i, a in enumerate(items)]
         with torch.inference_mode():
-            return np.stack(embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate))
+            return np.stack(embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate,
+                                            names=names))
 
     # ------------------------------------------------------------------ scoring
     def score_embeddings(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,7 +131,7 @@ class SpeakerEmbedder:
     def verify(self, a: Audio, b: Audio, sample_rate: int | None = None) -> tuple[float, bool]:
         """``(score, same_speaker)``; needs a threshold (:meth:`set_threshold` or :meth:`calibrate_threshold`)."""
         if self.threshold is None:
-            raise ValueError("no decision threshold: call set_threshold(value) or calibrate_threshold(trials, audio)")
+            raise InputError("no decision threshold: call set_threshold(value) or calibrate_threshold(trials, audio)")
         s = self.score(a, b, sample_rate)
         return s, bool(s >= self.threshold)
 
@@ -154,12 +162,12 @@ class SpeakerEmbedder:
 
         t = read_trials(trials)
         if t.labels is None:
-            raise ValueError(f"{trials}: calibrate_threshold needs a labelled trial list")
+            raise FormatError(trials, None, "calibrate_threshold needs a labelled trial list")
         ids = sorted(set(t.enroll) | set(t.test))
         loader = _audio_loader(audio, self.sample_rate)
         missing = [u for u in ids if not loader.has(u)]
         if missing:
-            raise KeyError(f"{len(missing)} trial id(s) of {trials} have no audio in {loader.source}: "
+            raise MissingIdError(f"{len(missing)} trial id(s) of {trials} have no audio in {loader.source}: "
                            + ", ".join(missing[:5]))
         emb = self.embed_batch([loader.load(u) for u in ids], progress=progress)
         row = {u: i for i, u in enumerate(ids)}
@@ -188,7 +196,8 @@ def _audio_loader(audio: str | os.PathLike | Mapping[str, str], sample_rate: int
     from sslspk.data.audio import load_audio
 
     if isinstance(audio, Mapping):
-        return _AudioSource(audio.__contains__, lambda u: load_audio(str(audio[u]), sample_rate), "the given mapping")
+        return _AudioSource(audio.__contains__, lambda u: load_audio(str(audio[u]), sample_rate, pipes=False),
+                            "the given mapping")
     p = Path(audio)
     if p.is_dir():
         from sslspk.data.datadir import DataDir

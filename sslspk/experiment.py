@@ -7,40 +7,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sslspk.utils.config import ConfigError, from_dict, load_yaml, save_yaml
-
-SECTIONS = {
-    "ssl": {"required": ("model", "data", "ssl", "train"), "optional": ("sample_rate",)},
-    "pseudo": {"required": ("data", "loss", "train"),
-               "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc")},
-}
-DATA_KEYS = ("views", "augment", "too_short", "channel")
-
-
-def validate(cfg: dict[str, Any], kind: str, where: str) -> None:
-    """Reject unknown or missing top-level sections before any work starts."""
-    spec = SECTIONS[kind]
-    allowed = spec["required"] + spec["optional"]
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
-    missing = [k for k in spec["required"] if k not in cfg]
-    if missing:
-        raise ConfigError(f"{where}: missing required section(s) {', '.join(missing)}")
-    bad = sorted(set(cfg["data"] or {}) - set(DATA_KEYS))
-    if bad:
-        raise ConfigError(f"{where}: data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
-
+from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
 
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     """Every check a training config can have before any data or model is touched: sections,
-    keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo).
+    keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo), and its one
+    sample rate (that of the model's front-end too).
     Returns the parsed sections: ``train``, ``views`` and, for pseudo, ``loss``, ``finetune``,
     ``dlg_lc`` (None when absent)."""
-    from sslspk.train.dataset import check_data_options, parse_views
+    from sslspk.data.audio import check_data_options
+    from sslspk.train.dataset import parse_views
     from sslspk.train.trainer import TrainConfig
 
-    validate(cfg, kind, where)
+    from sslspk.models import with_sample_rate
+
+    check_sections(cfg, kind, where)
+    sample_rate = config_sample_rate(cfg, where)
+    if "model" in cfg:
+        with_sample_rate(cfg["model"], sample_rate, where)
     train_cfg = from_dict(TrainConfig, cfg["train"], f"{where}: train")
     views = parse_views(cfg["data"].get("views"), f"{where}: data.views")
     check_data_options(**{k: cfg["data"][k] for k in ("too_short", "channel") if k in cfg["data"]},
@@ -90,20 +74,24 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
         cfg["model"] = _model_block(cfg, init, str(config))
         if init is not None:
             cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
-            cfg.setdefault("sample_rate", load_yaml(Path(init) / "config.yaml").get("sample_rate", 16000))
+            init_cfg = str(Path(init) / "config.yaml")
+            init_rate = config_sample_rate(load_yaml(init_cfg), init_cfg)
+            if cfg.setdefault("sample_rate", init_rate) != init_rate:
+                raise ConfigError(f"{config}: sample_rate {cfg['sample_rate']} differs from that of the initial "
+                                  f"model {init} ({init_rate})")
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force to train again)")
         return out
     import numpy as np
     import torch
 
+    from sslspk.models import build_model, with_sample_rate
     from sslspk.train.dataset import CropDataset
-    from sslspk.models import build_model
     from sslspk.train.trainer import Trainer
 
-    sample_rate = cfg.get("sample_rate", 16000)
+    sample_rate = config_sample_rate(cfg, str(config))
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
-    encoder = build_model(cfg["model"])
+    encoder = build_model(with_sample_rate(cfg["model"], sample_rate, str(config)))
     if init is not None:
         state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
         encoder.load_state_dict(state["model"])

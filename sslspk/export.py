@@ -21,8 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from sslspk.utils.errors import SslspkError
 
-class ExportError(ValueError):
+
+class ExportError(SslspkError):
     """The model cannot be exported in the requested format."""
 
 

@@ -7,6 +7,7 @@ the embeddings is in that directory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -14,11 +15,38 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from sslspk.utils.config import ConfigError, load_yaml
+from sslspk.utils.config import check_sections, config_sample_rate, load_yaml
+from sslspk.utils.errors import InputError
 
-MIN_SECONDS = 0.025   # one analysis window (fbank frame, WavLM CNN receptive field): shorter gives no frame
+GPU_BATCH_SIZE = 64   # default utterances per forward pass on a GPU (one at a time is fastest on a CPU)
+#: what a data dir's embeddings depend on: files of the model dir, then of the data dir (see inputs_digest)
+MODEL_FILES = ("config.yaml", "model.pt")
+DATA_FILES = ("wav.scp", "utt2spk", "segments")
 
 log = logging.getLogger(__name__)
+
+
+def default_batch_size(device: str) -> int:
+    """Utterances per forward pass on ``device``: 1 on the CPU (fastest there, docs/benchmarks.md),
+    :data:`GPU_BATCH_SIZE` on a GPU (length-sorted and padded: the same embeddings)."""
+    return 1 if device == "cpu" else GPU_BATCH_SIZE
+
+
+def inputs_digest(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> str:
+    """SHA-256 naming the inputs of a data dir's embeddings: the model dir's :data:`MODEL_FILES` and
+    the data dir's :data:`DATA_FILES` (one line per file, its SHA-256 or ``-`` when absent, hashed
+    again; ``steps/extract_embeddings.sh`` computes the same with ``sha256sum``)."""
+    lines = []
+    for path in [Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES]:
+        if not path.is_file():
+            lines.append("-")
+            continue
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        lines.append(h.hexdigest())
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
 
 
 def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -29,18 +57,20 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any
     """
     import torch
 
-    from sslspk.models import build_model
+    from sslspk.data.audio import check_data_options
+    from sslspk.models import build_model, with_sample_rate
 
     model_dir = Path(model_dir)
-    cfg = load_yaml(model_dir / "config.yaml")
-    if "model" not in cfg:
-        raise ConfigError(f"{model_dir / 'config.yaml'}: missing required 'model' section")
-    if not isinstance(cfg.get("sample_rate", 16000), int):
-        raise ConfigError(f"{model_dir / 'config.yaml'}: sample_rate must be an integer")
+    where = str(model_dir / "config.yaml")
+    cfg = load_yaml(where)
+    check_sections(cfg, "model", where)
+    check_data_options(**{k: v for k, v in (cfg.get("data") or {}).items() if k in ("too_short", "channel")},
+                       where=f"{where}: data")
+    model_cfg = with_sample_rate(cfg["model"], config_sample_rate(cfg, where), where)
     ckpt = model_dir / "model.pt"
     if not ckpt.exists():
         torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
-    model = build_model(cfg["model"])
+    model = build_model(model_cfg)
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"] if "model" in state else state)
@@ -65,14 +95,16 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_samples: int,
 
 
 def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu", batch_size: int = 1,
-                    max_batch_seconds: float = 300.0, sample_rate: int = 16000) -> list[np.ndarray]:
+                    max_batch_seconds: float = 300.0, sample_rate: int = 16000,
+                    names: Sequence[str] | None = None) -> list[np.ndarray]:
     """Embeddings of waveforms of any lengths, in input order (call under ``torch.inference_mode``).
 
     Utterances are sorted by length and embedded ``batch_size`` at a time (at most
     ``max_batch_seconds`` of padded audio per batch), zero-padded with their lengths passed to
     the model, which then gives the embeddings of one-by-one extraction (to float rounding).
     A model whose ``honours_lengths`` is false (e.g. WavLM Base+, see :mod:`sslspk.models.wavlm`)
-    is only given batches of equal-length utterances.
+    is only given batches of equal-length utterances. A non-finite embedding is an InputError naming
+    the input (``names[i]``, else its index).
     """
     import torch
 
@@ -87,6 +119,9 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
         emb = model(x.to(device)) if bool((n == n[0]).all()) else model(x.to(device), n.to(device))
         for row, i in enumerate(batch):
             out[i] = emb[row].float().cpu().numpy()
+            if not np.isfinite(out[i]).all():
+                raise InputError(f"{names[i] if names else f'input {i}'}: non-finite embedding of {lengths[i]} "
+                                 f"samples ({lengths[i] / sample_rate:.3f} s): too short for this model?")
     return out
 
 
@@ -104,7 +139,7 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     import torch
     from tqdm import tqdm
 
-    from sslspk.data.audio import AudioError
+    from sslspk.data.audio import check_length
     from sslspk.data.datadir import DataDir
 
     index, count = shard
@@ -118,10 +153,9 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
         for start in range(0, len(all_utts), window):
             utts = all_utts[start:start + window]
             wavs = [data.load_audio(utt, sample_rate, channel) for utt in utts]   # errors name the utt
-            for utt, wav in zip(utts, wavs):
-                if len(wav) < MIN_SECONDS * sample_rate:
-                    raise AudioError(f"utt {utt!r}: {len(wav)} samples ({len(wav) / sample_rate:.3f} s) is shorter "
-                                     f"than one {1000 * MIN_SECONDS:g} ms analysis window: nothing to embed "
-                                     "(leave it out with utils/subset_data_dir.sh)")
-            yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate))
+            names = [f"utt {utt!r} ({data.audio_entry(utt)[0]})" for utt in utts]
+            for name, wav in zip(names, wavs):
+                check_length(len(wav), sample_rate, name)
+            yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate,
+                                                 names=names))
             bar.update(len(utts))

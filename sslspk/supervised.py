@@ -4,6 +4,7 @@ frozen-backbone first phase, and DLG-LC (dynamic loss-gate + label correction)."
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from sslspk.train.distributed import all_gather_cat, is_distributed
 from sslspk.train.task import TrainTask
+from sslspk.utils.config import ConfigError
 
 log = logging.getLogger("sslspk.train")
 
@@ -26,6 +28,14 @@ class LossConfig:
     subcenters: int = 1
     margin_warmup_epochs: tuple[int, int] | None = None  # margin rises linearly 0 → margin between these epochs
     init_from_centroids: bool = False  # class weights start at each class's mean embedding by the initial encoder
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.margin < math.pi / 2 or self.scale <= 0 or self.subcenters < 1:
+            raise ConfigError(f"loss: need 0 <= margin < pi/2, scale > 0 and subcenters >= 1, got margin "
+                              f"{self.margin}, scale {self.scale}, subcenters {self.subcenters}")
+        w = self.margin_warmup_epochs
+        if w is not None and w[1] < w[0]:
+            raise ConfigError(f"loss.margin_warmup_epochs: the end ({w[1]}) is before the start ({w[0]})")
 
 
 @dataclass
@@ -45,6 +55,11 @@ class DLGLCConfig:
                                       # unreliable samples are only dropped (the loss-gate alone)
     threshold: float = 0.9            # relabel an unreliable sample when its prediction's posterior exceeds this
     min_posterior: float = 0.5        # reliable when P(low-loss component) exceeds this
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.min_posterior < 1.0:
+            raise ConfigError(f"dlg_lc: need 0 <= threshold <= 1 and 0 < min_posterior < 1, got threshold "
+                              f"{self.threshold}, min_posterior {self.min_posterior}")
 
 
 def backbone_and_head(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -15,6 +15,7 @@
 set -euo pipefail
 
 nj=2                   # parallel extraction jobs
+device=auto            # extraction: auto (cuda when the job sees a GPU), cpu or cuda
 cmd="utils/run.py"     # job runner (see cmd.sh)
 asnorm_cohort=utt      # AS-norm cohort: utt (cohort embeddings) or spk (their speaker means)
 asnorm_top_n=300       # AS-norm: closest cohort entries (clipped to the cohort size)
@@ -33,8 +34,9 @@ cohort_emb=$sys/embeddings/$(basename "$cohort_data")
 test_emb=$sys/embeddings/$(basename "$test_data")
 [ "$cohort_emb" != "$test_emb" ] || { echo "$0: the cohort and test data dirs have the same name $(basename "$test_data")" >&2; exit 1; }
 
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$cohort_data" $cohort_emb
-steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $sys "$test_data" $test_emb
+extract=(steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device "$device" --force $force)
+"${extract[@]}" $sys "$cohort_data" $cohort_emb
+"${extract[@]}" $sys "$test_data" $test_emb
 emb=$test_emb/embeddings.scp
 norm=(--force $force --mean-scp $cohort_emb/embeddings.scp --var-norm true)
 asnorm=("${norm[@]}" --cohort-scp $cohort_emb/embeddings.scp --top-n $asnorm_top_n)

@@ -20,6 +20,7 @@
 stage=${stage-0}                  # first stage to run
 stop_stage=${stop_stage-6}        # last stage to run
 nj=${nj-2}                        # parallel jobs (extraction, utt2dur)
+device=${device-auto}             # extraction (stages 3, 5, 6): auto (a GPU when the job sees one), cpu or cuda
 corpus=${corpus-mycorpus}         # data/<corpus>, exp/<corpus>
 train_data=${train_data-}         # default: data/<corpus>/train
 test_data=${test_data-}           # default: data/<corpus>/test
@@ -70,7 +71,7 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
   local emb=$2/embeddings/$(basename "$train_data") ahc=()
   [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
   [ -z "$ahc_threshold" ] || ahc+=(--ahc-threshold $ahc_threshold)
-  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --force $force $2 "$train_data" $emb
+  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb
   steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters "${ahc[@]}" --min-cluster-size $min_cluster_size \
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
 }
@@ -148,7 +149,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   [ ${#systems[@]} -gt 0 ] || { echo "$0: no system to evaluate in $exp" >&2; exit 1; }
   cohort=$(cohort_data)
   for sys in "${systems[@]}"; do
-    steps/evaluate.sh --nj $nj --cmd "$cmd" --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+    steps/evaluate.sh --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
       --cal-p-target $cal_p_target --extra-trials "$extra_trials" $sys "$cohort" "$test_data" "$trials"
   done
   rows=(--trials test --trials test_asnorm)

@@ -130,3 +130,62 @@ def test_embed_data_dir_batched_keeps_order(tmp_path):
                                rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="shard 2 of 2"):
         next(embed_data_dir(model, data, SR, progress=False, shard=(2, 2)))
+
+
+@pytest.mark.parametrize("cuda,batch_size,want", [(True, None, ("cuda", 64)), (False, None, ("cpu", 1)),
+                                                  (True, 8, ("cuda", 8))])
+def test_device_auto_and_batch_size_by_device(monkeypatch, cuda, batch_size, want):
+    """--device auto takes the GPU when torch sees one; the default batch size follows the device (an explicit
+    one wins), and both reach the extraction."""
+    from sslspk.bin import extract_embeddings
+    import sslspk.extraction as extraction
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    seen = {}
+
+    def fake_embed_data_dir(model, data_dir, sample_rate, device, batch_size, channel):
+        seen.update(device=device, batch_size=batch_size)
+        return iter([])
+
+    monkeypatch.setattr(extraction, "load_encoder", lambda model_dir, device: (seen.setdefault("model", device), {}))
+    monkeypatch.setattr(extraction, "embed_data_dir", fake_embed_data_dir)
+    monkeypatch.setattr("sslspk.data.embeddings.write_embeddings", lambda ark, scp, items: len(list(items)))
+    extract_embeddings.extract("m", "d", "e.ark", "e.scp", "auto", batch_size, 1)
+    assert (seen["device"], seen["batch_size"]) == want and seen["model"] == want[0]
+
+
+def test_no_gpu_for_device_cuda_is_an_input_error(monkeypatch):
+    from sslspk.utils.device import resolve_device
+    from sslspk.utils.errors import InputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="torch sees no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_evaluate_passes_the_device_to_extraction(tmp_path):
+    """steps/evaluate.sh --device reaches extract_embeddings.py (recorded by a stand-in on PATH)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "bin" / "extract_embeddings.py"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls'}\nexit 1\n")
+    fake.chmod(0o755)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.yaml").write_text("model: {type: stats}\n")
+    for name in ("train", "test"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "wav.scp").write_text("u1 a.wav\nu2 b.wav\n")
+        (d / "utt2spk").write_text("u1 s1\nu2 s2\n")
+    env = {**os.environ, "SSLSPK_PYTHON": sys.executable,
+           "PATH": os.pathsep.join([str(fake.parent), str(Path(sys.executable).parent), os.environ["PATH"]])}
+    r = subprocess.run(["steps/evaluate.sh", "--device", "cuda", "--nj", "1", str(tmp_path / "exp"),
+                        str(tmp_path / "train"), str(tmp_path / "test"), str(tmp_path / "test" / "trials")],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert (tmp_path / "calls").read_text().split()[:2] == ["--device", "cuda"], r.stdout + r.stderr

@@ -6,9 +6,11 @@ written is lost. docs/reliability.md maps every fault to its test here or in tes
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -333,18 +335,21 @@ def test_shipped_configs_pass_the_checks(path):
 # ------------------------------------------------------------------------------------ training faults
 
 class _FaultyTask(TrainTask):
-    """A linear 'encoder' whose loss (or only its gradient) turns non-finite at global step ``at``."""
+    """A linear 'encoder' whose loss (or only its gradient) turns non-finite at global step ``at``;
+    with ``constant``, the loss is that value at every other step."""
 
-    def __init__(self, at: int, where: str):
+    def __init__(self, at: int, where: str, constant: float | None = None):
         super().__init__()
         torch.manual_seed(0)
         self.encoder = torch.nn.Linear(4, 2)
-        self.at, self.where, self.calls = at, where, 0
+        self.at, self.where, self.calls, self.constant = at, where, 0, constant
 
     def forward(self, batch, epoch):
         self.calls += 1
         x = batch["views"][0][:, 0, :4]
         loss = self.encoder(x).pow(2).mean()
+        if self.constant is not None:
+            loss = 0.0 * loss + self.constant
         if self.calls == self.at:
             if self.where == "loss":
                 loss = loss * float("nan")
@@ -383,6 +388,27 @@ def test_non_finite_step_skipped_and_counted(tmp_path, where):
     assert all(torch.isfinite(v).all() for v in state.values())
     assert f"non-finite {where}" in (tmp_path / "exp" / "train.log").read_text()
     assert "step skipped (1 so far)" in (tmp_path / "exp" / "train.log").read_text()
+
+
+def test_epoch_means_after_a_skipped_step(tmp_path):
+    """A step skipped in epoch 1 does not change the means logged for the later epochs (the loss is 1.0
+    at every applied step, so every epoch's mean is 1)."""
+    _fit(tmp_path, _FaultyTask(at=1, where="loss", constant=1.0), "skip")
+    means = [line.split(" loss=")[1].split()[0] for line in (tmp_path / "exp" / "train.log").read_text().splitlines()
+             if " loss=" in line]
+    assert means == ["1", "1", "1"]
+
+
+def test_ddp_processes_skip_a_step_together(tmp_path, recipe_env):
+    """Under DDP (2 gloo processes), a NaN loss on one process only makes both skip that step: they stay in
+    step (same number of optimizer steps, same weights) and finish."""
+    r = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2",
+                        str(REPO / "tests" / "helpers" / "ddp_skip_check.py"), str(_train_data(tmp_path)),
+                        str(tmp_path / "exp")], capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "both processes: 3 optimizer steps, same weights" in r.stdout
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert "non-finite loss on another process at epoch 1 step 2: step skipped" in log
 
 
 def test_dino_collapse_can_stop_a_run(tmp_path, recipe_env):
@@ -435,3 +461,326 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, recipe_env):
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_1.pt"]
     r = run_bin(*args, env=recipe_env)   # space freed: the same command finishes the run
     assert r.returncode == 0 and (tmp_path / "exp" / "model.pt").exists(), r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------ text encodings
+
+def run_util(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "utils" / name), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_byte_order_mark_is_named_and_nothing_dropped(tmp_path, recipe_env):
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    (d / "wav.scp").write_bytes(b"\xef\xbb\xbf" + (d / "wav.scp").read_bytes())
+    before = {f: (d / f).read_bytes() for f in ("wav.scp", "utt2spk")}
+    r = run_util("validate_data_dir.sh", d, env=recipe_env)
+    assert_clean_error(r, f"{d / 'wav.scp'}:1: starts with a byte-order mark")
+    assert "not sorted" not in r.stderr
+    r = run_util("fix_data_dir.sh", d, env=recipe_env)
+    assert_clean_error(r, f"{d / 'wav.scp'}:1: starts with a byte-order mark")
+    assert {f: (d / f).read_bytes() for f in before} == before
+
+
+def test_non_utf8_bytes_are_named(tmp_path, recipe_env):
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    (d / "utt2spk").write_bytes(b"a a\nb b\xe9\nc c\n")   # latin-1 speaker id
+    for tool in ("validate_data_dir.sh", "fix_data_dir.sh"):
+        assert_clean_error(run_util(tool, d, env=recipe_env), f"{d / 'utt2spk'}:2: not UTF-8: byte 0xe9")
+    model = tmp_path / "baseline"
+    model.mkdir()
+    (model / "config.yaml").write_text(BASELINE.read_text())
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, f"{d / 'utt2spk'}:2: not UTF-8")
+
+
+# ------------------------------------------------------------------------------------ error reporting
+
+def test_run_cli_reports_input_errors_and_keeps_the_traceback_of_a_bug(capsys):
+    """The project's own errors become one ``ERROR:`` line; a KeyError or ValueError from a bug is
+    not disguised as bad input."""
+    from sslspk.utils.errors import run_cli
+    from sslspk.utils.fileio import FormatError
+
+    def bad_input() -> None:
+        raise FormatError("wav.scp", 3, "duplicate key 'a'")
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(bad_input)
+    assert e.value.code == 1 and capsys.readouterr().err == "ERROR: wav.scp:3: duplicate key 'a'\n"
+    with pytest.raises(KeyError, match="'n_mels'"):
+        run_cli(lambda: {}["n_mels"])
+    with pytest.raises(ValueError, match="could not convert"):
+        run_cli(lambda: float("x"))
+
+
+# ------------------------------------------------------------------------------------ audio checks
+
+def _model_dir(path: Path, **edit) -> Path:
+    """A model dir with the baseline config, top-level keys changed by ``edit`` (None removes one)."""
+    cfg = yaml.safe_load(BASELINE.read_text())
+    for k, v in edit.items():
+        cfg.pop(k) if v is None else cfg.__setitem__(k, v)
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _short_read_wav(path: Path) -> Path:
+    """A 16-bit wav whose header announces 2384 samples while the file holds 978 (cut short)."""
+    write_wav(path, 2384 / 16000)
+    path.write_bytes(path.read_bytes()[:44 + 978 * 2])
+    return path
+
+
+def test_check_audio_decodes_the_audio(tmp_path, recipe_env):
+    """--check-audio finds what only decoding shows: too short to embed, NaN samples, a truncated file
+    (but not a WAV written to a pipe, whose header holds a placeholder size)."""
+    sf.write(tmp_path / "short3ms.wav", 0.1 * np.ones(48, np.float32), 16000)
+    streamed = bytearray(write_wav(tmp_path / "streamed.wav", 0.5).read_bytes())
+    streamed[4:8] = streamed[40:44] = b"\xff\xff\xff\xff"   # as ffmpeg writes to a pipe
+    (tmp_path / "streamed.wav").write_bytes(streamed)
+    wavs = {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_short": str(tmp_path / "short3ms.wav"),
+            "c_nan": str(_bad_audio("nan", tmp_path / "nan.wav")), "d_cut": str(_short_read_wav(tmp_path / "cut.wav")),
+            "e_streamed": str(tmp_path / "streamed.wav")}
+    d = data_dir(tmp_path / "data", wavs)
+    r = run_util("validate_data_dir.sh", "--check-audio", "--nj", 2, d, env=recipe_env)
+    assert_clean_error(r, "wav.scp:2: utt 'b_short'", "48 samples (0.003 s) is shorter than one 25 ms",
+                       "wav.scp:3: utt 'c_nan'", "10 NaN/inf sample(s)",
+                       "wav.scp:4: utt 'd_cut'", "is truncated: its header announces 4768 bytes of audio")
+    assert "a_ok" not in r.stderr and "e_streamed" not in r.stderr
+    assert run_util("validate_data_dir.sh", d, env=recipe_env).returncode == 0   # headers alone look fine
+
+
+def test_short_read_is_logged_once_per_file(tmp_path, caplog):
+    from sslspk.data import audio
+
+    cut = _short_read_wav(tmp_path / "cut.wav")
+    with caplog.at_level(logging.WARNING, logger="sslspk"):
+        assert len(audio.load_audio(str(cut))) == 978
+        audio.load_audio(str(cut), start=0.01)
+    assert caplog.text.count(f"{str(cut)!r} is truncated") == 1
+
+
+def test_segment_beyond_the_recording(tmp_path, recipe_env):
+    """A segment ending more than MAX_OVERSHOOT (0.5 s) after its recording is an error everywhere it is
+    read; up to that it is clipped, as Kaldi's extract-segments does."""
+    rec = write_wav(tmp_path / "rec.wav", 0.3)
+    d = data_dir(tmp_path / "data", {"rec": str(rec)})
+    (d / "segments").write_text("u_clipped rec 0.0 0.75\nu_far rec 0.0 5.0\n")
+    (d / "utt2spk").write_text("u_clipped s\nu_far s\n")
+    msg = "segment [0.0, 5.0) ends 4.700 s after the end of the recording (0.300 s; at most 0.5 s is clipped)"
+    r = run_util("validate_data_dir.sh", "--check-audio", d, env=recipe_env)
+    assert_clean_error(r, "utt 'u_far'", msg)
+    assert "u_clipped" not in r.stderr
+    assert_clean_error(run_util("compute_utt2dur.sh", d, env=recipe_env), "utt 'u_far'", msg)
+    model = _model_dir(tmp_path / "baseline")
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "utt 'u_far'", msg, str(rec))
+    (d / "segments").write_text("u_clipped rec 0.0 0.75\n")
+    (d / "utt2spk").write_text("u_clipped s\n")
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------------------------ configs of a model dir
+
+@pytest.mark.parametrize("edit,msg", [
+    ({"sample_rat": 16000}, "unknown section(s) sample_rat; valid: model, sample_rate"),
+    ({"data": {"chanel": "first"}}, "data: unknown key(s) chanel; valid: views, augment, too_short, channel"),
+    ({"data": {"channel": "frist"}}, "data.channel must be one of mix, first, got 'frist'"),
+    ({"sample_rate": "16k"}, "sample_rate: expected a positive integer (Hz), got '16k'"),
+])
+def test_model_dir_config_keys_are_checked(tmp_path, recipe_env, edit, msg):
+    model = _model_dir(tmp_path / "baseline", **edit)
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, str(model / "config.yaml"), msg)
+    assert not (tmp_path / "e.scp").exists()
+
+
+def test_one_sample_rate_per_config(tmp_path, recipe_env):
+    """The top-level sample_rate (the rate audio is resampled to) is the front-end's too; a
+    model.frontend.sample_rate that differs is an error, for extraction and training alike."""
+    from sslspk.extraction import load_encoder
+
+    encoder, _ = load_encoder(_model_dir(tmp_path / "m8k", sample_rate=8000))
+    assert encoder.frontend.cfg.sample_rate == 8000
+    cfg = yaml.safe_load(BASELINE.read_text())
+    cfg["model"]["frontend"]["sample_rate"] = 16000
+    model = _model_dir(tmp_path / "mixed", sample_rate=8000, model=cfg["model"])
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
+    assert_clean_error(r, "model.frontend.sample_rate 16000 differs from sample_rate 8000")
+    front = {"type": "fbank", "num_mel_bins": 20, "sample_rate": 16000}
+    r = run_bin("train_ssl.py", "--config", _train_config(tmp_path, sample_rate=8000, model={"frontend": front}),
+                "--data", _train_data(tmp_path, 4), "--exp-dir", tmp_path / "exp", env=recipe_env)
+    assert_clean_error(r, "model.frontend.sample_rate 16000 differs from sample_rate 8000")
+    assert not (tmp_path / "exp").exists()
+    from sslspk.models import with_sample_rate
+    from sslspk.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="a WavLM model takes 16000 Hz audio"):
+        with_sample_rate({"type": "wavlm"}, 8000)
+
+
+# ------------------------------------------------------------------------------------ Python API
+
+@pytest.mark.parametrize("kind,msg", [
+    ("short_file", "48 samples (0.003 s) is shorter than one 25 ms analysis window"),
+    ("nan_array", "10 NaN/inf sample(s) in the waveform"),
+    ("short_array", "the waveform: 100 samples (0.006 s) is shorter than one 25 ms analysis window"),
+])
+def test_api_rejects_what_extraction_rejects(tmp_path, kind, msg):
+    from sslspk import SpeakerEmbedder
+    from sslspk.data.audio import AudioError
+
+    emb = SpeakerEmbedder.from_pretrained(_model_dir(tmp_path / "baseline"))
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    if kind == "short_file":
+        sf.write(tmp_path / "short3ms.wav", x[:48], 16000)
+        audio = str(tmp_path / "short3ms.wav")
+    elif kind == "nan_array":
+        x[:10] = np.nan
+        audio = x
+    else:
+        audio = x[:100]
+    with pytest.raises(AudioError, match=re.escape(msg)):
+        emb.embed(audio)
+
+
+def test_verify_cli_short_file_is_an_error_not_nan(tmp_path, recipe_env):
+    model = _model_dir(tmp_path / "baseline")
+    sf.write(tmp_path / "short3ms.wav", 0.1 * np.ones(48, np.float32), 16000)
+    r = run_bin("verify.py", "--threshold", "0.5", model, write_wav(tmp_path / "a.wav", 1.0), tmp_path / "short3ms.wav",
+                env=recipe_env)
+    assert_clean_error(r, str(tmp_path / "short3ms.wav"), "shorter than one 25 ms analysis window")
+    assert "NaN" not in r.stdout
+
+
+def test_a_path_is_never_run_as_a_command(tmp_path, recipe_env):
+    """Only wav.scp entries are pipes: a path ending in '|' given to the API or to embed.py/verify.py is a
+    (missing) file, not a shell command."""
+    from sslspk import SpeakerEmbedder
+    from sslspk.data.audio import AudioError
+
+    model = _model_dir(tmp_path / "baseline")
+    a = write_wav(tmp_path / "a.wav", 1.0)
+    evil = f"touch {tmp_path / 'pwned'}; cat {a} |"
+    r = run_bin("embed.py", model, evil, env=recipe_env, cwd=tmp_path)
+    assert_clean_error(r, "cannot read audio", evil)
+    r = run_bin("verify.py", model, a, evil, env=recipe_env, cwd=tmp_path)
+    assert_clean_error(r, "cannot read audio", evil)
+    with pytest.raises(AudioError, match="cannot read audio"):
+        SpeakerEmbedder.from_pretrained(model).embed(evil)
+    assert not (tmp_path / "pwned").exists()
+    from sslspk.data.datadir import DataDir
+
+    d = data_dir(tmp_path / "data", {"u": f"cat {a} |"})   # from a wav.scp, a pipe is run
+    assert len(DataDir.load(d).load_audio("u")) == 16000
+
+
+# ------------------------------------------------------------------------------------ stale or colliding outputs
+
+def _extract_step(model: Path, data: Path, out: Path, env: dict, *opts: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["steps/extract_embeddings.sh", "--nj", "2", *opts, str(model), str(data), str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _keys(scp: Path) -> list[str]:
+    from sslspk.data.embeddings import load_embeddings
+
+    return load_embeddings(scp)[0]
+
+
+def test_extraction_reuses_outputs_only_of_the_same_inputs(tmp_path, recipe_env):
+    """A job's (or the merged) output is reused only when made from the same model and data files:
+    after the data dir or the model changes, the embeddings are those of the new inputs."""
+    model = _model_dir(tmp_path / "baseline")
+    wavs = {f"u{i}": str(write_wav(tmp_path / f"u{i}.wav", 0.3, seed=i)) for i in range(10)}
+    wavs["u0"] = str(_bad_audio("nan", tmp_path / "nan.wav"))   # job 1 (u0-u4) fails, job 2 (u5-u9) finishes
+    d = data_dir(tmp_path / "data", wavs)
+    out = tmp_path / "emb"
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 1 and (out / "embeddings.2.scp").exists() and not (out / "embeddings.scp").exists()
+    (d / "utt2spk").write_text("".join(f"u{i} u{i}\n" for i in range(1, 10)))   # the NaN utterance dropped
+    assert run_util("fix_data_dir.sh", d, env=recipe_env).returncode == 0
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _keys(out / "embeddings.scp") == [f"u{i}" for i in range(1, 10)]
+    assert "not made from this model and data: extracting again" in (out / "log" / "extract.2.log").read_text()
+    # One utterance dropped and another added: the merged scp is not reused either.
+    wavs = {f"u{i}": str(write_wav(tmp_path / f"u{i}.wav", 0.3, seed=i)) for i in range(2, 11)}
+    data_dir(d, wavs)
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0 and "extracting again" in r.stdout, r.stdout + r.stderr
+    assert _keys(out / "embeddings.scp") == sorted(wavs)
+    # Another model: extracted again, the same data.
+    before = (out / "embeddings.1.ark").read_bytes()
+    _model_dir(tmp_path / "nocmn", model={**yaml.safe_load(BASELINE.read_text())["model"], "use_std": False})
+    (model / "config.yaml").write_text((tmp_path / "nocmn" / "config.yaml").read_text())
+    r = _extract_step(model, d, out, recipe_env)
+    assert r.returncode == 0 and "extracting again" in r.stdout and (out / "embeddings.1.ark").read_bytes() != before
+    r = _extract_step(model, d, out, recipe_env)   # nothing changed: nothing redone
+    assert r.returncode == 0 and "exists, skipping extraction" in r.stdout
+    from sslspk.extraction import inputs_digest   # the step's sha256sum digest is the library's
+
+    assert (out / "embeddings.scp.inputs").read_text() == f"{inputs_digest(model, d)}\n"
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
+
+
+def test_rerun_waits_for_a_still_running_job_of_a_killed_run(tmp_path, recipe_env):
+    """A second extraction into the same output (a rerun while a job of a killed run goes on) waits for the
+    first, naming its process, then reuses what it wrote: no collision on temp files, no lost output."""
+    a = write_wav(tmp_path / "a.wav", 0.5)
+    go = tmp_path / "GO"
+    pipe = f"bash -c 'touch {tmp_path}/started.$$; while [ ! -e {go} ]; do sleep 0.05; done; cat {a}' |"
+    d = data_dir(tmp_path / "data", {"u": pipe})
+    model = _model_dir(tmp_path / "baseline")
+    args = [sys.executable, str(REPO / "bin" / "extract_embeddings.py"), str(model), str(d), str(tmp_path / "e.ark"),
+            str(tmp_path / "e.scp")]
+    with open(tmp_path / "first.log", "w") as log1, open(tmp_path / "second.log", "w") as log2:
+        first = subprocess.Popen(args, env=recipe_env, stdout=log1, stderr=subprocess.STDOUT)
+        try:
+            while not list(tmp_path.glob("started.*")):                   # the first job is reading the audio
+                assert first.poll() is None, (tmp_path / "first.log").read_text()
+                time.sleep(0.05)
+            second = subprocess.Popen(args, env=recipe_env, stdout=log2, stderr=subprocess.STDOUT)
+            while ("waiting for" not in (tmp_path / "second.log").read_text()
+                   and len(list(tmp_path.glob("started.*"))) < 2):         # blocked on the lock, or reading too
+                assert second.poll() is None, (tmp_path / "second.log").read_text()
+                time.sleep(0.05)
+        finally:
+            go.touch()
+        assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
+    second_log = (tmp_path / "second.log").read_text()
+    assert f"waiting for process {first.pid} on" in second_log and "nothing to do" in second_log, second_log
+    assert _keys(tmp_path / "e.scp") == ["u"] and len(list(tmp_path.glob("started.*"))) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_step_refuses_a_non_integer_nj(tmp_path, recipe_env):
+    model = _model_dir(tmp_path / "baseline")
+    d = data_dir(tmp_path / "data", _wavs(tmp_path))
+    r = _extract_step(model, d, tmp_path / "emb", recipe_env, "--nj", "abc")
+    assert r.returncode == 1 and "option --nj is an integer: expected a whole number, got 'abc'" in r.stderr
+    assert not (tmp_path / "emb").exists() and not (d / "split3").exists()
+
+
+def test_non_finite_embedding_is_named(tmp_path, recipe_env, embeddings):
+    """An scp with a NaN vector stops scoring (naming the scp, line and utterance) instead of giving NaN
+    scores; a score file with a NaN score stops compute_metrics, naming the file and line."""
+    from sslspk.data.embeddings import write_embeddings
+
+    rng = np.random.default_rng(1)
+    vecs = {u: rng.standard_normal(8).astype(np.float32) for u in ("a", "b", "c")}
+    vecs["b"][3] = np.nan
+    write_embeddings(tmp_path / "x.ark", tmp_path / "x.scp", vecs.items())
+    (tmp_path / "trials").write_text("a b target\nb c nontarget\n")
+    r = run_bin("score.py", "--mean-scp", tmp_path / "x.scp", "--var-norm", tmp_path / "trials", embeddings[1],
+                tmp_path / "out.score", env=recipe_env)
+    assert_clean_error(r, f"{tmp_path / 'x.scp'}:2: embedding 'b' has 1 NaN/inf value(s)")
+    assert not (tmp_path / "out.score").exists()
+    (tmp_path / "nan.score").write_text("a b 0.5 target\nb c nan nontarget\n")
+    r = run_bin("compute_metrics.py", tmp_path / "nan.score", env=recipe_env)
+    assert_clean_error(r, f"{tmp_path / 'nan.score'}:2: score 'nan' of b c is not finite")

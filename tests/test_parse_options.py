@@ -120,3 +120,16 @@ def test_help_message_variable(script):
     assert res.stdout.startswith("Usage: toy.sh <dir>\n")
     assert "Toy recipe" not in res.stdout
     assert "--help-message" not in res.stdout and "--nj" in res.stdout
+
+
+@pytest.mark.parametrize("args", [("--stage", "abc"), ("--nj=4x",), ("--stop-stage", ""), ("--nj", "1.5")])
+def test_integer_needs_an_integer(script, args):
+    res = script()(*args)
+    assert res.returncode == 1 and res.stdout == ""
+    assert f"option {args[0].split('=')[0]} is an integer: expected a whole number" in res.stderr
+
+
+def test_integer_accepts_negative_and_leaves_other_options_free(script):
+    res = script()("--stage", "-1", "--corpus-dir", "42", "--extra", "7")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith("stage=-1 ") and "corpus_dir=42" in res.stdout

@@ -14,7 +14,9 @@
 # Rules:
 #   * `--some-name VALUE` and `--some-name=VALUE` set the variable some_name
 #     (dashes become underscores); it must already be defined.
-#   * If the current value is `true` or `false`, the new one must be too.
+#   * If the current value is `true` or `false`, the new one must be too; if it is an
+#     integer, the new one must be an integer (an option that may also be empty or a
+#     word needs a non-integer default, e.g. empty).
 #   * Parsing stops at `--` (consumed) or at the first non-option argument.
 #   * `--help` / `-h` prints $help_message if set, otherwise the script's
 #     header comment block, then the options with their current values.
@@ -118,6 +120,9 @@ while [ $# -gt 0 ]; do
       esac
       ;;
   esac
+  if [[ ${!__po_name} =~ ^-?[0-9]+$ && ! $__po_value =~ ^-?[0-9]+$ ]]; then
+    __po_error "option $__po_opt is an integer: expected a whole number, got '$__po_value'"
+  fi
   printf -v "$__po_name" '%s' "$__po_value"
 done
 

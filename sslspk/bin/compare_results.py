@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> None:
         import json
 
         from sslspk.scoring.report import collect_results, results_table
+        from sslspk.utils.errors import InputError
 
         rows = collect_results(args.dirs)
         if args.trials:
             rows = [r for r in rows if r["trials"] in args.trials]
         if not rows:
-            raise ValueError(f"no result rows found in {', '.join(args.dirs)}"
+            raise InputError(f"no result rows found in {', '.join(args.dirs)}"
                              + (f" for trials {', '.join(args.trials)}" if args.trials else ""))
         if args.sort == "eer":
             rows.sort(key=lambda r: r["eer"])

@@ -133,13 +133,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one sub-command; known errors print ``ERROR: ...`` and exit 1 without a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from sslspk.data.audio import AudioError
-    from sslspk.data.datadir import DataDirError
-    from sslspk.utils.fileio import FormatError
+    from sslspk.utils.errors import SslspkError
 
     try:
         code = args.func(args)
-    except (FormatError, DataDirError, AudioError, OSError) as e:
+    except (SslspkError, OSError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         code = 1
     sys.exit(code)

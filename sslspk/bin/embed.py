@@ -4,6 +4,8 @@
 Usage: embed.py [--device cpu] MODEL AUDIO ...
 
 MODEL is an experiment dir (config.yaml [+ model.pt]) or a checkpoint beside its config.yaml.
+AUDIO are file paths: a path ending in '|' is a path too, never run as a command (only wav.scp
+entries are pipes).
 Prints ``{"model": ..., "sample_rate": ..., "dim": D, "embeddings": {"<audio>": [...], ...}}``.
 """
 

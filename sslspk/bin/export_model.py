@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         from sslspk.export import ExportError, export_onnx, export_torchscript, max_abs_diff
         from sslspk.extraction import load_encoder
+        from sslspk.utils.errors import InputError
 
         model, cfg = load_encoder(args.exp_dir)
         n = int(args.example_seconds * cfg.get("sample_rate", 16000))
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.out.endswith((".pt", ".ts")):
             export_torchscript(model, args.out, n)
         else:
-            raise ValueError(f"{args.out}: suffix must be .pt, .ts (TorchScript) or .onnx")
+            raise InputError(f"{args.out}: suffix must be .pt, .ts (TorchScript) or .onnx")
         msg = f"exported {args.exp_dir} -> {args.out}"
         if not args.no_check:
             diff = max_abs_diff(model, args.out)

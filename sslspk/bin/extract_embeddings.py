@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Extract utterance embeddings of a Kaldi data dir with a model dir → Kaldi ark/scp.
 
-Usage: extract_embeddings.py [--device cpu] [--batch-size 1] [--force] MODEL_DIR DATA_DIR OUT_ARK OUT_SCP
+Usage: extract_embeddings.py [--device auto] [--batch-size N] [--force] MODEL_DIR DATA_DIR OUT_ARK OUT_SCP
 
-Skips the work when OUT_SCP already exists (it is written last, after the ark is complete),
-so a killed parallel extraction redoes only the unfinished jobs.
+OUT_SCP is written last, after the ark is complete, and OUT_SCP.inputs then records the SHA-256
+of the inputs (the model's config.yaml and model.pt, the data dir's wav.scp, utt2spk and
+segments). The work is skipped when OUT_SCP exists and was made from the same inputs, so a
+killed parallel extraction redoes only the unfinished jobs, and a job whose data dir or model
+changed is redone. A job holds a lock on its output while it runs: a second process for the same
+OUT_SCP (e.g. a rerun while a job of a killed run is still going) says which process holds it
+and waits for it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("data_dir", help="Kaldi data dir (wav.scp, utt2spk, optional segments)")
     p.add_argument("out_ark")
     p.add_argument("out_scp")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when torch sees a GPU, else cpu), cpu or cuda")
     p.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads (1 per parallel job)")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--batch-size", type=int, default=None,
                    help="utterances per forward pass, sorted by length and padded (same embeddings); "
-                        "for GPUs: on CPU one at a time is fastest (docs/benchmarks.md)")
-    p.add_argument("--force", action="store_true", help="re-extract even if OUT_SCP exists")
+                        "default 1 on the CPU, where one at a time is fastest (docs/benchmarks.md), 64 on a GPU")
+    p.add_argument("--force", action="store_true", help="re-extract even if OUT_SCP is up to date")
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -32,23 +37,50 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        if Path(args.out_scp).exists() and not args.force:
-            print(f"{args.out_scp} exists: nothing to do (use --force to redo)")
-            return
-        import torch
+        from sslspk.extraction import inputs_digest
+        from sslspk.utils.fileio import atomic_write, exclusive_lock
 
-        from sslspk.data.embeddings import write_embeddings
-        from sslspk.extraction import embed_data_dir, load_encoder
-
-        torch.set_num_threads(args.num_threads)
-        model, cfg = load_encoder(args.model_dir, args.device)
-        n = write_embeddings(args.out_ark, args.out_scp,
-                             embed_data_dir(model, args.data_dir, cfg.get("sample_rate", 16000), args.device,
-                                            batch_size=args.batch_size,
-                                            channel=(cfg.get("data") or {}).get("channel", "mix")))
-        print(f"wrote {n} embeddings to {args.out_scp}")
+        out_scp = Path(args.out_scp)
+        record = Path(f"{out_scp}.inputs")
+        with exclusive_lock(out_scp.with_name(f".{out_scp.name}.lock"), f"extraction into {out_scp}"):
+            digest = inputs_digest(args.model_dir, args.data_dir)
+            if out_scp.exists() and not args.force:
+                if record.is_file() and record.read_text().strip() == digest:
+                    print(f"{out_scp} exists, made from the same model and data: nothing to do (use --force to redo)")
+                    return
+                print(f"{out_scp} exists but was not made from this model and data: extracting again")
+            record.unlink(missing_ok=True)
+            n = extract(args.model_dir, args.data_dir, args.out_ark, args.out_scp, args.device, args.batch_size,
+                        args.num_threads)
+            with atomic_write(record) as f:
+                f.write(f"{digest}\n")
+        print(f"wrote {n} embeddings to {out_scp}")
 
     run_cli(work)
+
+
+def extract(model_dir: str, data_dir: str, out_ark: str, out_scp: str, device: str, batch_size: int | None,
+            num_threads: int) -> int:
+    """Embed every utterance of ``data_dir`` into ``out_ark``/``out_scp`` on ``device`` (``auto``
+    resolved), ``batch_size`` at a time (None: by device); returns the count."""
+    import torch
+
+    from sslspk.data.embeddings import write_embeddings
+    from sslspk.extraction import default_batch_size, embed_data_dir, load_encoder
+    from sslspk.utils.device import resolve_device
+    from sslspk.utils.errors import InputError
+
+    device = resolve_device(device)
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    print(f"extracting on {device}, {batch_size} utterance(s) per forward pass", flush=True)
+    torch.set_num_threads(num_threads)
+    model, cfg = load_encoder(model_dir, device)
+    return write_embeddings(out_ark, out_scp,
+                            embed_data_dir(model, data_dir, cfg.get("sample_rate", 16000), device,
+                                           batch_size=batch_size,
+                                           channel=(cfg.get("data") or {}).get("channel", "mix")))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.data.embeddings import load_embeddings
         from sslspk.scoring.cosine import present_trials, score_trials
         from sslspk.data.trials import Trials, read_trials
+        from sslspk.utils.errors import InputError, MissingIdError
         from sslspk.utils.fileio import atomic_write
 
         trials = read_trials(args.trials)
@@ -63,14 +64,15 @@ def main(argv: list[str] | None = None) -> None:
             n_miss = int((~keep).sum())
             if n_miss:
                 if not keep.any():
-                    raise KeyError(f"none of the {len(trials)} trials of {args.trials} have embeddings in {source}")
+                    raise MissingIdError(f"none of the {len(trials)} trials of {args.trials} have embeddings "
+                                         f"in {source}")
                 print(f"WARNING: skipping {n_miss} of {len(trials)} trials of {args.trials} "
                       f"with no embedding in {source}", file=sys.stderr)
                 idx = np.flatnonzero(keep)
                 trials = Trials([trials.enroll[i] for i in idx], [trials.test[i] for i in idx],
                                 None if trials.labels is None else trials.labels[idx])
         if args.var_norm and not args.mean_scp:
-            raise ValueError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
+            raise InputError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
         ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
         mean = ref.mean(axis=0) if ref is not None else None
         scale = ref.std(axis=0) if args.var_norm else None
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                 u2s = read_kv(args.cohort_utt2spk)
                 missing = [k for k in c_keys if k not in u2s]
                 if missing:
-                    raise KeyError(f"{len(missing)} cohort id(s) of {args.cohort_scp} are not in "
+                    raise MissingIdError(f"{len(missing)} cohort id(s) of {args.cohort_scp} are not in "
                                    f"{args.cohort_utt2spk}: {', '.join(missing[:5])}")
                 groups = np.array([u2s[k] for k in c_keys])
             elif ref is not None:

@@ -26,12 +26,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.data.trials import read_trials, split_by_speaker, write_trials
+        from sslspk.utils.errors import InputError
         from sslspk.utils.fileio import read_kv
 
         dev, ev = split_by_speaker(read_trials(args.trials), read_kv(args.utt2spk), args.seed)
         for t, path in ((dev, args.out_dev), (ev, args.out_eval)):
             if len(t) == 0:
-                raise ValueError(f"{path}: the split of {args.trials} left no trials")
+                raise InputError(f"{path}: the split of {args.trials} left no trials")
             write_trials(path, t)
         print(f"{len(dev)} trials -> {args.out_dev}, {len(ev)} trials -> {args.out_eval}")
 

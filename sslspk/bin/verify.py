@@ -5,7 +5,8 @@ Usage: verify.py [--threshold T] [--device cpu] MODEL AUDIO_A AUDIO_B
 
 The threshold is --threshold, else MODEL/threshold.json (``SpeakerEmbedder.calibrate_threshold``);
 without either, only the score is printed (``"same_speaker": null``).
-Prints ``{"score": s, "threshold": t, "same_speaker": true|false|null}``.
+Prints ``{"score": s, "threshold": t, "same_speaker": true|false|null}``. AUDIO_A and AUDIO_B are
+file paths, never run as commands (only wav.scp entries are pipes).
 """
 
 from __future__ import annotations

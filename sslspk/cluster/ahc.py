@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sslspk.utils.config import ConfigError
+from sslspk.utils.errors import InputError
+
 #: Supported linkages; ``ward`` uses euclidean distances, the others cosine distances.
 LINKAGES: tuple[str, ...] = ("average", "complete", "single", "ward")
 
@@ -67,10 +70,10 @@ def cut_linkage(z: np.ndarray, num_leaves: int, num_clusters: int | None = None,
     Labels are numbered in order of each cluster's first leaf.
     """
     if (num_clusters is None) == (threshold is None):
-        raise ValueError("give exactly one of num_clusters and threshold")
+        raise ConfigError("give exactly one of num_clusters and threshold")
     if num_clusters is not None:
         if not 1 <= num_clusters <= num_leaves:
-            raise ValueError(f"AHC: cannot cut {num_leaves} centroids into {num_clusters} clusters")
+            raise ConfigError(f"AHC: cannot cut {num_leaves} centroids into {num_clusters} clusters")
         merges = num_leaves - num_clusters
     else:
         merges = int(np.searchsorted(z[:, 2], threshold, side="right"))
@@ -108,7 +111,7 @@ def check_ahc_memory(k: int, available: int | None = None) -> None:
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
         fits = int((2 * available / 8) ** 0.5)
-        raise ValueError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (the condensed distance matrix), "
+        raise InputError(f"AHC of {k} rows needs about {need / 2**30:.1f} GiB (the condensed distance matrix), "
                          f"more than the {available / 2**30:.1f} GiB available (about {fits} rows fit): "
                          "run k-means first (--k) and merge its centroids with AHC")
 
@@ -121,10 +124,10 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
     between the unit-normalised centroids. Give ``num_clusters`` or a distance ``threshold``.
     """
     if linkage not in LINKAGES:
-        raise ValueError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
+        raise ConfigError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
     k = c.shape[0]
     if num_clusters is not None and not 1 <= num_clusters <= k:
-        raise ValueError(f"AHC: cannot cut {k} k-means centroids into {num_clusters} clusters")
+        raise ConfigError(f"AHC: cannot cut {k} k-means centroids into {num_clusters} clusters")
     if k == 1:
         return np.zeros(1, dtype=np.int64)
     check_ahc_memory(k)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslspk.utils.config import ConfigError
+
 
 #: ``--init`` names → faiss ``ClusteringInitMethod`` attribute names.
 INIT_METHODS: dict[str, str] = {
@@ -36,10 +38,10 @@ def use_gpu(request: str) -> bool:
     import faiss
 
     if request not in ("auto", "yes", "no"):
-        raise ValueError(f"gpu must be auto, yes or no, got {request!r}")
+        raise ConfigError(f"gpu must be auto, yes or no, got {request!r}")
     n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if request == "yes" and n == 0:
-        raise ValueError("--gpu yes: this faiss build sees no GPU (install faiss-gpu, or use --gpu auto|no)")
+        raise ConfigError("--gpu yes: this faiss build sees no GPU (install faiss-gpu, or use --gpu auto|no)")
     return request != "no" and n > 0
 
 
@@ -57,18 +59,18 @@ def faiss_kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 1234, sp
         raise ValueError(f"k-means input must be a 2-D float32 matrix, got {x.dtype} {x.shape}")
     n, d = x.shape
     if not 1 <= k <= n:
-        raise ValueError(f"k-means: k={k} must be between 1 and the number of embeddings ({n})")
+        raise ConfigError(f"k-means: k={k} must be between 1 and the number of embeddings ({n})")
     if niter < 1 or nredo < 1 or max_points_per_centroid < 1:
-        raise ValueError("k-means: niter, nredo and max_points_per_centroid must be >= 1")
+        raise ConfigError("k-means: niter, nredo and max_points_per_centroid must be >= 1")
     if init not in INIT_METHODS:
-        raise ValueError(f"k-means: init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
+        raise ConfigError(f"k-means: init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
     x = np.ascontiguousarray(x)
     kwargs: dict = dict(niter=niter, seed=seed, spherical=spherical, nredo=nredo, verbose=verbose,
                         max_points_per_centroid=max_points_per_centroid, gpu=bool(gpu))
     if hasattr(faiss, INIT_METHODS[init]):
         kwargs["init_method"] = getattr(faiss, INIT_METHODS[init])
     elif init != "random":
-        raise ValueError(f"k-means: this faiss version has no {init} initialisation")
+        raise ConfigError(f"k-means: this faiss version has no {init} initialisation")
     km = faiss.Kmeans(d, k, **kwargs)
     km.train(x)
     labels, dist = assign(x, km.index, batch)

@@ -25,6 +25,8 @@ from sslspk.cluster.ahc import LINKAGES, ahc_centroids
 from sslspk.cluster.evaluate import clustering_scores, size_summary
 from sslspk.cluster.kmeans import INIT_METHODS, assign, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings
+from sslspk.utils.config import ConfigError
+from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write, read_kv
 
 log = logging.getLogger(__name__)
@@ -56,30 +58,30 @@ class ClusterConfig:
     def check(self, n: int) -> None:
         """ValueError for settings that cannot work on ``n`` embeddings."""
         if not 0 <= self.k <= n:
-            raise ValueError(f"k={self.k} must be between 1 and the number of embeddings ({n}), "
+            raise ConfigError(f"k={self.k} must be between 1 and the number of embeddings ({n}), "
                              "or 0 (AHC of the embeddings)")
         if self.k == 0 and not self.use_ahc:
-            raise ValueError("k=0 (no k-means) needs ahc_clusters or ahc_threshold: AHC of the embeddings")
+            raise ConfigError("k=0 (no k-means) needs ahc_clusters or ahc_threshold: AHC of the embeddings")
         if self.niter < 1 or self.nredo < 1 or self.max_points_per_centroid < 1 or self.batch < 1:
-            raise ValueError("niter, nredo, max_points_per_centroid and batch must be >= 1")
+            raise ConfigError("niter, nredo, max_points_per_centroid and batch must be >= 1")
         if self.init not in INIT_METHODS:
-            raise ValueError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
+            raise ConfigError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
         if self.ahc_clusters is not None and self.ahc_threshold is not None:
-            raise ValueError("give at most one of ahc_clusters and ahc_threshold")
+            raise ConfigError("give at most one of ahc_clusters and ahc_threshold")
         top = self.k or n
         if self.ahc_clusters is not None and not 1 <= self.ahc_clusters <= top:
-            raise ValueError(f"ahc_clusters={self.ahc_clusters} must be between 1 and "
+            raise ConfigError(f"ahc_clusters={self.ahc_clusters} must be between 1 and "
                              + (f"k={self.k}" if self.k else f"the number of embeddings ({n})"))
         if self.ahc_threshold is not None and self.ahc_threshold < 0:
-            raise ValueError(f"ahc_threshold must be >= 0, got {self.ahc_threshold}")
+            raise ConfigError(f"ahc_threshold must be >= 0, got {self.ahc_threshold}")
         if self.ahc_linkage not in LINKAGES:
-            raise ValueError(f"ahc_linkage must be one of {', '.join(LINKAGES)}, got {self.ahc_linkage!r}")
+            raise ConfigError(f"ahc_linkage must be one of {', '.join(LINKAGES)}, got {self.ahc_linkage!r}")
         if self.min_cluster_size < 1:
-            raise ValueError(f"min_cluster_size must be >= 1, got {self.min_cluster_size}")
+            raise ConfigError(f"min_cluster_size must be >= 1, got {self.min_cluster_size}")
         if self.small_clusters not in SMALL_CLUSTER_POLICIES:
-            raise ValueError(f"small_clusters must be drop or merge, got {self.small_clusters!r}")
+            raise ConfigError(f"small_clusters must be drop or merge, got {self.small_clusters!r}")
         if not self.prefix or any(c.isspace() for c in self.prefix):
-            raise ValueError(f"speaker prefix {self.prefix!r} is empty or contains whitespace")
+            raise ConfigError(f"speaker prefix {self.prefix!r} is empty or contains whitespace")
 
     @property
     def use_ahc(self) -> bool:
@@ -143,7 +145,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
         t = time.perf_counter()
         used = np.unique(labels)  # AHC on non-empty k-means clusters only
         if cfg.ahc_clusters is not None and cfg.ahc_clusters > used.size:
-            raise ValueError(f"ahc_clusters={cfg.ahc_clusters} exceeds the {used.size} non-empty k-means clusters")
+            raise InputError(f"ahc_clusters={cfg.ahc_clusters} exceeds the {used.size} non-empty k-means clusters")
         c2s = np.full(len(centroids), -1, dtype=np.int64)
         c2s[used] = ahc_centroids(centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage)
         labels = c2s[labels]
@@ -156,7 +158,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
         sizes = np.bincount(labels)
         small = sizes < cfg.min_cluster_size
         if small.all():
-            raise ValueError(f"no cluster has >= {cfg.min_cluster_size} utterances (largest: {sizes.max()})")
+            raise InputError(f"no cluster has >= {cfg.min_cluster_size} utterances (largest: {sizes.max()})")
         rows = np.flatnonzero(small[labels])
         if cfg.small_clusters == "drop":
             labels[rows] = -1
@@ -293,7 +295,7 @@ def _reference_scores(ref: Path, utts: list[str], result: Clustering) -> dict:
     ref_spk = read_kv(ref)
     has = np.fromiter((u in ref_spk for u in utts), dtype=bool, count=len(utts))
     if not has.any():
-        raise ValueError(f"{ref}: none of the clustered utts has a reference speaker")
+        raise InputError(f"{ref}: none of the clustered utts has a reference speaker")
     true = [ref_spk[u] for u, h in zip(utts, has) if h]
     kept = has & (result.labels >= 0)
     out = {"ref_utt2spk": str(ref), "num_utts_with_ref": int(has.sum()), "num_ref_speakers": len(set(true))}

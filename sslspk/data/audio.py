@@ -2,13 +2,19 @@
 
 soundfile decodes (any rate, any channel count); torchaudio resamples. ``segments``
 are honoured by cutting ``[start, end)`` seconds out of the recording. Audio that would give a
-silently wrong result is an error naming the entry: no samples, NaN/inf samples, digital silence.
+silently wrong result is an error naming the entry: no samples, NaN/inf samples, digital silence,
+a segment ending well after its recording. A truncated file (less audio than its header says) is
+logged (once per file), or, with ``strict``, an error.
+
+A pipe entry is run by a shell: only ``wav.scp`` entries are read as pipes (``pipes=False`` reads
+any string as a path), and a ``wav.scp`` from untrusted hands can run any command.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import subprocess
 
 import numpy as np
@@ -16,11 +22,22 @@ import numpy as np
 from sslspk.utils.errors import InputError
 
 CHANNELS = ("mix", "first")   # multi-channel audio: mean of the channels, or channel 0
+TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
+MIN_SECONDS = 0.025   # one analysis window (fbank frame, WavLM CNN receptive field): shorter gives no frame
+MAX_OVERSHOOT = 0.5   # seconds a segment may end after its recording (clipped), as Kaldi's extract-segments
 _resampled: set[tuple[int, int]] = set()   # (from, to) rates already logged
+_truncated: set[str] = set()               # truncated files already logged
+#: libsndfile's note on a WAV/AIFF whose data chunk is cut short (it then reads what is there)
+_CUT_CHUNK = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
+#: data sizes at and above this (or 0) are placeholders of a WAV written to a pipe (sox: 0x7ffff000,
+#: ffmpeg: 0xffffffff), not a truncation
+_STREAMED_SIZE = 0x7FFF0000
+
+log = logging.getLogger("sslspk")
 
 
-class AudioError(InputError, RuntimeError):
-    """Audio that cannot be read; the message names the entry (file or pipe command)."""
+class AudioError(InputError):
+    """Audio that cannot be read or used; the message names the entry (file or pipe command)."""
 
 
 def is_pipe(entry: str) -> bool:
@@ -39,40 +56,86 @@ def _read_bytes_from_pipe(entry: str) -> bytes:
     return proc.stdout
 
 
-def read_audio(entry: str, start: float = 0.0, end: float | None = None,
-               channel: str = "mix") -> tuple[np.ndarray, int]:
+def _truncation(entry: str, info: object, got: int, want: int) -> str | None:
+    """Why file ``entry`` (``sf.info`` ``info``) gave ``got`` of the ``want`` samples asked for, if it is cut short."""
+    cut = _CUT_CHUNK.search(getattr(info, "extra_info", ""))
+    if cut and 0 < int(cut[1]) < _STREAMED_SIZE:
+        return f"{entry!r} is truncated: its header announces {cut[1]} bytes of audio, the file holds {cut[2]}"
+    if got < want:
+        return f"{entry!r} is truncated: {got} of the {want} samples its header announces could be read"
+    return None
+
+
+def check_samples(mono: np.ndarray, what: str) -> None:
+    """AudioError naming ``what`` for samples that would give a silently wrong result:
+    none, NaN/inf, or digital silence."""
+    if mono.size == 0:
+        raise AudioError(f"no samples in {what}")
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{int((~np.isfinite(mono)).sum())} NaN/inf sample(s) in {what}")
+    if not mono.any():
+        raise AudioError(f"digital silence (all {mono.size} samples are 0) in {what}")
+
+
+def segment_problem(start: float, end: float, length: float) -> str | None:
+    """Why segment ``[start, end)`` cannot be cut from a recording of ``length`` seconds, or None
+    (an end up to :data:`MAX_OVERSHOOT` after the recording is clipped)."""
+    if start >= length:
+        return f"segment [{start}, {end}) starts after the end of the recording ({length:.3f} s)"
+    if end > length + MAX_OVERSHOOT:
+        return (f"segment [{start}, {end}) ends {end - length:.3f} s after the end of the recording "
+                f"({length:.3f} s; at most {MAX_OVERSHOOT} s is clipped)")
+    return None
+
+
+def check_length(num: int, sample_rate: int, what: str) -> None:
+    """AudioError naming ``what`` when ``num`` samples are shorter than one analysis window."""
+    if num < MIN_SECONDS * sample_rate:
+        raise AudioError(f"{what}: {num} samples ({num / sample_rate:.3f} s) is shorter than one "
+                         f"{1000 * MIN_SECONDS:g} ms analysis window: nothing to embed")
+
+
+def read_audio(entry: str, start: float = 0.0, end: float | None = None, channel: str = "mix",
+               pipes: bool = True, strict: bool = False) -> tuple[np.ndarray, int]:
     """Decode ``entry`` to a mono float32 array and its sample rate.
 
-    ``start``/``end`` (seconds) select a segment of the recording; ``end=None`` reads to the end.
+    ``start``/``end`` (seconds) select a segment of the recording; ``end=None`` reads to the end,
+    and an ``end`` up to :data:`MAX_OVERSHOOT` after the end is clipped (more is an error).
     ``channel``: ``mix`` averages the channels of multi-channel audio, ``first`` keeps channel 0.
+    ``pipes``: read an entry ending in ``|`` as a shell command (``wav.scp`` entries only).
+    ``strict``: a truncated file is an error instead of a logged warning.
     """
     import soundfile as sf
 
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
-
+    segment = f" for segment [{start}, {end})" if start or end else ""
     try:
-        if is_pipe(entry):
+        if pipes and is_pipe(entry):
             data, sr = sf.read(io.BytesIO(_read_bytes_from_pipe(entry)), dtype="float32", always_2d=True)
-            b = int(round(start * sr))
-            data = data[b: None if end is None else int(round(end * sr))]
+            total = data.shape[0]
+            data = data[int(round(start * sr)): None if end is None else int(round(end * sr))]
         else:
             info = sf.info(entry)
-            sr = info.samplerate
+            sr, total = info.samplerate, info.frames
             b = int(round(start * sr))
             stop = None if end is None else int(round(end * sr))
             data, sr = sf.read(entry, start=b, stop=stop, dtype="float32", always_2d=True)
+            short = _truncation(entry, info, data.shape[0], min(total, stop or total) - b)
+            if short and strict:
+                raise AudioError(short)
+            if short and entry not in _truncated:
+                _truncated.add(entry)
+                log.warning("%s; read what is there (logged once per file)", short)
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for missing/corrupt files
         raise AudioError(f"cannot read audio {entry!r}: {e}") from e
-    if data.shape[0] == 0:
-        raise AudioError(f"no samples in {entry!r}" + (f" for segment [{start}, {end})" if start or end else ""))
+    problem = None if end is None else segment_problem(start, end, total / sr)
+    if problem:
+        raise AudioError(f"{entry!r}: {problem}")
     mono = data.mean(axis=1) if data.shape[1] > 1 and channel == "mix" else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{int((~np.isfinite(mono)).sum())} NaN/inf sample(s) in {entry!r}")
-    if not mono.any():
-        raise AudioError(f"digital silence (all {mono.size} samples are 0) in {entry!r}")
+    check_samples(mono, f"{entry!r}{segment}")
     return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
 
 
@@ -85,7 +148,7 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return wav
     if (orig_sr, target_sr) not in _resampled:
         _resampled.add((orig_sr, target_sr))
-        logging.getLogger("sslspk").warning("audio at %d Hz is resampled to %d Hz (logged once)", orig_sr, target_sr)
+        log.warning("audio at %d Hz is resampled to %d Hz (logged once)", orig_sr, target_sr)
     import torch
     import torchaudio.functional as AF
 
@@ -93,21 +156,32 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def load_audio(entry: str, sample_rate: int | None = None, start: float = 0.0, end: float | None = None,
-               channel: str = "mix") -> np.ndarray:
-    """Read ``entry`` (optionally a segment) as mono float32 at ``sample_rate`` (native rate if None)."""
-    wav, sr = read_audio(entry, start, end, channel)
+               channel: str = "mix", pipes: bool = True) -> np.ndarray:
+    """Read ``entry`` (optionally a segment) as mono float32 at ``sample_rate`` (native rate if None);
+    ``pipes``: as :func:`read_audio`."""
+    wav, sr = read_audio(entry, start, end, channel, pipes)
     return wav if sample_rate is None else resample(wav, sr, sample_rate)
 
 
-def num_samples(entry: str) -> tuple[int, int]:
-    """``(num_samples, sample_rate)`` of an entry; cheap header read for files, full decode for pipes."""
-    if not is_pipe(entry):
-        import soundfile as sf
+def num_samples(entry: str, decode: bool = False) -> tuple[int, int]:
+    """``(num_samples, sample_rate)`` of an entry: a cheap header read for files, unless ``decode``
+    (then every check of :func:`read_audio`, a truncated file included, is an error); pipes are decoded."""
+    if decode or is_pipe(entry):
+        wav, sr = read_audio(entry, strict=True)
+        return len(wav), sr
+    import soundfile as sf
 
-        try:
-            info = sf.info(entry)
-        except Exception as e:
-            raise AudioError(f"cannot read audio {entry!r}: {e}") from e
-        return int(info.frames), int(info.samplerate)
-    wav, sr = read_audio(entry)
-    return len(wav), sr
+    try:
+        info = sf.info(entry)
+    except Exception as e:
+        raise AudioError(f"cannot read audio {entry!r}: {e}") from e
+    return int(info.frames), int(info.samplerate)
+
+
+def check_data_options(too_short: str = "repeat", channel: str = "mix", where: str = "data") -> None:
+    """ConfigError unless ``too_short`` and ``channel`` (a config's ``data:`` block) are known values."""
+    from sslspk.utils.config import ConfigError
+
+    for key, value, allowed in (("too_short", too_short, TOO_SHORT), ("channel", channel, CHANNELS)):
+        if value not in allowed:
+            raise ConfigError(f"{where}.{key} must be one of {', '.join(allowed)}, got {value!r}")

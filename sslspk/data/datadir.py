@@ -37,7 +37,7 @@ _MAX_LISTED = 10  # problems of one kind listed individually before summarising
 T = TypeVar("T")
 
 
-class DataDirError(InputError, ValueError):
+class DataDirError(InputError):
     """An inconsistent or unusable data directory (or a request it cannot satisfy)."""
 
 
@@ -334,14 +334,15 @@ class DataDir:
 
 # ----------------------------------------------------------------------------- audio probing
 
-def _probe(entries: dict[str, str], nj: int, progress: bool, desc: str
+def _probe(entries: dict[str, str], nj: int, progress: bool, desc: str, decode: bool = False
            ) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """``num_samples`` of each entry in ``nj`` threads: ``({key: (n, sr)}, {key: error message})``."""
+    """``num_samples`` of each entry (``decode``: fully decoded and checked) in ``nj`` threads:
+    ``({key: (n, sr)}, {key: error message})``."""
     from tqdm import tqdm
 
     def one(key: str) -> tuple[str, tuple[int, int] | None, str | None]:
         try:
-            n, sr = audio.num_samples(entries[key])
+            n, sr = audio.num_samples(entries[key], decode)
         except audio.AudioError as e:
             return key, None, str(e)
         return (key, (n, sr), None) if n > 0 else (key, None, f"no samples in {entries[key]!r}")
@@ -367,8 +368,9 @@ def validate(path: str | Path, check_audio: bool = False, nj: int = 1, progress:
     Checks every table's format (sorted, unique keys, field counts, numbers), that every
     utt has a speaker and audio (``wav.scp`` or ``segments`` whose recording exists),
     that ``spk2utt`` matches ``utt2spk``, that ``utt2dur``/``utt2num_samples``/... only
-    name known utts and that ``trials`` lines have a known format (their ids are not checked). ``check_audio`` also reads every used ``wav.scp`` entry's header
-    (pipes are run and decoded) in ``nj`` threads.
+    name known utts and that ``trials`` lines have a known format (their ids are not checked).
+    ``check_audio`` also decodes every used ``wav.scp`` entry (pipes are run) in ``nj`` threads, with
+    the checks of extraction (see :func:`_check_audio`).
     """
     d = Path(path)
     if not d.is_dir():
@@ -437,9 +439,10 @@ def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> list[str]:
 
 
 def _check_audio(d: Path, dd: DataDir, wav_lines: dict[str, int], nj: int, progress: bool) -> list[str]:
-    """Every used recording decodes; every segment starts inside its recording."""
+    """Every used recording decodes completely (not truncated) to finite, non-silent samples, and every
+    utterance (segment) lies inside its recording and is long enough to embed."""
     used = dd._used_recordings()
-    ok, failed = _probe(used, nj, progress, "check audio")
+    ok, failed = _probe(used, nj, progress, "check audio", decode=True)
     users: dict[str, list[str]] = {}
     for u in dd.utts:
         if dd.segments is None or u in dd.segments:
@@ -448,14 +451,29 @@ def _check_audio(d: Path, dd: DataDir, wav_lines: dict[str, int], nj: int, progr
     for rec, msg in sorted(failed.items()):
         who = f"utt {rec!r}" if dd.segments is None else f"recording {rec!r} (utts {users.get(rec, [])[:3]})"
         problems.append(f"{d / 'wav.scp'}:{wav_lines[rec]}: {who}: {msg}")
-    if dd.segments is not None:
-        for u, s in sorted(dd.segments.items()):
-            if s.recording in ok:
-                n, sr = ok[s.recording]
-                if s.start >= n / sr:
-                    problems.append(f"{d / 'segments'}: utt {u!r} starts at {s.start}s, after the end of "
-                                    f"recording {s.recording!r} ({n / sr:.3f}s)")
+    for rec, (n, sr) in sorted(ok.items()):
+        for u in users.get(rec, []):
+            where = f"{d / 'wav.scp'}:{wav_lines[rec]}: utt {u!r}"
+            if dd.segments is not None:
+                where = f"{d / 'segments'}: utt {u!r} of recording {rec!r}"
+                problem = audio.segment_problem(dd.segments[u].start, dd.segments[u].end, n / sr)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                    continue
+            try:
+                audio.check_length(_segment_samples(dd, u, n, sr), sr, where)
+            except audio.AudioError as e:
+                problems.append(str(e))
     return _listed(problems)
+
+
+def _segment_samples(dd: DataDir, utt: str, n: int, sr: int) -> int:
+    """Samples of ``utt`` in its recording of ``n`` samples at ``sr`` Hz, cut as read_audio cuts (clipped
+    at the end; 0 or less when it starts after the end)."""
+    if dd.segments is None:
+        return n
+    seg = dd.segments[utt]
+    return min(int(round(seg.end * sr)), n) - int(round(seg.start * sr))
 
 
 # ----------------------------------------------------------------------------- fix
@@ -721,7 +739,8 @@ def utt_durations(dd: DataDir, where: str, nj: int = 1,
 
     Files need only their header; pipes are run and decoded (in ``nj`` threads).
     Segments are cut as :func:`sslspk.data.audio.read_audio` does (clipped at the end of
-    the recording). Any unreadable audio is an AudioError listing the utts.
+    the recording, up to ``MAX_OVERSHOOT`` seconds). Any unreadable audio or segment outside its
+    recording is an AudioError listing the utts.
     """
     errors: list[str] = []
     entries: dict[str, str] = {}
@@ -743,12 +762,11 @@ def utt_durations(dd: DataDir, where: str, nj: int = 1,
             continue
         n, sr = ok[rec]
         if dd.segments is not None:
-            seg = dd.segments[u]
-            n = min(int(round(seg.end * sr)), n) - int(round(seg.start * sr))
-            if n <= 0:
-                errors.append(f"utt {u!r}: segment [{seg.start}, {seg.end}) starts after the end "
-                              f"of recording {rec!r} ({ok[rec][0] / sr:.3f}s)")
+            problem = audio.segment_problem(dd.segments[u].start, dd.segments[u].end, n / sr)
+            if problem:
+                errors.append(f"utt {u!r} of recording {rec!r}: {problem}")
                 continue
+            n = _segment_samples(dd, u, n, sr)
         num[u] = n
         dur[u] = round(n / sr, 3)
     if errors:

@@ -13,6 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
+from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 
@@ -63,7 +64,8 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
 
     Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
-    entry, a vector whose dimension differs from the first, duplicate keys, an empty scp.
+    entry, a vector whose dimension differs from the first or with NaN/inf values, duplicate keys,
+    an empty scp.
     """
     import kaldiio
 
@@ -102,6 +104,12 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         for fd in fds.values():
             fd.close()
     assert mat is not None and len(keys) == n
+    bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))   # row i is line i + 1
+    if bad.size:
+        i = int(bad[0])
+        more = f" ({bad.size - 1} more embedding(s) too)" if bad.size > 1 else ""
+        raise FormatError(scp, i + 1, f"embedding {keys[i]!r} has {int((~np.isfinite(mat[i])).sum())} NaN/inf "
+                                      f"value(s){more}")
     return keys, mat
 
 
@@ -154,7 +162,7 @@ def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> 
     """Mean of the length-normalised embeddings of each speaker (Kaldi ``spk_xvector`` style)."""
     missing = [k for k in keys if k not in utt2spk]
     if missing:
-        raise KeyError(f"{len(missing)} utterance(s) have no speaker in utt2spk: {', '.join(missing[:5])}")
+        raise MissingIdError(f"{len(missing)} utterance(s) have no speaker in utt2spk: {', '.join(missing[:5])}")
     spks = sorted({utt2spk[k] for k in keys})
     index = {s: i for i, s in enumerate(spks)}
     rows = np.array([index[utt2spk[k]] for k in keys])

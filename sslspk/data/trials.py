@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslspk.utils.errors import InputError, MissingIdError
 from sslspk.utils.fileio import FormatError, iter_lines
 
 _KALDI_LABELS = {"target": 1, "nontarget": 0}
@@ -90,11 +91,11 @@ def split_by_speaker(trials: Trials, utt2spk: dict[str, str], seed: int = 0) -> 
     """
     missing = sorted({u for u in (*trials.enroll, *trials.test) if u not in utt2spk})
     if missing:
-        raise KeyError(f"{len(missing)} trial id(s) have no speaker in utt2spk: {', '.join(missing[:5])}"
-                       + (" ..." if len(missing) > 5 else ""))
+        raise MissingIdError(f"{len(missing)} trial id(s) have no speaker in utt2spk: {', '.join(missing[:5])}"
+                             + (" ..." if len(missing) > 5 else ""))
     spks = sorted({utt2spk[u] for u in (*trials.enroll, *trials.test)})
     if len(spks) < 2:
-        raise ValueError(f"cannot split a trial list of {len(spks)} speaker(s) into two halves")
+        raise InputError(f"cannot split a trial list of {len(spks)} speaker(s) into two halves")
     order = np.random.default_rng(seed).permutation(len(spks))
     first = {spks[i] for i in order[: len(spks) // 2]}
     halves = []

@@ -135,7 +135,9 @@ class Frontend(nn.Module):
     def __init__(self, cfg: FrontendConfig):
         super().__init__()
         if cfg.type not in ("fbank", "mfcc", "logmel"):
-            raise ValueError(f"frontend type must be fbank, mfcc or logmel, got {cfg.type!r}")
+            from sslspk.utils.config import ConfigError
+
+            raise ConfigError(f"model.frontend.type must be fbank, mfcc or logmel, got {cfg.type!r}")
         self.cfg = cfg
         self.min_samples = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
         if cfg.type == "fbank":

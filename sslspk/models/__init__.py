@@ -17,8 +17,35 @@ from sslspk.utils.config import ConfigError
 MODEL_TYPES = ("ecapa_tdnn", "resnet", "stats", "wavlm")
 
 
+#: The rate of the audio a WavLM backbone was pretrained on (its CNN assumes it).
+WAVLM_SAMPLE_RATE = 16000
+
+
+def with_sample_rate(cfg: dict[str, Any], sample_rate: int, where: str = "config") -> dict[str, Any]:
+    """The ``model:`` block ``cfg`` with its front-end at ``sample_rate``, the config's one sample rate.
+
+    ``model.frontend.sample_rate`` may only repeat it, and a WavLM model takes 16 kHz only: any
+    other value is a ConfigError, as features at the wrong rate would be silently wrong.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: model: expected a mapping, got {cfg!r}")
+    if cfg.get("type") == "wavlm":
+        if sample_rate != WAVLM_SAMPLE_RATE:
+            raise ConfigError(f"{where}: sample_rate {sample_rate}: a WavLM model takes {WAVLM_SAMPLE_RATE} Hz audio")
+        return cfg
+    front = cfg.get("frontend") or {}
+    if not isinstance(front, dict):
+        return cfg   # build_model names the bad block
+    if front.get("sample_rate", sample_rate) != sample_rate:
+        raise ConfigError(f"{where}: model.frontend.sample_rate {front['sample_rate']} differs from sample_rate "
+                          f"{sample_rate}, the rate audio is resampled to: a config has one sample rate (set "
+                          "the top-level sample_rate and drop model.frontend.sample_rate)")
+    return {**cfg, "frontend": {**front, "sample_rate": sample_rate}}
+
+
 def build_model(cfg: dict[str, Any]) -> nn.Module:
-    """Build an encoder ``nn.Module`` mapping waveforms ``[B, T]`` to embeddings ``[B, D]``."""
+    """Build an encoder ``nn.Module`` mapping waveforms ``[B, T]`` to embeddings ``[B, D]`` from a
+    ``model:`` block (from a full config: ``with_sample_rate(cfg["model"], ...)``)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"model: expected a mapping, got {cfg!r}")
     kind = cfg.get("type")

@@ -18,6 +18,7 @@ import numpy as np
 
 from sslspk.data.embeddings import group_means, l2_normalize
 from sslspk.scoring.cosine import normalise_embeddings, paired_dot, trial_rows
+from sslspk.utils.errors import InputError
 
 
 def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -26,9 +27,9 @@ def cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int, block: int = 409
     ``top_n`` is clipped to the cohort size. Returns two float64 vectors of length ``len(x)``.
     """
     if top_n < 1:
-        raise ValueError(f"AS-norm top_n must be >= 1, got {top_n}")
+        raise InputError(f"AS-norm top_n must be >= 1, got {top_n}")
     if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}")
+        raise InputError(f"AS-norm block must be >= 1, got {block}")
     n = min(top_n, cohort.shape[0])
     mu = np.empty(len(x), dtype=np.float64)
     sd = np.empty(len(x), dtype=np.float64)
@@ -57,9 +58,9 @@ def asnorm_trials(emb: tuple[list[str], np.ndarray], enroll_ids: Sequence[str], 
     """
     cohort = np.asarray(cohort)
     if cohort.ndim != 2 or cohort.shape[0] == 0:
-        raise ValueError(f"AS-norm cohort must be a non-empty [N, D] matrix, got shape {cohort.shape}")
+        raise InputError(f"AS-norm cohort must be a non-empty [N, D] matrix, got shape {cohort.shape}")
     if cohort.shape[1] != emb[1].shape[1]:
-        raise ValueError(f"cohort dim {cohort.shape[1]} != embedding dim {emb[1].shape[1]}")
+        raise InputError(f"cohort dim {cohort.shape[1]} != embedding dim {emb[1].shape[1]}")
     e_rows, t_rows = trial_rows(emb, enroll_ids, test_ids, test_emb, source)
     coh = normalise_embeddings(cohort, mean, scale)
     if cohort_groups is not None:

@@ -20,7 +20,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from sslspk.utils.fileio import atomic_write
+from sslspk.utils.errors import InputError, MissingIdError
+from sslspk.utils.fileio import FormatError, atomic_write
 
 QUALITY_FEATURES = ("min_log_dur", "max_log_dur")
 
@@ -35,7 +36,7 @@ def cllr(llr: np.ndarray, labels: np.ndarray) -> float:
     llr = np.asarray(llr, dtype=np.float64)
     lab = np.asarray(labels).astype(bool)
     if lab.all() or not lab.any():
-        raise ValueError("Cllr needs both target and nontarget trials")
+        raise InputError("Cllr needs both target and nontarget trials")
     return float(0.5 / math.log(2) * (_softplus(-llr[lab]).mean() + _softplus(llr[~lab]).mean()))
 
 
@@ -48,7 +49,7 @@ def act_dcf(llr: np.ndarray, labels: np.ndarray, p_target: float, c_miss: float 
             c_fa: float = 1.0) -> float:
     """Normalised actual DCF: accept ``llr >= bayes_threshold(p_target)``."""
     if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+        raise InputError(f"p_target must be in (0, 1), got {p_target}")
     llr = np.asarray(llr, dtype=np.float64)
     lab = np.asarray(labels).astype(bool)
     accept = llr >= bayes_threshold(p_target, c_miss, c_fa)
@@ -62,7 +63,7 @@ def quality_features(enroll: Sequence[str], test: Sequence[str], utt2dur: Mappin
     """``[N, 2]`` QMF features: min and max over the two sides of ``log(duration)``."""
     missing = sorted({u for u in (*enroll, *test) if u not in utt2dur})
     if missing:
-        raise KeyError(f"{len(missing)} trial id(s) have no duration in utt2dur: {', '.join(missing[:5])}"
+        raise MissingIdError(f"{len(missing)} trial id(s) have no duration in utt2dur: {', '.join(missing[:5])}"
                        + (" ..." if len(missing) > 5 else ""))
     e = np.log(np.maximum([float(utt2dur[u]) for u in enroll], 1e-3))
     t = np.log(np.maximum([float(utt2dur[u]) for u in test], 1e-3))
@@ -71,7 +72,7 @@ def quality_features(enroll: Sequence[str], test: Sequence[str], utt2dur: Mappin
 
 def read_durations(paths: Sequence[str | os.PathLike]) -> dict[str, float]:
     """``{utt: seconds}`` from one or more ``utt2dur`` files; errors name the file and line."""
-    from sslspk.utils.fileio import FormatError, iter_lines
+    from sslspk.utils.fileio import iter_lines
 
     durs: dict[str, float] = {}
     for path in paths:
@@ -101,7 +102,7 @@ class Calibration:
         llr = self.a * np.asarray(scores, dtype=np.float64) + self.b
         if self.weights:
             if quality is None:
-                raise ValueError(f"this calibration uses quality measures ({', '.join(self.features)}): "
+                raise InputError(f"this calibration uses quality measures ({', '.join(self.features)}): "
                                  "give the utt2dur file(s)")
             q = np.asarray(quality, dtype=np.float64)
             if q.shape != (len(llr), len(self.weights)):
@@ -124,9 +125,9 @@ class Calibration:
             cal = cls(float(d["a"]), float(d["b"]), float(d["prior"]),
                       [float(w) for w in d.get("weights", [])], [str(f) for f in d.get("features", [])])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: not a calibration file (need a, b, prior): {e}") from e
+            raise FormatError(path, None, f"not a calibration file (need a, b, prior): {e}") from e
         if len(cal.weights) != len(cal.features):
-            raise ValueError(f"{path}: {len(cal.weights)} weights but {len(cal.features)} feature names")
+            raise FormatError(path, None, f"{len(cal.weights)} weights but {len(cal.features)} feature names")
         return cal
 
 
@@ -137,11 +138,11 @@ def train_calibration(scores: np.ndarray, labels: np.ndarray, prior: float = 0.5
     from scipy.optimize import minimize
 
     if not 0.0 < prior < 1.0:
-        raise ValueError(f"prior must be in (0, 1), got {prior}")
+        raise InputError(f"prior must be in (0, 1), got {prior}")
     s = np.asarray(scores, dtype=np.float64)
     lab = np.asarray(labels).astype(bool)
     if lab.all() or not lab.any():
-        raise ValueError(f"calibration needs target and nontarget trials (got {int(lab.sum())} target, "
+        raise InputError(f"calibration needs target and nontarget trials (got {int(lab.sum())} target, "
                          f"{int((~lab).sum())} nontarget)")
     x = s[:, None] if quality is None else np.c_[s, np.asarray(quality, dtype=np.float64)]
     # Standardise features for conditioning; map the solution back afterwards.

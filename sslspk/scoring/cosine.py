@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from sslspk.data.embeddings import l2_normalize
+from sslspk.utils.errors import MissingIdError
 
 #: Trials scored at a time: two ``[block, dim]`` float64 gathers (32 MiB each at 256-d). Larger
 #: blocks are slower, not faster: with 2**18, scoring 580k trials took 1.2x as long and 0.7 GiB
@@ -19,7 +20,7 @@ def lookup(keys: Sequence[str], index: dict[str, int], what: str, source: str) -
     rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
     if (rows < 0).any():
         missing = sorted({k for k, r in zip(keys, rows) if r < 0})
-        raise KeyError(f"{len(missing)} {what} id(s) of the trial list have no embedding in {source}: "
+        raise MissingIdError(f"{len(missing)} {what} id(s) of the trial list have no embedding in {source}: "
                        + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
     return rows
 

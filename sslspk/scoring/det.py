@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from sslspk.scoring.metrics import det_points, eer_from_det
+from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write
 
 TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
@@ -95,8 +96,8 @@ def parse_system_args(items: Sequence[str]) -> dict[str, str]:
         if not sep:
             name, path = os.path.splitext(os.path.basename(it))[0], it
         if not name or not path:
-            raise ValueError(f"expected NAME=SCORES, got {it!r}")
+            raise InputError(f"expected NAME=SCORES, got {it!r}")
         if name in out:
-            raise ValueError(f"system name {name!r} given twice")
+            raise InputError(f"system name {name!r} given twice")
         out[name] = path
     return out

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslspk.utils.errors import InputError
+
 
 def det_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Miss and false-alarm rates at every distinct threshold, ties handled exactly.
@@ -22,7 +24,7 @@ def det_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
         raise ValueError(f"{int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
     n_tar, n_non = int(labels.sum()), int((~labels).sum())
     if n_tar == 0 or n_non == 0:
-        raise ValueError(f"need both target and nontarget trials (got {n_tar} target, {n_non} nontarget)")
+        raise InputError(f"need both target and nontarget trials (got {n_tar} target, {n_non} nontarget)")
     order = np.argsort(-scores, kind="stable")
     s, lab = scores[order], labels[order]
     last_of_group = np.r_[s[1:] != s[:-1], True]  # accept a whole group of tied scores at once
@@ -49,7 +51,7 @@ def min_dcf_from_det(p_miss: np.ndarray, p_fa: np.ndarray, thresholds: np.ndarra
                      c_miss: float = 1.0, c_fa: float = 1.0) -> tuple[float, float]:
     """Normalised minimum detection cost (NIST SRE) and the threshold reaching it."""
     if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+        raise InputError(f"p_target must be in (0, 1), got {p_target}")
     dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
     i = int(np.argmin(dcf))
     return float(dcf[i] / min(c_miss * p_target, c_fa * (1.0 - p_target))), float(thresholds[i])

@@ -10,6 +10,7 @@ import numpy as np
 
 from sslspk.scoring.metrics import Metrics
 from sslspk.data.trials import read_trials
+from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 _LABELS = {"target": 1, "nontarget": 0}
@@ -28,6 +29,8 @@ def read_score_file(path: str | os.PathLike) -> tuple[list[tuple[str, str]], np.
             scores.append(float(f[2]))
         except ValueError:
             raise FormatError(path, n, f"score {f[2]!r} is not a number") from None
+        if not np.isfinite(scores[-1]):
+            raise FormatError(path, n, f"score {f[2]!r} of {f[0]} {f[1]} is not finite")
         pairs.append((f[0], f[1]))
         labels.append(f[3] if len(f) == 4 else None)
     if not scores:
@@ -44,14 +47,14 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
     if labels:
         raise FormatError(path, None, "some lines have a label and some do not")
     if trials is None:
-        raise ValueError(f"{path} has no target/nontarget labels: pass the trial list with --trials")
+        raise FormatError(path, None, "no target/nontarget labels: pass the trial list with --trials")
     t = read_trials(trials)
     if t.labels is None:
         raise FormatError(trials, None, "trial list has no labels")
     lab = {(e, s): int(l) for e, s, l in zip(t.enroll, t.test, t.labels)}
     missing = [p for p in pairs if p not in lab]
     if missing:
-        raise KeyError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
+        raise MissingIdError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
     return score_arr, np.asarray([lab[p] for p in pairs])
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sslspk.train.distributed import all_gather_cat
+from sslspk.utils.config import ConfigError
 
 
 @dataclass
@@ -40,9 +41,9 @@ class SSPSConfig:
 
     def __post_init__(self) -> None:
         if self.sampling not in ("kmeans", "knn"):
-            raise ValueError(f"ssps.sampling must be kmeans or knn, got {self.sampling!r}")
+            raise ConfigError(f"ssps.sampling must be kmeans or knn, got {self.sampling!r}")
         if self.neighbourhood < 1 or self.num_prototypes < 1:
-            raise ValueError("ssps.neighbourhood and ssps.num_prototypes must be >= 1")
+            raise ConfigError("ssps.neighbourhood and ssps.num_prototypes must be >= 1")
 
 
 def sample_positives(assign: np.ndarray, centroids: np.ndarray, neighbourhood: int,

@@ -40,16 +40,6 @@ def parse_views(views: list[dict[str, Any]] | None, where: str = "data.views") -
     return specs
 
 
-TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
-
-
-def check_data_options(too_short: str = "repeat", channel: str = "mix", where: str = "data") -> None:
-    """ConfigError unless ``too_short`` and ``channel`` are known values (see :class:`CropDataset`)."""
-    from sslspk.data.audio import CHANNELS
-
-    for key, value, allowed in (("too_short", too_short, TOO_SHORT), ("channel", channel, CHANNELS)):
-        if value not in allowed:
-            raise ConfigError(f"{where}.{key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator, too_short: str = "repeat") -> np.ndarray:
@@ -90,6 +80,7 @@ class CropDataset(Dataset):
     _augmenter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        from sslspk.data.audio import check_data_options
         from sslspk.data.datadir import DataDir
 
         check_data_options(self.too_short, self.channel)

@@ -37,6 +37,15 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def any_process(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Whether ``flag`` is true on any process (a collective: every process calls it at the same point)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (same shape on every process) along dim 0 over processes, no gradient."""
     if not is_distributed():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslspk.train.distributed import all_reduce_mean, init_distributed, is_distributed
+from sslspk.train.distributed import all_reduce_mean, any_process, init_distributed, is_distributed
 from sslspk.train.task import TrainTask
 from sslspk.utils.errors import TrainingError
 from sslspk.utils.fileio import atomic_write
@@ -117,9 +117,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, exp_dir: str | os.PathLike):
         self.cfg = cfg
         self.exp_dir = Path(exp_dir)
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        from sslspk.utils.device import resolve_device
+
+        dev = resolve_device(cfg.device)
         self.rank, self.world, self.local_rank = init_distributed(dev)
         self.device = torch.device(f"cuda:{self.local_rank}" if dev == "cuda" else dev)
         self.is_main = self.rank == 0
@@ -243,7 +243,7 @@ class Trainer:
         steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
         total = steps_per_epoch * cfg.epochs
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-        skipped = 0
+        skipped = 0   # steps skipped by nan_policy skip, over the run
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             task.train()
@@ -251,6 +251,7 @@ class Trainer:
             sampler.set_epoch(epoch)
             start_logs = task.on_epoch_start(epoch, self)
             sums: dict[str, float] = {}
+            applied = 0   # optimizer steps of this epoch (the logged means are over them)
             t0 = time.time()
             bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not self.is_main, mininterval=10)
@@ -265,6 +266,8 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = model(batch, epoch)
                 bad = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
+                if any_process(bad is not None, self.device) and bad is None:   # under DDP every process
+                    bad = "non-finite loss on another process"                  # skips its backward, or none
                 if bad is None:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -273,7 +276,7 @@ class Trainer:
                     gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
                     if cfg.grad_clip:
                         logs["grad_norm"] = float(gnorm)
-                    if not torch.isfinite(gnorm):
+                    if not torch.isfinite(gnorm):   # gradients are all-reduced: the same on every process
                         bad = f"non-finite gradient (norm {gnorm.item()})"
                 if bad is not None:
                     if cfg.nan_policy == "stop":
@@ -284,6 +287,7 @@ class Trainer:
                     log.warning(f"{bad} at epoch {epoch + 1} step {i + 1}: step skipped ({skipped} so far)")
                     continue
                 opt.step()
+                applied += 1
                 self.global_step += 1
                 task.after_optimizer_step(self.global_step / total)
                 logs = {"loss": loss.item(), "lr": lr, **logs}
@@ -292,8 +296,8 @@ class Trainer:
                 if self.global_step % cfg.log_every == 0:
                     self.log_scalars(logs, self.global_step, "step")
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
-            n = max(1, steps_per_epoch - skipped)
-            means = {k: float(all_reduce_mean(torch.tensor(v / n))) for k, v in sums.items()}
+            means = {k: float(all_reduce_mean(torch.tensor(v / max(1, applied), device=self.device)))
+                     for k, v in sums.items()}
             means.update(start_logs)
             means.update(task.on_epoch_end(epoch))
             means["seconds"] = time.time() - t0

@@ -1,4 +1,5 @@
-"""YAML configs: load, validate against dataclasses (unknown keys name the valid ones), save."""
+"""YAML configs: load, check sections and the sample rate, validate blocks against dataclasses (unknown keys
+name the valid ones), save."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sslspk.utils.errors import InputError
 T = TypeVar("T")
 
 
-class ConfigError(InputError, ValueError):
+class ConfigError(InputError):
     """An invalid configuration; the message names the file/section and the offending key."""
 
 
@@ -26,11 +27,50 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
             cfg = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e}") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(cfg).__name__}")
     return cfg
+
+
+#: Top-level sections of a config by kind: a training config (ssl, pseudo) or the config.yaml of a
+#: model dir (a non-learned model's config, or a training config copied into its experiment dir).
+SECTIONS = {
+    "ssl": {"required": ("model", "data", "ssl", "train"), "optional": ("sample_rate",)},
+    "pseudo": {"required": ("data", "loss", "train"),
+               "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc")},
+    "model": {"required": ("model",),
+              "optional": ("sample_rate", "data", "ssl", "train", "loss", "init", "finetune", "dlg_lc")},
+}
+DATA_KEYS = ("views", "augment", "too_short", "channel")
+DEFAULT_SAMPLE_RATE = 16000
+
+
+def check_sections(cfg: dict[str, Any], kind: str, where: str) -> None:
+    """Reject unknown or missing top-level sections and unknown ``data:`` keys (see :data:`SECTIONS`)."""
+    spec = SECTIONS[kind]
+    allowed = spec["required"] + spec["optional"]
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
+    missing = [k for k in spec["required"] if k not in cfg]
+    if missing:
+        raise ConfigError(f"{where}: missing required section(s) {', '.join(missing)}")
+    data = cfg.get("data") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: data: expected a mapping of keys to values, got {data!r}")
+    bad = sorted(set(data) - set(DATA_KEYS))
+    if bad:
+        raise ConfigError(f"{where}: data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
+
+
+def config_sample_rate(cfg: dict[str, Any], where: str) -> int:
+    """The one sample rate of a config: its top-level ``sample_rate`` (Hz, default 16000)."""
+    rate = cfg.get("sample_rate", DEFAULT_SAMPLE_RATE)
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ConfigError(f"{where}: sample_rate: expected a positive integer (Hz), got {rate!r}")
+    return rate
 
 
 def save_yaml(cfg: dict[str, Any], path: str | os.PathLike) -> None:

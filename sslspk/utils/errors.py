@@ -1,4 +1,9 @@
-"""Uniform error reporting for the command-line entry points."""
+"""The project's own errors, and their uniform reporting by the command-line entry points.
+
+An :class:`SslspkError` is a failure the user can act on, with a message naming the culprit
+(file and line, utterance and audio file, option or config key): ``run_cli`` prints it as
+``ERROR: <message>`` and exits 1. Any other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,36 @@ from typing import Callable
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-class InputError(Exception):
-    """Bad input the user can fix (a file, a line, a config value): the command-line tools print its
-    message as one ``ERROR:`` line, without a traceback. The project's input errors derive from it."""
+class SslspkError(Exception):
+    """A failure the user can act on; the message says what and where."""
 
 
-class TrainingError(RuntimeError):
+class InputError(SslspkError, ValueError):
+    """Input that cannot be used: a file or its contents, an argument or option value."""
+
+
+class MissingIdError(InputError, KeyError):
+    """Ids of one input that have no entry in another (e.g. trial ids without an embedding)."""
+
+    def __str__(self) -> str:   # the message, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingError(SslspkError, RuntimeError):
     """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
 def run_cli(work: Callable[[], None]) -> None:
-    """Run ``work``; expected input errors print ``ERROR: ...`` (no traceback) and exit 1.
+    """Run ``work``; an :class:`SslspkError`, a missing input file or a full disk prints
+    ``ERROR: ...`` (no traceback) and exits 1. Anything else propagates with its traceback.
 
-    A full disk is reported the same way: outputs are written to temp files and renamed, so
-    what was complete before the failed write is intact.
+    After a full disk, what was complete before the failed write is intact: outputs are written
+    to temp files and renamed.
     """
     try:
         work()
-    except (InputError, TrainingError, FileNotFoundError, KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"ERROR: {msg}", file=sys.stderr)
+    except (SslspkError, FileNotFoundError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:
         if e.errno not in DISK_FULL:

@@ -20,7 +20,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-class FormatError(InputError, ValueError):
+class FormatError(InputError):
     """A malformed input file; the message names the file and (1-based) line."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):
@@ -56,11 +56,50 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
+
+    While another process holds it (e.g. a job of an earlier, killed run that is still going), say
+    which one and wait for it. The lock goes with the process that holds it, ``kill -9`` included.
+    """
+    import fcntl
+    import socket
+    import sys
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            print(f"{what}: waiting for {holder} (a job of an earlier run still going?) to finish", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated); blank lines are errors."""
-    with open(path, encoding="utf-8") as f:
+    """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated).
+
+    A blank line, bytes that are not UTF-8 and a byte-order mark (which would become part of the
+    first key) are a :class:`FormatError` naming the file and line.
+    """
+    with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            line = raw.rstrip("\n").rstrip("\r")
+            try:
+                line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as e:
+                raise FormatError(path, n, f"not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1} "
+                                           "(convert the file, e.g. iconv -f latin1 -t utf-8)") from None
+            if n == 1 and line.startswith("\ufeff"):
+                raise FormatError(path, n, "starts with a byte-order mark (U+FEFF, as some Windows editors "
+                                           "write); remove it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")
             if not line.strip():
                 raise FormatError(path, n, "empty line")
             yield n, line

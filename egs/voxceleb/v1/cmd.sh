@@ -1,7 +1,8 @@
 # Job runner for the parallel steps (extraction, clustering): `$cmd JOB=1:$nj log.JOB.log command ...`.
 # Local (default) runs the jobs on this machine.
 export cmd="utils/run.py --backend local"
-# On a Slurm cluster, uncomment (and adapt the partition/memory; add --gpu 1 for GPU extraction):
+# On a Slurm cluster, uncomment (and adapt the partition/memory; with --gpu 1 every job gets a GPU, which
+# extraction's --device auto then uses: stages 3, 5 and 6 run on it):
 # export cmd="utils/run.py --backend slurm --partition cpu --mem 8G"   # slurm
 #
 # Training (stages 2, 4, 5) runs steps/train.sh (torchrun) directly. To train on N Slurm nodes with
