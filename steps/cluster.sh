@@ -5,7 +5,7 @@
 #  e.g.: steps/cluster.sh --k 50000 --ahc-clusters 7500 --min-cluster-size 5 \
 #          exp/ssl/embeddings/train/embeddings.scp data/train data/train_pl_iter1
 #
-# Embeddings are L2-normalised and clustered with faiss k-means (--k; GPU when faiss sees one and
+# Embeddings are L2-normalised (after a per-dimension mean/std normalisation with --standardize true) and clustered with faiss k-means (--k; GPU when faiss sees one and
 # --gpu is auto|yes); --ahc-clusters N (or --ahc-threshold T) then merges the k-means centroids with
 # agglomerative clustering (--k 0: no k-means, AHC of the embeddings themselves, for small
 # corpora such as egs/mini). <out-data-dir> is <data-dir> with utt2spk/spk2utt holding pseudo
@@ -17,6 +17,7 @@
 set -euo pipefail
 
 k=                      # number of k-means clusters (required); 0: no k-means, AHC of the embeddings
+standardize=false       # per-dimension mean/std normalisation of the embeddings before the L2 one (true|false)
 niter=20                # k-means iterations
 nredo=1                 # k-means runs (the best is kept)
 seed=1234               # random seed
@@ -49,7 +50,7 @@ for f in "$scp" "$data/utt2spk" "$data/wav.scp" ${ref_utt2spk:+"$ref_utt2spk"}; 
   [ -f "$f" ] || { echo "$0: missing $f" >&2; exit 1; }
 done
 
-opts=(--k "$k" --niter "$niter" --nredo "$nredo" --seed "$seed" --spherical "$spherical"
+opts=(--k "$k" --standardize "$standardize" --niter "$niter" --nredo "$nredo" --seed "$seed" --spherical "$spherical"
       --max-points-per-centroid "$max_points_per_centroid" --init "$init" --gpu "$gpu"
       --num-threads "$num_threads" --ahc-linkage "$ahc_linkage" --min-cluster-size "$min_cluster_size"
       --small-clusters "$small_clusters" --prefix "$prefix" --report-dir "$report_dir")

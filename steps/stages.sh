@@ -37,6 +37,8 @@ num_iters=${num_iters-2}                # pseudo-label iterations (the first in 
 num_clusters=${num_clusters-0}          # k-means clusters; 0: no k-means, AHC of the utterances (small corpora)
 ahc_clusters=${ahc_clusters-0}          # AHC of the k-means centroids (or utterances) down to this many clusters (0: none)
 ahc_threshold=${ahc_threshold-}         # ... or merge while the cosine distance is below this (empty: none)
+ahc_linkage=${ahc_linkage-average}      # average|complete|single (cosine distance) or ward (euclidean, of unit vectors)
+standardize=${standardize-false}        # clustering: per-dimension mean/std normalisation of the embeddings first
 min_cluster_size=${min_cluster_size-2}  # smaller clusters are dropped
 true_speakers=${true_speakers-true}     # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
 oracle=${oracle-false}                  # stage 4 also trains on the true labels (supervised reference) -> <exp>/oracle
@@ -72,7 +74,8 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
   [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
   [ -z "$ahc_threshold" ] || ahc+=(--ahc-threshold $ahc_threshold)
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb
-  steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters "${ahc[@]}" --min-cluster-size $min_cluster_size \
+  steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters --standardize $standardize "${ahc[@]}" \
+    --ahc-linkage $ahc_linkage --min-cluster-size $min_cluster_size \
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
 }
 train_iteration() {  # <iteration> [<model dir to start from>]

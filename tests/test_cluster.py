@@ -15,7 +15,7 @@ from sslspk.cluster.ahc import (ahc_centroids, ahc_peak_bytes, check_ahc_memory,
                                 linkage_in_place)
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
-from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings
+from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings, standardize_
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
 from sslspk.data.datadir import DataDir, DataDirError, validate
 from sslspk.data.embeddings import write_embeddings
@@ -438,3 +438,24 @@ def test_cli_help_imports_stdlib_only():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "--ahc-clusters" in r.stdout and "--min-cluster-size" in r.stdout
+
+
+def test_standardize_lets_every_dimension_count(tmp_path):
+    """A statistics-like embedding: the speakers live in small-scale dimensions next to two large,
+    speaker-independent ones (as MFCC c0). L2 normalisation alone lets those decide the clusters;
+    ``standardize`` (per-dimension mean/std over the data set first) recovers the speakers."""
+    rng = np.random.default_rng(0)
+    x, lab = planted(num=8, per=20)
+    loud = rng.normal(size=(len(x), 2)) * 30.0   # speaker-independent, 30x the scale of the rest
+    data, scp, _ = make_corpus(tmp_path, num=8, per=20)
+    utts = [f"spk{lab[i]:02d}-utt{i:04d}" for i in range(len(lab))]
+    write_embeddings(tmp_path / "loud.ark", tmp_path / "loud.scp", zip(utts, np.hstack([x, loud])))
+    nmis = {}
+    for flag in (False, True):
+        s = make_pseudo_labels(tmp_path / "loud.scp", data, tmp_path / f"pl_{flag}",
+                               ClusterConfig(k=0, ahc_clusters=8, ahc_linkage="ward", standardize=flag),
+                               ref_utt2spk=data / "utt2spk")
+        nmis[flag] = s["reference"]["final"]["nmi"]
+    assert nmis[True] > 0.95 and nmis[False] < 0.5, nmis
+    m = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]], dtype=np.float32)
+    np.testing.assert_allclose(standardize_(m.copy(), batch=2), [[-1.2247449, 0], [0, 0], [1.2247449, 0]], rtol=1e-6)

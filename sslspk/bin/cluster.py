@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("emb_scp", help="embeddings of DATA_DIR's utterances (Kaldi scp)")
     p.add_argument("data_dir", help="the Kaldi data dir the embeddings were extracted from")
     p.add_argument("out_dir", help="output data dir with pseudo speakers (e.g. data/train_pl_iter1)")
+    p.add_argument("--standardize", type=_bool, default=False,
+                   help="subtract each dimension's mean and divide by its std over the data set before the L2 "
+                        "normalisation (true|false, default false; e.g. for statistics embeddings, whose "
+                        "dimensions have very different scales)")
     g = p.add_argument_group("k-means (faiss)")
     g.add_argument("--k", type=int, required=True, help="number of k-means clusters; 0: no k-means, AHC of the embeddings (needs --ahc-*)")
     g.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
             faiss.omp_set_num_threads(args.num_threads)
         cfg = ClusterConfig(
-            k=args.k, niter=args.niter, seed=args.seed, spherical=args.spherical, nredo=args.nredo,
+            k=args.k, standardize=args.standardize, niter=args.niter, seed=args.seed, spherical=args.spherical, nredo=args.nredo,
             max_points_per_centroid=args.max_points_per_centroid, init=args.init, gpu=args.gpu,
             ahc_clusters=args.ahc_clusters, ahc_threshold=args.ahc_threshold, ahc_linkage=args.ahc_linkage,
             min_cluster_size=args.min_cluster_size, small_clusters=args.small_clusters, prefix=args.prefix,

@@ -24,7 +24,7 @@ import numpy as np
 from sslspk.cluster.ahc import LINKAGES, ahc_centroids
 from sslspk.cluster.evaluate import clustering_scores, size_summary
 from sslspk.cluster.kmeans import INIT_METHODS, assign, faiss_kmeans, use_gpu
-from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings
+from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings, standardize_
 from sslspk.utils.config import ConfigError
 from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write, read_kv
@@ -40,6 +40,7 @@ class ClusterConfig:
     """Settings of the clustering (the options of ``bin/cluster.py``)."""
 
     k: int                     # k-means clusters; 0: no k-means, AHC of the embeddings themselves
+    standardize: bool = False  # per-dimension mean/std normalisation over the data set before the L2 one
     niter: int = 20
     seed: int = 1234
     spherical: bool = True
@@ -256,6 +257,8 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
         x = _select_rows_(x, rows[order], cfg.batch)
         utts = [utts[i] for i in order]
     cfg.check(x.shape[0])
+    if cfg.standardize:
+        standardize_(x, cfg.batch)
     l2_normalize_(x, cfg.batch)
     load_s = time.perf_counter() - t0
     log.info("loaded %d embeddings of dim %d in %.1fs; clustering into k=%d", x.shape[0], x.shape[1], load_s, cfg.k)

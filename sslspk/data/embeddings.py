@@ -128,6 +128,24 @@ def l2_normalize_(mat: np.ndarray, batch: int = 65536) -> np.ndarray:
     return mat
 
 
+def standardize_(mat: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """Subtract each column's mean and divide by its standard deviation (over all rows) in place, in
+    batches (float64 sums); constant columns become 0. Returns ``mat``."""
+    n = mat.shape[0]
+    s1 = np.zeros(mat.shape[1])
+    s2 = np.zeros(mat.shape[1])
+    for b in range(0, n, batch):
+        rows = mat[b:b + batch].astype(np.float64)
+        s1 += rows.sum(axis=0)
+        s2 += np.square(rows).sum(axis=0)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - np.square(mean), 0.0))
+    scale = np.where(std > 1e-12, 1.0 / np.maximum(std, 1e-12), 0.0)
+    for b in range(0, n, batch):
+        mat[b:b + batch] = (mat[b:b + batch] - mean) * scale
+    return mat
+
+
 def group_sums(x: np.ndarray, groups: np.ndarray, num_groups: int,
                batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Sum of the rows of ``x`` ``[N, D]`` in each group (``groups``: integers in ``[0, num_groups)``),
