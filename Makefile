@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make demo   set up .venv, then run the embedded recipe egs/mini end to end
-#   make test   set up .venv, then run the test suite
+#   make demo   set up .venv, then run the embedded recipe egs/mini/v1 end to end
+#   make test   set up .venv, then the linter (ruff, configured in pyproject.toml) and the whole test suite
+#               (a developer's quick loop: .venv/bin/python -m pytest -m "not slow" tests)
 #   make bench  set up .venv, then run every CPU benchmark at its default sizes, each replacing its section
 #               of docs/benchmarks.md (bench/bench_stage3.py, about an hour, and bench/gpu_check.sh on a
 #               GPU machine are run apart)
@@ -35,6 +36,7 @@ demo: setup
 	cd egs/mini/v1 && ./run.sh
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 BENCH_MD := docs/benchmarks.md

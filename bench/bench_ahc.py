@@ -33,9 +33,9 @@ import benchlib
 def worker(a: dict) -> dict:
     """AHC of ``a["k"]`` planted centroids by ``a["method"]``; labels saved to ``a["out"]``."""
     import numpy as np
+    from bench_clustering import planted
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from bench_clustering import planted
     from sslspk.cluster.ahc import ahc_centroids, condensed_distances, cut_linkage
 
     num_spk = int(round(a["k"] / a["ratio"]))

@@ -122,7 +122,7 @@ def main() -> None:
         f"{args.n:,} unit-norm {args.dim}-d points around {args.k:,} planted directions "
         f"(noise std {args.noise} per dimension), k = {args.k:,}; time = fit + assignment of every point; "
         f"memory = peak RSS of the worker process (the data-only row is the floor). {benchlib.load_note()}", "",
-        f"| method | time (s) | time / first faiss row | MiniBatchKMeans time / this | peak RSS (MiB) "
+        "| method | time (s) | time / first faiss row | MiniBatchKMeans time / this | peak RSS (MiB) "
         "| NMI | settings |", "|---|---|---|---|---|---|---|",
         *rows, ""])
     benchlib.emit(section, args.append)

@@ -141,7 +141,8 @@ def format_rows(res: dict[str, dict]) -> list[str]:
     for fmt in ("flac", "wav"):
         r = res[fmt]
         per_h = lambda nj: r[f"convert_nj{nj}"] / res["hours"]  # noqa: E731  seconds per hour of audio
-        rows.append(f"| {fmt.upper()} files (converted once) | {r['none']:.0f} | {r['none'] / res['pipe']['none']:.1f}x "
+        speedup = r['none'] / res['pipe']['none']
+        rows.append(f"| {fmt.upper()} files (converted once) | {r['none']:.0f} | {speedup:.1f}x "
                     f"| {r['recipe']:.0f} | {r['recipe'] / res['pipe']['recipe']:.1f}x | {per_h(1):.0f} | "
                     f"{per_h(n):.0f} | {gb_per_h(fmt):.3f} ({r['bytes'] / res['m4a']['bytes']:.1f}x the m4a) |")
     return rows
@@ -243,7 +244,8 @@ def main() -> None:
         f"here on {n_cores} cores (all cores / ({n_cores} x per core), capped at 1). Target: >= {TARGET:,} "
         f"chunks/s with augmentation on 16 cores, judged on the linear figure (loader workers share nothing). "
         f"{benchlib.load_note()}", "",
-        f"| augmentation | chunks/s per core (0 workers) | 0 workers, {n_cores} threads | 1 worker | {n_cores} workers | "
+        f"| augmentation | chunks/s per core (0 workers) | 0 workers, {n_cores} threads | 1 worker "
+        f"| {n_cores} workers | "
         "scaling efficiency | 16 cores, linear | 16 cores, x efficiency | target |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "",
         f"Training step it feeds (one thread, SimCLR, {args.step_batch} utterances x 2 views of {SECONDS:g} s, "

@@ -37,9 +37,9 @@ def dino_task(channels: int, quick: bool):
     """``(task, make_batch, crops per item, train config)`` of DINO on ECAPA-TDNN with ``channels``."""
     import torch
 
-    from sslspk.train.dataset import parse_views
     from sslspk.models import build_model
     from sslspk.ssl import build_ssl_task
+    from sslspk.train.dataset import parse_views
     from sslspk.utils.config import load_yaml
 
     cfg = load_yaml(os.path.join(CONF, "ssl_dino_ecapa1024.yaml"))

@@ -66,7 +66,6 @@ def reset_peak(device: str) -> None:
 def largest_batch(task, make_batch, train_cfg: dict, device: str, start: int, limit: int) -> tuple[int, float | None]:
     """Largest batch (``start``, 2 x ``start``, ... up to ``limit``) whose AMP training step runs, and its peak GiB."""
     import torch
-
     from bench_training import time_steps
 
     best, peak = 0, None
@@ -89,7 +88,8 @@ def training(device: str, smoke: bool, wavlm: str, steps: int, max_batch: int) -
     """One dict per model: recipe batch, s/step with bf16 AMP, crops/s, peak GiB, largest batch."""
     from bench_training import dino_task, time_steps, wavlm_task
 
-    models = [("DINO ECAPA-TDNN " + ("64 (smoke)" if smoke else "1024"), lambda: dino_task(64 if smoke else 1024, smoke)),
+    models = [("DINO ECAPA-TDNN " + ("64 (smoke)" if smoke else "1024"),
+               lambda: dino_task(64 if smoke else 1024, smoke)),
               ("WavLM " + ("tiny (smoke)" if smoke else "Base+") + " + MHFA, AAM", lambda: wavlm_task(wavlm, 7500))]
     out = []
     for name, build in models:
@@ -113,8 +113,8 @@ def extraction(device: str, smoke: bool, wavlm: str, utts: int, batch: int) -> l
     """Utterances/s of embed_waveforms for both encoders, one at a time and ``batch`` at a time."""
     import numpy as np
     import torch
-
     from bench_extraction import TINY_ECAPA
+
     from sslspk.extraction import embed_waveforms
     from sslspk.models import build_model
     from sslspk.utils.config import load_yaml
@@ -148,8 +148,8 @@ def extraction(device: str, smoke: bool, wavlm: str, utts: int, batch: int) -> l
 def kmeans_worker(a: dict) -> dict:
     """faiss k-means of ``a["n"]`` planted points (in the interpreter that has faiss-gpu): seconds, GPU used."""
     import faiss
-
     from bench_clustering import planted
+
     from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
 
     x, _ = planted(a["n"], a["planted"], a["dim"], 0.1)

@@ -38,8 +38,15 @@ for p in (REPO_ROOT, LOCAL):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from make_mini_corpus import (NOISE_KINDS, Speaker, draw_speakers, make_noise, make_rir,  # noqa: E402
-                              random_eq, synthesize_utterance)
+from make_mini_corpus import (  # noqa: E402
+    NOISE_KINDS,
+    Speaker,
+    draw_speakers,
+    make_noise,
+    make_rir,
+    random_eq,
+    synthesize_utterance,
+)
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402
@@ -249,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: {list_audio(root, args.data_dir / kind)} files of {root} -> {args.data_dir / kind}")
     synthetic = [k for k in SETS if k not in real]
     if synthetic:
-        make_synthetic(synthetic, counts, args.seed, args.sample_rate, (args.audio_dir or args.data_dir / "audio").resolve(),
-                       args.data_dir, args.nj, args.force)
+        audio_dir = (args.audio_dir or args.data_dir / "audio").resolve()
+        make_synthetic(synthetic, counts, args.seed, args.sample_rate, audio_dir, args.data_dir, args.nj, args.force)
     return 0
 
 

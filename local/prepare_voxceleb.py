@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prepare Kaldi data dirs for VoxCeleb1/2 (egs/voxceleb/v1 stage 0; MUSAN and RIRS_NOISES: local/prepare_augmentation.py).
+"""Prepare Kaldi data dirs for VoxCeleb1/2 (egs/voxceleb/v1 stage 0; MUSAN and RIRS_NOISES are listed by
+local/prepare_augmentation.py).
 
 Expected layout (what the official archives unpack to; every part is optional)::
 

@@ -157,8 +157,8 @@ class SpeakerEmbedder:
         threshold (and the score normalisation) is written to ``exp_dir/threshold.json``.
         Returns ``{"threshold", "eer", "num_trials"}``.
         """
-        from sslspk.scoring.metrics import compute_metrics
         from sslspk.data.trials import read_trials
+        from sslspk.scoring.metrics import compute_metrics
 
         t = read_trials(trials)
         if t.labels is None:

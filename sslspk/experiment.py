@@ -9,6 +9,7 @@ from typing import Any
 
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
 
+
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     """Every check a training config can have before any data or model is touched: sections,
     keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo), and its one
@@ -16,10 +17,9 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     Returns the parsed sections: ``train``, ``views`` and, for pseudo, ``loss``, ``finetune``,
     ``dlg_lc`` (None when absent)."""
     from sslspk.data.audio import check_data_options
+    from sslspk.models import with_sample_rate
     from sslspk.train.dataset import parse_views
     from sslspk.train.trainer import TrainConfig
-
-    from sslspk.models import with_sample_rate
 
     check_sections(cfg, kind, where)
     sample_rate = config_sample_rate(cfg, where)

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, write_wav
 
 
@@ -16,7 +15,8 @@ from conftest import REPO, write_wav
 def mini_layout(tmp_path, monkeypatch):
     """exp/mini/baseline + a 2-speaker corpus and data dir, laid out as in egs/mini; cwd = there."""
     (tmp_path / "exp" / "mini" / "baseline").mkdir(parents=True)
-    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", tmp_path / "exp" / "mini" / "baseline" / "config.yaml")
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml",
+                tmp_path / "exp" / "mini" / "baseline" / "config.yaml")
     utts = {}
     for s, freq in ((1, 140.0), (2, 1500.0)):
         for u in range(1, 4):
@@ -27,8 +27,8 @@ def mini_layout(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     (d / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in sorted(utts.items())))
     (d / "utt2spk").write_text("".join(f"{u} {u[:7]}\n" for u in sorted(utts)))
-    (d / "spk2utt").write_text("".join(f"mts000{s} " + " ".join(u for u in sorted(utts) if u.startswith(f"mts000{s}")) + "\n"
-                                       for s in (1, 2)))
+    spk2utt = {f"mts000{s}": [u for u in sorted(utts) if u.startswith(f"mts000{s}")] for s in (1, 2)}
+    (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in spk2utt.items()))
     keys = sorted(utts)
     (d / "trials").write_text("".join(f"{a} {b} {'target' if a[:7] == b[:7] else 'nontarget'}\n"
                                       for i, a in enumerate(keys) for b in keys[i + 1:]))

@@ -5,12 +5,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from sslspk.data.embeddings import write_embeddings
 from sslspk.scoring.asnorm import asnorm_trials, cohort_stats
 from sslspk.scoring.cosine import score_trials
-
-from conftest import REPO
 
 
 def reference_asnorm(emb, test_emb, enroll, test, cohort, top_n, mean=None, scale=None):

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_wav
 
 from sslspk.data.audio import AudioError, load_audio, num_samples, read_audio
 from sslspk.frontend.features import Frontend, FrontendConfig
 from sslspk.models import build_model
 from sslspk.utils.config import ConfigError
-
-from conftest import write_wav
 
 
 def test_file_pipe_and_segment(tmp_path):

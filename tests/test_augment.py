@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sslspk.augment import Augmenter, AudioSource, SourceError, reverberate
+from sslspk.augment import AudioSource, Augmenter, SourceError, reverberate
 from sslspk.utils.config import ConfigError
 
 SR = 16000
@@ -171,8 +171,9 @@ def test_source_errors_name_the_source(tmp_path, monkeypatch):
 
 def test_random_eq_shapes_the_spectrum():
     """A +12 dB peaking band raises the tone at its centre by 12 dB; eq views differ from each other."""
-    from sslspk.augment.augmenter import Augmenter, biquad
     from scipy.signal import freqz
+
+    from sslspk.augment.augmenter import Augmenter, biquad
 
     b, a = biquad("peaking", 1000.0, 1.0, 12.0, 16000)
     _, h = freqz(b, a, worN=[1000.0, 100.0, 6000.0], fs=16000)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow   # end-to-end: see pyproject.toml
 
 
 @pytest.mark.parametrize("script,header", [

@@ -7,12 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from sslspk.scoring.calibration import (Calibration, act_dcf, bayes_threshold, cllr, quality_features,
-                                        train_calibration)
-from sslspk.scoring.metrics import compute_metrics
-
 from conftest import REPO
+
+from sslspk.scoring.calibration import Calibration, act_dcf, bayes_threshold, cllr, quality_features, train_calibration
+from sslspk.scoring.metrics import compute_metrics
 
 
 def gaussian_scores(n=4000, seed=0, mu=(0.0, 2.0), sd=1.0, shift=5.0, gain=0.3):
@@ -93,7 +91,8 @@ def test_calibrate_cli_and_llr_metrics(tmp_path):
     assert r.returncode == 0, r.stderr
     cal = json.loads((tmp_path / "cal.json").read_text())
     assert set(cal) >= {"a", "b", "prior"} and cal["prior"] == 0.5
-    r = run("bin/calibrate.py", "apply", str(tmp_path / "cal.json"), str(tmp_path / "eval.score"), str(tmp_path / "llr"))
+    r = run("bin/calibrate.py", "apply", str(tmp_path / "cal.json"), str(tmp_path / "eval.score"),
+            str(tmp_path / "llr"))
     assert r.returncode == 0, r.stderr
     before = run("bin/compute_metrics.py", "--llr", "--results-dir", str(tmp_path / "exp"), "--name", "raw",
                  str(tmp_path / "eval.score"))

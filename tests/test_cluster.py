@@ -10,18 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
-from sslspk.cluster.ahc import (ahc_centroids, ahc_peak_bytes, check_ahc_memory, condensed_distances, cut_linkage,
-                                linkage_in_place)
+from sslspk.cluster.ahc import (
+    ahc_centroids,
+    ahc_peak_bytes,
+    check_ahc_memory,
+    condensed_distances,
+    cut_linkage,
+    linkage_in_place,
+)
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
-from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings, standardize_
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
 from sslspk.data.datadir import DataDir, DataDirError, validate
-from sslspk.data.embeddings import write_embeddings
+from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings, standardize_, write_embeddings
 from sslspk.utils.fileio import FormatError
-
-from conftest import REPO
 
 
 def planted(num: int = 20, per: int = 30, d: int = 32, noise: float = 0.15, seed: int = 0
@@ -197,7 +201,8 @@ def test_min_cluster_size_merge_goes_to_nearest_big_cluster_mean():
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(k=0), "k=0"), (dict(k=-1), "k=-1"), (dict(k=101), "k=101"), (dict(k=0, ahc_clusters=101), "ahc_clusters"), (dict(k=5, ahc_clusters=6), "ahc_clusters"),
+    (dict(k=0), "k=0"), (dict(k=-1), "k=-1"), (dict(k=101), "k=101"), (dict(k=0, ahc_clusters=101), "ahc_clusters"),
+    (dict(k=5, ahc_clusters=6), "ahc_clusters"),
     (dict(k=5, niter=0), "niter"), (dict(k=5, init="bad"), "init"), (dict(k=5, min_cluster_size=0), "min_cluster"),
     (dict(k=5, small_clusters="keep"), "small_clusters"), (dict(k=5, prefix="a b"), "prefix"),
     (dict(k=5, gpu="maybe"), "gpu"),

@@ -13,8 +13,18 @@ import soundfile as sf
 
 from sslspk.bin import data_dir as cli
 from sslspk.data.audio import AudioError
-from sslspk.data.datadir import (DataDir, DataDirError, Segment, combine_data, compute_utt2dur, fix_data_dir,
-                                 split_data, split_scp, subset_data_dir, validate)
+from sslspk.data.datadir import (
+    DataDir,
+    DataDirError,
+    Segment,
+    combine_data,
+    compute_utt2dur,
+    fix_data_dir,
+    split_data,
+    split_scp,
+    subset_data_dir,
+    validate,
+)
 from sslspk.utils.fileio import FormatError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -400,6 +410,11 @@ def test_subset_first_last_random(data: Path, tmp_path: Path) -> None:
     r2 = subset_data_dir(data, tmp_path / "r2", random=4, seed=1).utts
     assert r1 == r2 and len(set(r1)) == 4 and r1 == sorted(r1) and set(r1) <= set(utts)
     assert validate(tmp_path / "r1") == []
+    # --per-spk: whole speakers, drawn at random until they hold at least N utts
+    whole = [subset_data_dir(data, tmp_path / f"p{s}", random=3, seed=s, per_spk=True) for s in range(6)]
+    full = DataDir.load(data).spk2utt
+    assert all(len(w.utts) >= 3 and all(w.spk2utt[s] == full[s] for s in w.spks) for w in whole)
+    assert len({tuple(w.spks) for w in whole}) > 1   # the seed picks the speakers
     with pytest.raises(DataDirError, match="cannot take 8 of the 7 utts"):
         subset_data_dir(data, tmp_path / "x", first=8)
     with pytest.raises(DataDirError, match="exactly one"):

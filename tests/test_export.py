@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 
 from sslspk.export import ExportError, export_onnx, export_torchscript, max_abs_diff
 from sslspk.extraction import load_encoder
-
-from conftest import REPO
 
 
 class SmallConv(torch.nn.Module):

@@ -137,8 +137,8 @@ def test_embed_data_dir_batched_keeps_order(tmp_path):
 def test_device_auto_and_batch_size_by_device(monkeypatch, cuda, batch_size, want):
     """--device auto takes the GPU when torch sees one; the default batch size follows the device (an explicit
     one wins), and both reach the extraction."""
-    from sslspk.bin import extract_embeddings
     import sslspk.extraction as extraction
+    from sslspk.bin import extract_embeddings
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     seen = {}

@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-
 from conftest import REPO, write_wav
+
 from sslspk.train.task import TrainTask
 
 BASELINE = REPO / "egs" / "mini" / "v1" / "conf" / "baseline.yaml"
@@ -100,7 +100,8 @@ def test_too_short_to_embed_is_named(tmp_path, recipe_env):
     model.mkdir()
     (model / "config.yaml").write_text(BASELINE.read_text())
     sf.write(tmp_path / "tiny.wav", 0.1 * np.ones(100, np.float32), 16000)    # 6 ms: no 25 ms frame
-    d = data_dir(tmp_path / "data", {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_tiny": str(tmp_path / "tiny.wav")})
+    d = data_dir(tmp_path / "data", {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)),
+                                     "b_tiny": str(tmp_path / "tiny.wav")})
     r = run_bin("extract_embeddings.py", model, d, tmp_path / "e.ark", tmp_path / "e.scp", env=recipe_env)
     assert_clean_error(r, "b_tiny", "100 samples", "shorter than one 25 ms analysis window")
     assert not (tmp_path / "e.scp").exists()
@@ -723,7 +724,7 @@ def test_extraction_reuses_outputs_only_of_the_same_inputs(tmp_path, recipe_env)
     assert r.returncode == 0 and "extracting again" in r.stdout and (out / "embeddings.1.ark").read_bytes() != before
     r = _extract_step(model, d, out, recipe_env)   # nothing changed: nothing redone
     assert r.returncode == 0 and "exists, skipping extraction" in r.stdout
-    from sslspk.extraction import inputs_digest   # the step's sha256sum digest is the library's
+    from sslspk.extraction import inputs_digest  # the step's sha256sum digest is the library's
 
     assert (out / "embeddings.scp.inputs").read_text() == f"{inputs_digest(model, d)}\n"
     assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))

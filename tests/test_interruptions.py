@@ -23,8 +23,9 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, TINY, copy_recipe, tiny_configs
+
+pytestmark = pytest.mark.slow   # end-to-end: see pyproject.toml
 
 EXP = Path("exp") / "mini"
 SYSTEMS = ("baseline", "ssl_untrained", "ssl")

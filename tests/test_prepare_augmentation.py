@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO, write_wav
 
 SCRIPT = REPO / "local" / "prepare_augmentation.py"
@@ -89,7 +88,8 @@ def test_deterministic_rerun_noop_and_seed(synthetic, tmp_path):
     assert same == before and other.keys() == before.keys() and all(other[k] != before[k] for k in before)
     # An interrupted run (no marker) is redone.
     (tmp_path / "same" / ".done").unlink()
-    assert "synthetic augmentation sets" in run(*OPTS, "--audio-dir", str(tmp_path / "same"), str(tmp_path / "d1")).stdout
+    again = run(*OPTS, "--audio-dir", str(tmp_path / "same"), str(tmp_path / "d1"))
+    assert "synthetic augmentation sets" in again.stdout
 
 
 def test_real_sets_are_listed(tmp_path):
@@ -99,6 +99,7 @@ def test_real_sets_are_listed(tmp_path):
         write_wav(musan / part / "src" / f"{part}-0001.wav", 0.5)
     write_wav(rirs / "simulated_rirs" / "smallroom" / "Room001" / "Room001-00001.wav", 0.2)
     run("--musan-dir", str(musan), "--rirs-dir", str(rirs), str(tmp_path / "data"))
-    assert kv(tmp_path / "data" / "babble" / "wav.scp") == [("src/speech-0001", str(musan / "speech/src/speech-0001.wav"))]
+    babble = kv(tmp_path / "data" / "babble" / "wav.scp")
+    assert babble == [("src/speech-0001", str(musan / "speech/src/speech-0001.wav"))]
     assert kv(tmp_path / "data" / "rirs" / "utt2spk") == [("smallroom/Room001/Room001-00001",) * 2]
     assert not (tmp_path / "data" / "audio").exists()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, write_wav
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
 from test_train import TINY_MODEL, make_data, run_train, write_config
 
@@ -39,11 +38,11 @@ def noisy_copy(data: Path, out: Path, frac: float, seed: int = 0) -> Path:
 
     shutil.copytree(data, out, ignore=shutil.ignore_patterns("wav"))
     lines = (data / "utt2spk").read_text().split("\n")[:-1]
-    spks = sorted({l.split()[1] for l in lines})
+    spks = sorted({line.split()[1] for line in lines})
     rng = np.random.default_rng(seed)
     new = []
-    for l in lines:
-        u, s = l.split()
+    for line in lines:
+        u, s = line.split()
         if rng.random() < frac:
             s = spks[(spks.index(s) + 1 + rng.integers(len(spks) - 1)) % len(spks)]
         new.append(f"{u} {s}")
@@ -60,10 +59,10 @@ def test_train_pseudo_with_dlg_lc(tmp_path, recipe_env):
                      "--ref-utt2spk", str(data / "utt2spk"), env=recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
     log = (tmp_path / "exp" / "train.log").read_text()
-    losses = [float(l.split(" loss=")[1].split()[0]) for l in log.splitlines() if " loss=" in l]
+    losses = [float(line.split(" loss=")[1].split()[0]) for line in log.splitlines() if " loss=" in line]
     # The margin rises 0 -> 0.2 over epochs 1-3 (margin_warmup_epochs [0, 2]): compare at full margin.
     assert len(losses) == 5 and losses[-1] < losses[2], losses
-    dlg = [l for l in log.splitlines() if "DLG-LC epoch" in l]
+    dlg = [line for line in log.splitlines() if "DLG-LC epoch" in line]
     assert len(dlg) == 4 and "dlg_kept=" in dlg[-1] and "dlg_accuracy_before=" in dlg[-1]
     from sslspk.extraction import load_encoder
 

@@ -6,11 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from sslspk.scoring.det import det_corners
 from sslspk.scoring.metrics import compute_metrics, det_points
-
-from conftest import REPO
 
 
 def run(*a):
@@ -52,7 +51,8 @@ def test_det_corners_keep_the_curve(decimals):
     assert len(cm) < len(pm)
     # Every dropped point lies on the segment between the kept corners around it.
     for a, b in zip(pm, pf):
-        on = any(min(cm[i], cm[i + 1]) <= a <= max(cm[i], cm[i + 1]) and min(cf[i], cf[i + 1]) <= b <= max(cf[i], cf[i + 1])
+        on = any(min(cm[i], cm[i + 1]) <= a <= max(cm[i], cm[i + 1])
+                 and min(cf[i], cf[i + 1]) <= b <= max(cf[i], cf[i + 1])
                  and (cm[i] == cm[i + 1] or cf[i] == cf[i + 1] or (a, b) in ((cm[i], cf[i]), (cm[i + 1], cf[i + 1])))
                  for i in range(len(cm) - 1))
         assert on

@@ -7,13 +7,12 @@ import sys
 import kaldiio
 import numpy as np
 import pytest
+from conftest import REPO
 
 from sslspk.data.embeddings import group_means, group_sums, load_embeddings, speaker_means, write_embeddings
-from sslspk.scoring.cosine import score_trials
 from sslspk.data.trials import read_trials
+from sslspk.scoring.cosine import score_trials
 from sslspk.utils.fileio import FormatError
-
-from conftest import REPO
 
 
 def test_read_trials_kaldi_voxceleb_unlabelled(tmp_path):
@@ -130,7 +129,8 @@ def test_score_and_metrics_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = (tmp_path / "s.score").read_text().splitlines()
     assert len(lines) == len(keys) * (len(keys) - 1) // 2 and lines[0].split()[3] in ("target", "nontarget")
-    r = run("bin/compute_metrics.py", "--results-dir", str(tmp_path / "exp"), "--name", "toy", str(tmp_path / "s.score"))
+    r = run("bin/compute_metrics.py", "--results-dir", str(tmp_path / "exp"), "--name", "toy",
+            str(tmp_path / "s.score"))
     assert r.returncode == 0, r.stderr
     assert "EER" in r.stdout
     res = json.loads((tmp_path / "exp" / "results.json").read_text())["toy"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, write_wav
 
 TINY_MODEL = {"type": "ecapa_tdnn", "channels": 16, "mfa_channels": 48, "attention_channels": 8,

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, recipe_runner, write_wav
 
 RECIPE = REPO / "egs" / "voxceleb" / "v1"
@@ -76,6 +75,7 @@ def read_kv(p: Path) -> dict[str, str]:
     return dict(line.split(maxsplit=1) for line in p.read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     if not HAVE_FFMPEG:
         print("ffmpeg not found: VoxCeleb2 is faked as wav, the m4a pipe path is NOT tested "
@@ -199,10 +199,12 @@ def test_tiny_configs_have_the_paper_scale_keys():
         return set().union(*({prefix + k} | (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else set())
                              for k, v in d.items()))
     conf = RECIPE / "conf"
-    for tiny, full in (("ssl_dino_ecapa.yaml", "ssl_dino_ecapa1024.yaml"), ("pseudo_wavlm.yaml", "pseudo_wavlm_base_plus.yaml")):
+    for tiny, full in (("ssl_dino_ecapa.yaml", "ssl_dino_ecapa1024.yaml"),
+                       ("pseudo_wavlm.yaml", "pseudo_wavlm_base_plus.yaml")):
         t, f = (yaml.safe_load((p).read_text()) for p in (conf / "tiny" / tiny, conf / full))
         assert keys(t) == keys(f), (tiny, keys(t) ^ keys(f))
-        assert t["model"]["type"] == f["model"]["type"] and t.get("ssl", {}).get("method") == f.get("ssl", {}).get("method")
+        assert t["model"]["type"] == f["model"]["type"]
+        assert t.get("ssl", {}).get("method") == f.get("ssl", {}).get("method")
 
 
 @pytest.fixture

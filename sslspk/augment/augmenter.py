@@ -4,10 +4,10 @@ random SNR, reverberation with a room impulse response, optional speed and volum
 Per call (one view), with probability ``prob`` the view is augmented as follows, in order:
 speed perturbation (a factor drawn from ``speed``), reverberation (with probability
 ``reverb.prob``), a random equaliser (with probability ``eq.prob``: a different "channel" per
-view, so that crops cannot be matched by their recording's frequency response), one additive category drawn by ``weight`` among ``noise``/``music``/``babble``
-(``num_speakers`` sources summed, each at equal power, then scaled to an SNR drawn uniformly
-from ``snr`` dB relative to the view), and a gain drawn from ``volume`` dB. The output has the
-input's length.
+view, so that crops cannot be matched by their recording's frequency response), one additive
+category drawn by ``weight`` among ``noise``/``music``/``babble`` (``num_speakers`` sources summed,
+each at equal power, then scaled to an SNR drawn uniformly from ``snr`` dB relative to the view),
+and a gain drawn from ``volume`` dB. The output has the input's length.
 """
 
 from __future__ import annotations

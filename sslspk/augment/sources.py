@@ -19,7 +19,6 @@ import numpy as np
 from sslspk.data.audio import AudioError, load_audio
 from sslspk.utils.config import ConfigError
 
-
 _CACHE_LOCK = threading.Lock()   # guards every source's cache bookkeeping (not the decoding)
 
 

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("cal_json")
     a.add_argument("scores")
     a.add_argument("out")
-    a.add_argument("--utt2dur", action="append", default=[], help="utt2dur file(s) (calibrations with quality measures)")
+    a.add_argument("--utt2dur", action="append", default=[],
+                   help="utt2dur file(s) (calibrations with quality measures)")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli

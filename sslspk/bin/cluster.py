@@ -9,9 +9,9 @@ agglomerative clustering, every utterance following its centroid; clusters small
 --min-cluster-size are dropped (their utterances leave OUT_DATA_DIR) or merged into the
 nearest remaining cluster (--small-clusters merge). --k 0 skips k-means: AHC then runs on
 the embeddings themselves (exact, O(n^2) memory: corpora of up to some 10^4 utterances; refused
-before the distances are computed when the condensed distance matrix exceeds the available memory). OUT_DATA_DIR is DATA_DIR with utt2spk and
-spk2utt holding pseudo speakers <prefix>NNNNN (pl00000 is the largest cluster); clusters.json
-and report.md (sizes; NMI, ARI, purity, inverse purity with --ref-utt2spk) go to
+before the distances are computed when the condensed distance matrix exceeds the available memory).
+OUT_DATA_DIR is DATA_DIR with utt2spk and spk2utt holding pseudo speakers <prefix>NNNNN (pl00000 is
+the largest cluster); clusters.json and report.md (sizes; NMI, ARI, purity, inverse purity with --ref-utt2spk) go to
 --report-dir (default OUT_DATA_DIR). A complete, up-to-date OUT_DATA_DIR (same options,
 marker newer than the inputs) is not redone unless --force.
 
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
                         "normalisation (true|false, default false; e.g. for statistics embeddings, whose "
                         "dimensions have very different scales)")
     g = p.add_argument_group("k-means (faiss)")
-    g.add_argument("--k", type=int, required=True, help="number of k-means clusters; 0: no k-means, AHC of the embeddings (needs --ahc-*)")
+    g.add_argument("--k", type=int, required=True,
+                   help="number of k-means clusters; 0: no k-means, AHC of the embeddings (needs --ahc-*)")
     g.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
     g.add_argument("--nredo", type=int, default=1, help="k-means runs, the best objective is kept (default 1)")
     g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
 
             faiss.omp_set_num_threads(args.num_threads)
         cfg = ClusterConfig(
-            k=args.k, standardize=args.standardize, niter=args.niter, seed=args.seed, spherical=args.spherical, nredo=args.nredo,
-            max_points_per_centroid=args.max_points_per_centroid, init=args.init, gpu=args.gpu,
+            k=args.k, standardize=args.standardize, niter=args.niter, seed=args.seed, spherical=args.spherical,
+            nredo=args.nredo, max_points_per_centroid=args.max_points_per_centroid, init=args.init, gpu=args.gpu,
             ahc_clusters=args.ahc_clusters, ahc_threshold=args.ahc_threshold, ahc_linkage=args.ahc_linkage,
             min_cluster_size=args.min_cluster_size, small_clusters=args.small_clusters, prefix=args.prefix,
             batch=args.batch_size)
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         steps = ([f"k-means {s['num_kmeans_clusters']}"] if args.k else []) + (
             [f"AHC {s['num_ahc_clusters']}"] if s["num_ahc_clusters"] is not None else [])
-        msg = f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers ({', '.join(steps)})"
+        msg = (f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers "
+               f"({', '.join(steps)})")
         if "reference" in s and "final" in s["reference"]:
             m = s["reference"]["final"]
             msg += (f"; vs reference: NMI {m['nmi']:.4f} ARI {m['ari']:.4f} purity {m['purity']:.4f} "

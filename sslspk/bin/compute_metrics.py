@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
+        from pathlib import Path
+
         from sslspk.scoring.metrics import compute_metrics
         from sslspk.scoring.report import read_scores, update_results
-
-        from pathlib import Path
 
         opts = Path(f"{args.scores}.opts")
         opts = opts.read_text().split() if opts.exists() else []

@@ -10,7 +10,8 @@ subtracts their mean before length normalisation (``--var-norm``: and divides by
 ``--cohort-scp`` turns on adaptive symmetric score normalisation (AS-norm) with the ``--top-n``
 closest cohort entries (clipped to the cohort size): training utterance embeddings, their
 speaker means (``--cohort-utt2spk``: averaged after the trials' normalisation), or any scp
-(``spk_embeddings.scp`` holds means of length-normalised embeddings: right without --mean-scp). ``--calibration`` maps the scores to LLRs with a model from ``calibrate.py train``.
+(``spk_embeddings.scp`` holds means of length-normalised embeddings: right without --mean-scp).
+``--calibration`` maps the scores to LLRs with a model from ``calibrate.py train``.
 Trial ids without an embedding are an error listing them; ``--skip-missing`` scores only the
 others (with a warning giving the count). Vectorised: no loop per trial.
 """
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         import numpy as np
 
         from sslspk.data.embeddings import load_embeddings
-        from sslspk.scoring.cosine import present_trials, score_trials
         from sslspk.data.trials import Trials, read_trials
+        from sslspk.scoring.cosine import present_trials, score_trials
         from sslspk.utils.errors import InputError, MissingIdError
         from sslspk.utils.fileio import atomic_write
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from sslspk.utils.config import ConfigError
 
-
 #: ``--init`` names → faiss ``ClusteringInitMethod`` attribute names.
 INIT_METHODS: dict[str, str] = {
     "random": "ClusteringInitMethod_RANDOM",

@@ -57,4 +57,5 @@ class SpecAugment(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return f"freq_masks={c.freq_masks}, freq_width={c.freq_width}, time_masks={c.time_masks}, time_width={c.time_width}"
+        return (f"freq_masks={c.freq_masks}, freq_width={c.freq_width}, time_masks={c.time_masks}, "
+                f"time_width={c.time_width}")

@@ -32,7 +32,8 @@ class StatsEmbedding(nn.Module):
         front = from_dict(FrontendConfig, cfg.pop("frontend", None), "model.frontend")
         unknown = sorted(set(cfg) - {"use_std"})
         if unknown:
-            raise ConfigError(f"model (type stats): unknown key(s) {', '.join(unknown)}; valid keys: frontend, type, use_std")
+            raise ConfigError(f"model (type stats): unknown key(s) {', '.join(unknown)}; "
+                              "valid keys: frontend, type, use_std")
         return cls(front, **cfg)
 
     @property

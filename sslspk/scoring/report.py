@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sslspk.scoring.metrics import Metrics
 from sslspk.data.trials import read_trials
+from sslspk.scoring.metrics import Metrics
 from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
@@ -51,7 +51,7 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
     t = read_trials(trials)
     if t.labels is None:
         raise FormatError(trials, None, "trial list has no labels")
-    lab = {(e, s): int(l) for e, s, l in zip(t.enroll, t.test, t.labels)}
+    lab = {(e, s): int(y) for e, s, y in zip(t.enroll, t.test, t.labels)}
     missing = [p for p in pairs if p not in lab]
     if missing:
         raise MissingIdError(f"{len(missing)} scored pair(s) of {path} are not in {trials}: {missing[:3]}")
@@ -165,7 +165,7 @@ def _last_dlg(train_log: Path) -> dict[str, float]:
     """Values of the last DLG-LC line of a train.log (``DLG-LC epoch N: dlg_kept=... ...``)."""
     if not train_log.exists():
         return {}
-    lines = [l for l in train_log.read_text().splitlines() if "DLG-LC epoch" in l]
+    lines = [line for line in train_log.read_text().splitlines() if "DLG-LC epoch" in line]
     if not lines:
         return {}
     return {k: float(v) for k, v in (f.split("=") for f in lines[-1].split(": ", 1)[1].split())}
@@ -207,5 +207,6 @@ def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "s
                     f"{fmt(dlg.get('dlg_kept'), True)} | {fmt(dlg.get('dlg_corrected'), True)} | "
                     f"{fmt(dlg.get('dlg_correction_precision'), True)} |")
     if (exp_dir / "oracle").is_dir():
-        rows.append(f"| - | oracle (true labels) | {' | '.join(metrics(exp_dir / 'oracle'))} | - | 1.000 | 1.000 | 1.000 | - | - | - |")
+        rows.append(f"| - | oracle (true labels) | {' | '.join(metrics(exp_dir / 'oracle'))} "
+                    "| - | 1.000 | 1.000 | 1.000 | - | - | - |")
     return "\n".join(rows) + "\n"

@@ -62,7 +62,8 @@ class DINO(SSLTask):
     def teacher_temp(self, epoch: int) -> float:
         c = self.cfg
         if epoch < c.warmup_teacher_temp_epochs:
-            return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * epoch / c.warmup_teacher_temp_epochs
+            step = (c.teacher_temp - c.warmup_teacher_temp) / c.warmup_teacher_temp_epochs
+            return c.warmup_teacher_temp + step * epoch
         return c.teacher_temp
 
     def forward(self, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:

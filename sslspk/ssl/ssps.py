@@ -160,5 +160,6 @@ class SSPS(nn.Module):
             logs["ssps/same_recording"] = float(np.mean(self.recordings[pos] == self.recordings))
         if self.speakers is not None:
             other = pos != anchors
-            logs["ssps/same_speaker"] = float(np.mean(self.speakers[pos[other]] == self.speakers[other])) if other.any() else 0.0
+            same = self.speakers[pos[other]] == self.speakers[other]
+            logs["ssps/same_speaker"] = float(np.mean(same)) if other.any() else 0.0
         return logs

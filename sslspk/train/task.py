@@ -43,4 +43,5 @@ class TrainTask(nn.Module):
     def export_state(self) -> dict[str, torch.Tensor]:
         """The encoder's weights, as ``build_model(cfg['model'])`` expects them."""
         n = len(self.export_prefix)
-        return {k[n:]: v.detach().cpu().clone() for k, v in self.state_dict().items() if k.startswith(self.export_prefix)}
+        return {k[n:]: v.detach().cpu().clone() for k, v in self.state_dict().items()
+                if k.startswith(self.export_prefix)}

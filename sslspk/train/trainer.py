@@ -137,7 +137,8 @@ class Trainer:
         root = logging.getLogger("sslspk")   # the library's warnings (e.g. resampling) land in train.log too
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   for h in root.handlers):
             root.addHandler(logging.StreamHandler())
         from torch.utils.tensorboard import SummaryWriter
 
@@ -191,7 +192,8 @@ class Trainer:
         for g in task.param_groups():
             params = [p for p in g["params"] if p.requires_grad]
             scale = g.get("lr_scale", 1.0)
-            groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.cfg.weight_decay, "lr_scale": scale},
+            groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.cfg.weight_decay,
+                        "lr_scale": scale},
                        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
         groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":

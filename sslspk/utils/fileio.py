@@ -116,7 +116,8 @@ def read_table(path: str | os.PathLike, min_fields: int = 2, max_fields: int | N
     for n, line in iter_lines(path):
         fields = line.split()
         if len(fields) < min_fields or (max_fields is not None and len(fields) > max_fields):
-            want = f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}" if max_fields is None else f"{min_fields}-{max_fields}"
+            want = (f"{min_fields}" if max_fields == min_fields else f"at least {min_fields}" if max_fields is None
+                    else f"{min_fields}-{max_fields}")
             raise FormatError(path, n, f"expected {want} fields, got {len(fields)}: {line!r}")
         key = fields[0]
         if unique and key in table:

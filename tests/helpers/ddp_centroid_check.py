@@ -16,8 +16,8 @@ import torch.distributed as dist
 from sslspk.data.datadir import DataDir
 from sslspk.extraction import embed_data_dir
 from sslspk.models import build_model
-from sslspk.train.distributed import init_distributed
 from sslspk.supervised import FinetuneConfig, LossConfig, SupervisedTask
+from sslspk.train.distributed import init_distributed
 
 rank, world, _ = init_distributed("cpu")
 assert world == 2, world
