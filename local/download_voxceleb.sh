@@ -40,41 +40,13 @@ fi
 dir=$1
 mkdir -p "$dir/archives"
 
-fetch() {  # <url> <output file>: resumable download, with credentials from the environment
-  local url=$1 out=$2
-  if command -v wget >/dev/null 2>&1; then
-    local auth=()
-    [ -z "${VOXCELEB_USER:-}" ] || auth=(--user "$VOXCELEB_USER" --password "${VOXCELEB_PASSWORD:-}")
-    wget -c --tries 5 "${auth[@]}" -O "$out" "$url"
-  else
-    local auth=()
-    [ -z "${VOXCELEB_USER:-}" ] || auth=(--user "$VOXCELEB_USER:${VOXCELEB_PASSWORD:-}")
-    curl -fL --retry 5 -C - "${auth[@]}" -o "$out" "$url"
-  fi
+checksum_of() {  # <file name>: algo:sum from the checksum table, or nothing when unknown
+  awk -v n="$1" '$1 == n && $3 != "-" { print $2 ":" $3 }' "$checksums"
 }
 
-verify() {  # <file>: check it against the checksum table (unknown entries: warning only)
-  local f=$1 name algo sum actual
-  name=$(basename "$f")
-  read -r algo sum < <(awk -v n="$name" '$1 == n { print $2, $3 }' "$checksums") || true
-  if [ -z "${sum:-}" ] || [ "$sum" = - ]; then
-    echo "$0: WARNING: no checksum for $name in $checksums: not verified" >&2
-    return 0
-  fi
-  actual=$("${algo}sum" "$f" | cut -d' ' -f1)
-  if [ "$actual" != "$sum" ]; then
-    echo "$0: $f: $algo $actual, expected $sum (see $checksums); delete it to download again" >&2
-    exit 1
-  fi
-  echo "$0: $name: $algo OK"
-}
-
-get() {  # <url> <file name in archives/>: download unless already verified
-  local f=$dir/archives/$2
-  [ -f "$f.ok" ] && return 0
-  fetch "$1" "$f"
-  verify "$f"
-  touch "$f.ok"
+get() {  # <url> <file name in archives/>: resumable download, checked against the table
+  DOWNLOAD_USER=${VOXCELEB_USER:-} DOWNLOAD_PASSWORD=${VOXCELEB_PASSWORD:-} \
+    "$here/utils/download.sh" --checksum "$(checksum_of "$2")" "$1" "$dir/archives/$2"
 }
 
 vox_file_url() {  # <file name>: the URL of a VoxCeleb archive
@@ -91,7 +63,8 @@ concat_unzip() {  # <zip name> <dest dir> <part files...>
   [ -f "$dest/.done.$zip" ] && { echo "$0: $zip already unpacked in $dest"; return 0; }
   if [ $# -gt 0 ]; then
     (cd "$dir/archives" && cat "$@" > "$zip.tmp" && mv "$zip.tmp" "$zip")
-    verify "$dir/archives/$zip"
+    local sum; sum=$(checksum_of "$zip")
+    [ -z "$sum" ] || "$here/utils/download.sh" --checksum "$sum" --check-only true "$dir/archives/$zip"
   fi
   mkdir -p "$dest"
   unzip -q -o "$dir/archives/$zip" -d "$dest"
@@ -107,7 +80,7 @@ for part in $parts; do
       concat_unzip vox1_dev_wav.zip "$dir/voxceleb1" vox1_dev_wav_parta{a,b,c,d}
       concat_unzip vox1_test_wav.zip "$dir/voxceleb1"
       for t in veri_test2.txt list_test_all2.txt list_test_hard2.txt; do
-        [ -s "$dir/voxceleb1/$t" ] || fetch "$meta_url/$t" "$dir/voxceleb1/$t"
+        [ -s "$dir/voxceleb1/$t" ] || "$here/utils/download.sh" "$meta_url/$t" "$dir/voxceleb1/$t"
       done ;;
     vox2)
       for p in aa ab ac ad ae af ag ah; do get "$(vox_file_url vox2_dev_aac_part$p)" vox2_dev_aac_part$p; done
