@@ -43,8 +43,11 @@ asnorm=("${norm[@]}" --cohort-scp $cohort_emb/embeddings.scp --top-n $asnorm_top
 [ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$cohort_data/utt2spk")
 steps/score.sh "${norm[@]}" $sys "$trials" $emb test
 steps/score.sh "${asnorm[@]}" $sys "$trials" $emb test_asnorm
-if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ]; then
+split_source="$(cd "$(dirname "$trials")" && pwd)/$(basename "$trials") $(cksum < "$trials")"   # what the halves split
+if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ] \
+   || [ "$(cat $sys/trials/source 2> /dev/null)" != "$split_source" ]; then
   split_trials.py "$test_data/utt2spk" "$trials" $sys/trials/dev $sys/trials/eval
+  echo "$split_source" > $sys/trials/source
 fi
 steps/score.sh "${asnorm[@]}" $sys $sys/trials/dev $emb test_asnorm_dev
 steps/score.sh "${asnorm[@]}" --llr true $sys $sys/trials/eval $emb test_asnorm_eval

@@ -6,8 +6,10 @@ written is lost. docs/reliability.md maps every fault to its test here or in tes
 from __future__ import annotations
 
 import logging
+import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -785,3 +787,32 @@ def test_non_finite_embedding_is_named(tmp_path, recipe_env, embeddings):
     (tmp_path / "nan.score").write_text("a b 0.5 target\nb c nan nontarget\n")
     r = run_bin("compute_metrics.py", tmp_path / "nan.score", env=recipe_env)
     assert_clean_error(r, f"{tmp_path / 'nan.score'}:2: score 'nan' of b c is not finite")
+
+
+def test_calibration_halves_follow_the_trial_list(tmp_path, recipe_env):
+    """steps/evaluate.sh with one trial list, then another (older on disk) over other utterances: the
+    dev/eval halves are split again from the new list, not reused from the first (whose ids would
+    then have no embedding)."""
+    wavs = {f"s{s:02d}-u{u}": str(write_wav(tmp_path / "wav" / f"s{s:02d}-u{u}.wav", 0.6, freq=150.0 + 40 * s,
+                                             seed=u)) for s in range(12) for u in range(3)}
+    train = data_dir(tmp_path / "train", {u: p for u, p in wavs.items() if u < "s04"})
+    test = data_dir(tmp_path / "test", {u: p for u, p in wavs.items() if u >= "s04"})
+    (test / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in sorted(wavs) if u >= "s04"))
+
+    def trials(name: str, utts: list[str]) -> Path:
+        lines = [f"{a} {b} {'target' if a[:3] == b[:3] else 'nontarget'}\n" for a in utts for b in utts if a < b]
+        (tmp_path / name).write_text("".join(lines))
+        return tmp_path / name
+
+    first = trials("first", [u for u in sorted(wavs) if u >= "s04"])
+    second = trials("second", [u for u in sorted(wavs) if u >= "s08"])
+    os.utime(second, (1, 1))   # older than the halves of the first list
+    (tmp_path / "exp").mkdir()
+    shutil.copy(BASELINE, tmp_path / "exp" / "config.yaml")
+    for t in (first, second):
+        r = subprocess.run([str(REPO / "steps" / "evaluate.sh"), "--nj", "1", "--device", "cpu", str(tmp_path / "exp"),
+                            str(train), str(test), str(t)], cwd=REPO, env=recipe_env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        used = {w for n in ("dev", "eval") for line in (tmp_path / "exp" / "trials" / n).read_text().splitlines()
+                for w in line.split()[:2]}
+        assert used <= {w for line in t.read_text().splitlines() for w in line.split()[:2]}, (t.name, used)
