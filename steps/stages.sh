@@ -36,7 +36,7 @@ retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (
 num_iters=${num_iters-2}                # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
 num_clusters=${num_clusters-0}          # k-means clusters; 0: no k-means, AHC of the utterances (small corpora)
 ahc_clusters=${ahc_clusters-0}          # AHC of the k-means centroids (or utterances) down to this many clusters (0: none)
-ahc_threshold=${ahc_threshold-}         # ... or merge while the cosine distance is below this (empty: none)
+ahc_threshold=${ahc_threshold-}         # ... or merge while the distance is below this (iteration 1; later ones: as many clusters)
 ahc_linkage=${ahc_linkage-average}      # average|complete|single (cosine distance) or ward (euclidean, of unit vectors)
 standardize=${standardize-false}        # clustering: per-dimension mean/std normalisation of the embeddings first
 min_cluster_size=${min_cluster_size-2}  # smaller clusters are dropped
@@ -72,7 +72,11 @@ make_baseline() {  # (re)creates the baseline's model dir when new or when its c
 cluster_iteration() {  # <iteration> <model dir whose embeddings of the training data are clustered>
   local emb=$2/embeddings/$(basename "$train_data") ahc=()
   [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
-  [ -z "$ahc_threshold" ] || ahc+=(--ahc-threshold $ahc_threshold)
+  if [ -n "$ahc_threshold" ] && [ $1 -eq 1 ]; then ahc+=(--ahc-threshold $ahc_threshold)
+  elif [ -n "$ahc_threshold" ]; then   # each model's embeddings have their own distances: keep iteration 1's count
+    ahc+=(--ahc-clusters $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_clusters"])' \
+      $exp/pl_iter1/clusters/clusters.json))
+  fi
   steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb
   steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters --standardize $standardize "${ahc[@]}" \
     --ahc-linkage $ahc_linkage --min-cluster-size $min_cluster_size \

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# egs/speechocean762/v1: real read English by 250 speakers (native Mandarin, about half children;
+# speechocean762, OpenSLR 101), split by its authors into 125 train and 125 other test speakers.
+# The label-free loop against the supervised reference (--oracle true) on 1.5 hours of real speech,
+# sized for 2 CPUs. Stage 0 is this recipe's; stages 1-6 are steps/stages.sh, the body shared by
+# every recipe. Results and how each value was chosen: RESULTS.md.
+#
+# Stages:
+#   0  data: [--download true: local/download_speechocean762.sh] -> local/prepare_speechocean762.py
+#      -> data/so762/{train,test}, data/so762/test/trials (and the dev split of the train speakers,
+#      data/so762/{train_dev,dev}, on which the values were chosen); local/prepare_augmentation.py ->
+#      data/augment/{noise,music,babble,rirs} (synthetic, or MUSAN/RIRS_NOISES with --musan-dir/--rirs-dir)
+#   1  lists: utt2dur, validation
+#   2  SSL pretraining (conf/ssl.yaml)                                     -> exp/so762/ssl
+#   3  embeddings of the training data by the statistics baseline (--init-embedder baseline) ->
+#      Ward AHC to a distance threshold (the number of speakers is not given) -> exp/so762/pl_iter1/data
+#   4  training on the pseudo-labels (conf/pseudo.yaml)                    -> exp/so762/pl_iter1
+#   5  iteration 2: the same clustering of pl_iter1's embeddings, into as many clusters as iteration 1
+#      found; training                                                     -> exp/so762/pl_iter2
+#   6  evaluation of every system on test/trials -> exp/so762/results.md, exp/so762/iterations.md
+#
+# Examples:
+#   ./run.sh                                         # everything, speechocean762 from ../shared/data
+#   ./run.sh --download true --raw-dir /data/raw     # the public release, downloaded first
+#   ./run.sh --stage 4 --stop-stage 4 --oracle true  # + the supervised reference on the true labels
+set -euo pipefail
+. ./path.sh
+. ./cmd.sh
+
+# Stage 0: speechocean762
+corpus_dir=$SSLSPK_ROOT/../shared/data/speechocean762   # the corpus (train/, test/, audio/ or WAVE/)
+download=false            # true: download the public release into --raw-dir first (then read from there)
+raw_dir=raw               # where --download true puts it
+dev_speakers=25           # train speakers held out as data/so762/dev for choosing values (not used by stages 1-6)
+musan_dir=                # MUSAN, for real noise/music/babble (default: synthetic sets)
+rirs_dir=                 # RIRS_NOISES, for real room responses (default: synthetic)
+# Stages 1-6 (steps/stages.sh): this recipe's values
+corpus=so762              # data/<corpus>, exp/<corpus>
+init_embedder=baseline    # the statistics baseline's embeddings seed the first clustering (better than SSL's here)
+init_from_ssl=false       # pseudo-label models start from random weights (better than from the SSL encoder here)
+num_clusters=0            # no k-means: AHC of the 1,500 utterances
+ahc_linkage=ward          # Ward linkage of the standardised embeddings
+standardize=true
+ahc_threshold=1.4         # Ward AHC merges below this distance (iteration 1; later ones: as many clusters); chosen on the dev split
+
+prepare_data() {
+  if [ "$download" = true ]; then
+    local/download_speechocean762.sh "$raw_dir"
+    corpus_dir=$raw_dir/speechocean762
+  fi
+  local/prepare_speechocean762.py --dev-speakers $dev_speakers "$corpus_dir" data/so762
+  local/prepare_augmentation.py "${tforce[@]}" ${musan_dir:+--musan-dir "$musan_dir"} \
+    ${rirs_dir:+--rirs-dir "$rirs_dir"} --audio-dir corpus/augment data/augment
+}
+
+. steps/stages.sh
