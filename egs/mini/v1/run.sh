@@ -2,7 +2,7 @@
 # egs/mini/v1: the embedded default recipe of sslspk (what `make demo` runs). Stage 0 generates a
 # small synthetic multi-speaker corpus offline (speech-like audio from a source-filter model, a
 # random channel per recording) and its augmentation sets; stages 1-6 are steps/stages.sh, the
-# body shared by every recipe. The whole run takes about 10 minutes on 2 CPUs (RESULTS.md).
+# body shared by every recipe. The whole run takes 10-14 minutes on 2 CPUs (RESULTS.md).
 #
 # Stages:
 #   0  data: local/make_mini_corpus.py -> corpus/mini, data/mini/{train,test}, data/mini/test/trials;
