@@ -48,7 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from sslspk.augment.augmenter import biquad  # noqa: E402
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.data.trials import count_pairs, sample_trials  # noqa: E402
+from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
@@ -435,14 +435,13 @@ def generate(args: argparse.Namespace) -> bool:
     num_tgt, num_non = count_pairs(test_utt2spk)   # half target (or all there are), the rest nontarget
     num_tgt = min(num_tgt, args.num_trials // 2)
     trials = sample_trials(test_utt2spk, num_tgt, min(num_non, args.num_trials - num_tgt), args.seed)
-    with atomic_write(data_dir / "test" / "trials") as f:
-        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
+    write_trials(data_dir / "test" / "trials", trials)
     with atomic_write(corpus_dir / ".done") as f:
         json.dump(marker, f, sort_keys=True)
         f.write("\n")
 
     hours = sum(j.num_samples for j in jobs) / args.sample_rate / 3600.0
-    n_tgt = sum(lab == "target" for _, _, lab in trials)
+    n_tgt = trials.num_target
     print(f"mini corpus: {args.num_train_speakers} train + {args.num_test_speakers} test speakers, "
           f"{len(jobs)} utts, {hours:.3f} h, {len(trials)} trials ({n_tgt} target) "
           f"in {time.time() - start:.1f} s -> {corpus_dir}, {data_dir}")

@@ -26,13 +26,15 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.data.trials import count_pairs, sample_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
+from sslspk.data.trials import Trials, count_pairs, sample_trials, write_trials  # noqa: E402
+from sslspk.utils.fileio import FormatError, iter_lines  # noqa: E402
 
 NAME_RE = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
 
@@ -70,12 +72,12 @@ def utt_id(natural: str, speakers: dict[str, str]) -> str:
     return f"{speakers[natural]}-{natural}"
 
 
-def convert_trials(path: Path, speakers: dict[str, str]) -> list[tuple[str, str, str]]:
-    """Read VoxCeleb-format trials and return Kaldi ``(enroll, test, target|nontarget)`` triples.
+def convert_trials(path: Path, speakers: dict[str, str]) -> Trials:
+    """Read VoxCeleb-format trials, with the recipe's utterance ids.
 
     Raises :class:`FormatError` on malformed lines, unknown ids, or labels that contradict the speakers.
     """
-    trials = []
+    enrolls, tests, labels = [], [], []
     for n, line in iter_lines(path):
         fields = line.split()
         if len(fields) != 3 or fields[0] not in ("0", "1"):
@@ -86,12 +88,14 @@ def convert_trials(path: Path, speakers: dict[str, str]) -> list[tuple[str, str,
                 raise FormatError(path, n, f"utterance {u!r} is not among the recordings")
         if (label == "1") != (speakers[enroll] == speakers[test]):
             raise FormatError(path, n, f"label {label} contradicts speakers of {enroll!r} and {test!r}")
-        trials.append((utt_id(enroll, speakers), utt_id(test, speakers), "target" if label == "1" else "nontarget"))
-    return trials
+        enrolls.append(utt_id(enroll, speakers))
+        tests.append(utt_id(test, speakers))
+        labels.append(int(label))
+    return Trials(enrolls, tests, np.array(labels, dtype=np.int8))
 
 
 def generate_trials(speakers: dict[str, str], num_target: int, num_nontarget: int,
-                    seed: int) -> list[tuple[str, str, str]]:
+                    seed: int) -> Trials:
     """Sampled trials (:func:`sslspk.data.trials.sample_trials`), at most as many of a kind as exist."""
     utt2spk = {utt_id(n, speakers): s for n, s in speakers.items()}
     have_target, have_nontarget = count_pairs(utt2spk)
@@ -137,11 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir)
     for split in ("train", "test"):
         write_data_dir(data_dir / split, paths, speakers)
-    with atomic_write(data_dir / "test" / "trials") as f:
-        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
-    n_tgt = sum(lab == "target" for *_, lab in trials)
+    write_trials(data_dir / "test" / "trials", trials)
     print(f"FSDD: {len(paths)} utts, {len(set(speakers.values()))} speakers -> {data_dir}/{{train,test}} "
-          f"(same recordings); {len(trials)} trials ({n_tgt} target) {source}")
+          f"(same recordings); {len(trials)} trials ({trials.num_target} target) {source}")
     return 0
 
 

@@ -39,8 +39,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.data.trials import count_pairs, sample_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, atomic_write, read_table  # noqa: E402
+from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
+from sslspk.utils.fileio import FormatError, read_table  # noqa: E402
 
 AUDIO_LAYOUTS = (("audio", ".flac"), ("WAVE", ".WAV"), ("WAVE", ".wav"))
 
@@ -69,12 +69,11 @@ def audio_paths(corpus: Path, utt2spk: dict[str, str]) -> dict[str, str]:
                      "WAVE/SPEAKER<spk>/<utt>.WAV)")
 
 
-def write_trials(path: Path, utt2spk: dict[str, str]) -> int:
+def write_speaker_trials(path: Path, utt2spk: dict[str, str]) -> int:
     """Every same-speaker pair and four times as many different-speaker ones (seed 0); returns the count."""
     num_target, num_nontarget = count_pairs(utt2spk)
     trials = sample_trials(utt2spk, num_target, min(4 * num_target, num_nontarget), seed=0)
-    with atomic_write(path) as f:
-        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
+    write_trials(path, trials)
     return len(trials)
 
 
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.data_dir / "test" / ".trials.tmp").replace(args.data_dir / "test" / "trials")
         print(f"trials: {official} -> {args.data_dir / 'test' / 'trials'}")
     else:
-        n = write_trials(args.data_dir / "test" / "trials", read_utt2spk(args.corpus_dir / "test" / "utt2spk"))
+        n = write_speaker_trials(args.data_dir / "test" / "trials", read_utt2spk(args.corpus_dir / "test" / "utt2spk"))
         print(f"trials: {n} pairs of the test speakers -> {args.data_dir / 'test' / 'trials'}")
     if args.dev_speakers:
         utt2spk = read_utt2spk(args.corpus_dir / "train" / "utt2spk")
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, keep in (("dev", True), ("train_dev", False)):
             sub = {u: s for u, s in utt2spk.items() if (s in dev) == keep}
             write_core_tables(args.data_dir / name, {u: paths[u] for u in sub}, sub)
-        n = write_trials(args.data_dir / "dev" / "trials", {u: s for u, s in utt2spk.items() if s in dev})
+        n = write_speaker_trials(args.data_dir / "dev" / "trials", {u: s for u, s in utt2spk.items() if s in dev})
         print(f"dev: {args.dev_speakers} train speakers held out -> {args.data_dir / 'dev'} ({n} trials), "
               f"the other {len(spks) - args.dev_speakers} -> {args.data_dir / 'train_dev'}")
     return 0

@@ -42,12 +42,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.utils.fileio import FormatError, atomic_write, iter_lines  # noqa: E402
+from sslspk.data.trials import Trials, write_trials  # noqa: E402
+from sslspk.utils.fileio import FormatError, iter_lines  # noqa: E402
 
 M4A_MODES = ("flac", "wav", "pipe")
 TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
@@ -80,13 +83,13 @@ def speaker(utt: str) -> str:
     return utt.split("/", 1)[0]
 
 
-def convert_trials(path: Path, utts: set[str]) -> list[tuple[str, str, str]]:
-    """Official ``1|0 <enroll>.wav <test>.wav`` lines → Kaldi ``(enroll, test, target|nontarget)``.
+def convert_trials(path: Path, utts: set[str]) -> Trials:
+    """Official ``1|0 <enroll>.wav <test>.wav`` lines, with the recipe's utterance ids (``.wav`` dropped).
 
     Raises :class:`FormatError` on a malformed line, an id missing from ``utts`` or a label that
     contradicts the speakers.
     """
-    trials = []
+    enrolls, tests, labels = [], [], []
     for n, line in iter_lines(path):
         fields = line.split()
         if len(fields) != 3 or fields[0] not in ("0", "1"):
@@ -98,14 +101,10 @@ def convert_trials(path: Path, utts: set[str]) -> list[tuple[str, str, str]]:
                 raise FormatError(path, n, f"utterance {u!r} is not in the VoxCeleb1 audio")
         if (label == "1") != (speaker(ids[0]) == speaker(ids[1])):
             raise FormatError(path, n, f"label {label} contradicts the speakers of {ids[0]!r} and {ids[1]!r}")
-        trials.append((ids[0], ids[1], "target" if label == "1" else "nontarget"))
-    return trials
-
-
-def write_trials(path: Path, trials: list[tuple[str, str, str]]) -> None:
-    """Write a Kaldi trial list atomically (in the official order)."""
-    with atomic_write(path) as f:
-        f.writelines(f"{e} {t} {lab}\n" for e, t, lab in trials)
+        enrolls.append(ids[0])
+        tests.append(ids[1])
+        labels.append(int(label))
+    return Trials(enrolls, tests, np.array(labels, dtype=np.int8))
 
 
 def prepare_vox1(vox1_dir: Path, trials_dir: Path, data: Path) -> None:
@@ -127,15 +126,14 @@ def prepare_vox1(vox1_dir: Path, trials_dir: Path, data: Path) -> None:
         except FormatError as e:
             raise SystemExit(f"error: {e}") from e
         if name == "vox1_O":
-            test_spks = {speaker(u) for e, t, _ in trials for u in (e, t)}
+            test_spks = {speaker(u) for u in (*trials.enroll, *trials.test)}
             test = {u: s for u, s in utt2spk.items() if s in test_spks}
             write_core_tables(data / "vox1_test", {u: str(files[u]) for u in test}, test)
             out = data / "vox1_test" / "trials" / name
         else:
             out = data / "vox1_all" / "trials" / name
-        write_trials(out, trials)
-        n_tgt = sum(lab == "target" for *_, lab in trials)
-        print(f"{name}: {len(trials)} trials ({n_tgt} target) from {src} -> {out}")
+        write_trials(out, trials)  # in the official order
+        print(f"{name}: {len(trials)} trials ({trials.num_target} target) from {src} -> {out}")
     print(f"VoxCeleb1: {len(files)} utts, {len(set(utt2spk.values()))} speakers -> {data}/vox1_all")
 
 

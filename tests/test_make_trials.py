@@ -55,3 +55,20 @@ def test_errors(tmp_path):
     bad.write_text("u1 s1\nu2\n")
     r = _run(bad, tmp_path / "t")
     assert r.returncode != 0 and f"{bad}:2" in r.stderr
+
+
+def test_library_sample_round_trips(tmp_path):
+    """sample_trials gives a Trials that write_trials/read_trials keep as is, and the tool writes that list."""
+    import numpy as np
+
+    from sslspk.data.trials import read_trials, sample_trials, write_trials
+
+    u2s = _utt2spk(tmp_path)
+    utt2spk = dict(line.split() for line in u2s.read_text().splitlines())
+    t = sample_trials(utt2spk, 7, 30, seed=3)
+    write_trials(tmp_path / "lib", t)
+    back = read_trials(tmp_path / "lib")
+    assert (back.enroll, back.test) == (t.enroll, t.test) and np.array_equal(back.labels, t.labels)
+    assert t.num_target == 7 and len(t) == 37
+    assert _run("--num-target", 7, "--num-nontarget", 30, "--seed", 3, u2s, tmp_path / "tool").returncode == 0
+    assert (tmp_path / "tool").read_bytes() == (tmp_path / "lib").read_bytes()

@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.data.trials import sample_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, atomic_write, read_table  # noqa: E402
+from sslspk.data.trials import sample_trials, write_trials  # noqa: E402
+from sslspk.utils.fileio import FormatError, read_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,10 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         trials = sample_trials(utt2spk, args.num_target, args.num_nontarget, args.seed)
     except ValueError as e:
         raise SystemExit(f"error: {args.utt2spk}: {e}") from e
-    with atomic_write(args.trials) as f:
-        f.writelines(f"{a} {b} {lab}\n" for a, b, lab in trials)
-    n_tgt = sum(lab == "target" for *_, lab in trials)
-    print(f"make_trials: wrote {args.trials} ({len(trials)} trials, {n_tgt} target)")
+    write_trials(args.trials, trials)
+    print(f"make_trials: wrote {args.trials} ({len(trials)} trials, {trials.num_target} target)")
     return 0
 
 

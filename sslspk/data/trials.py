@@ -28,6 +28,11 @@ class Trials:
     def __len__(self) -> int:
         return len(self.enroll)
 
+    @property
+    def num_target(self) -> int:
+        """Same-speaker trials (0 for an unlabelled list)."""
+        return 0 if self.labels is None else int(self.labels.sum())
+
 
 def parse_trial_line(line: str) -> tuple[str, str, int | None, str]:
     """``(enroll, test, label, format)`` of one trial line: label 1/0 (None when unlabelled), format
@@ -108,8 +113,8 @@ def split_by_speaker(trials: Trials, utt2spk: dict[str, str], seed: int = 0) -> 
 
 
 def sample_trials(utt2spk: dict[str, str], num_target: int | None = None, num_nontarget: int | None = None,
-                  seed: int = 0) -> list[tuple[str, str, str]]:
-    """Distinct pairs of utterances ``(enroll, test, target|nontarget)``, enroll < test, sorted:
+                  seed: int = 0) -> Trials:
+    """Distinct pairs of utterances (enroll < test, sorted), labelled:
     ``num_target`` same-speaker and ``num_nontarget`` different-speaker pairs drawn uniformly without
     replacement (deterministic for a ``seed``), or every pair of a kind whose count is None.
 
@@ -128,7 +133,9 @@ def sample_trials(utt2spk: dict[str, str], num_target: int | None = None, num_no
         raise ValueError(f"asked for {n_tgt} target / {n_non} nontarget pairs, but only {len(tgt)} / {len(non)} exist")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
     pick = np.concatenate([rng.choice(tgt, n_tgt, replace=False), rng.choice(non, n_non, replace=False)])
-    return sorted((utts[i[p]], utts[j[p]], "target" if same[p] else "nontarget") for p in pick)
+    pairs = sorted((utts[i[p]], utts[j[p]], int(same[p])) for p in pick)
+    return Trials([e for e, _, _ in pairs], [t for _, t, _ in pairs],
+                  np.array([lab for *_, lab in pairs], dtype=np.int8))
 
 
 def count_pairs(utt2spk: dict[str, str]) -> tuple[int, int]:
