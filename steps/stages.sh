@@ -12,7 +12,7 @@
 #      (--ahc-clusters or --ahc-threshold) -> pseudo speakers               -> <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
-#   5  iterations 2..num_iters of stages 3-4                                -> <exp>/pl_iterN
+#   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
 #      (+ calibration) and of --extra-trials -> <exp>/<system>/results.md, <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
@@ -30,6 +30,7 @@ exp=${exp-}                       # experiment dir; default: exp/<corpus>
 baseline_conf=${baseline_conf-conf/baseline.yaml}  # non-learned baseline evaluated in stage 6 (empty: none)
 ssl_conf=${ssl_conf-conf/ssl.yaml}          # stage 2
 pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stages 4-5
+refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a short fine-tuning of the previous model; default: --pseudo-conf
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
 init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
 retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (the last iteration's model) or initial
@@ -83,7 +84,8 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
 }
 train_iteration() {  # <iteration> [<model dir to start from>]
-  steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data $exp/pl_iter$1/data \
+  local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=${refine_conf:-$pseudo_conf}
+  steps/train.sh train_pseudo.py "${tforce[@]}" --config $conf --data $exp/pl_iter$1/data \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
 }
 cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded random subset of it
@@ -133,7 +135,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for it in $(seq 2 $num_iters); do
-    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training -> $exp/pl_iter$it"
+    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training (${refine_conf:-$pseudo_conf}) -> $exp/pl_iter$it"
     cluster_iteration $it $exp/pl_iter$((it - 1))
     if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
   done

@@ -71,10 +71,12 @@ TINY = ("--num-train-speakers", "4", "--num-test-speakers", "8", "--utts-per-spe
 
 
 def tiny_configs(conf: Path) -> None:
-    """Shrink conf/ssl.yaml and conf/pseudo.yaml of a recipe copy to a few CPU seconds."""
+    """Shrink conf/ssl.yaml, conf/pseudo.yaml (and conf/pseudo_refine.yaml) of a recipe copy to a few CPU seconds."""
     import yaml
 
-    for name, epochs in (("ssl.yaml", 2), ("pseudo.yaml", 3)):
+    for name, epochs in (("ssl.yaml", 2), ("pseudo.yaml", 3), ("pseudo_refine.yaml", 2)):
+        if name == "pseudo_refine.yaml" and not (conf / name).exists():
+            continue
         c = yaml.safe_load((conf / name).read_text())
         c["train"].update(epochs=epochs, batch_size=8, num_workers=0, average_last=1)
         for v in c["data"]["views"]:

@@ -52,6 +52,12 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
     assert first["config"]["ahc_threshold"] == 2.5 and first["config"]["ahc_linkage"] == "ward"
     assert second["config"]["ahc_threshold"] is None and second["config"]["ahc_clusters"] == first["num_clusters"]
     assert "| 2 | pl_iter2 |" in (exp / "iterations.md").read_text()
+    # Iteration 2 fine-tunes iteration 1's model with conf/pseudo_refine.yaml (--refine-conf).
+    import yaml
+
+    it1, it2 = (yaml.safe_load((exp / f"pl_iter{i}" / "config.yaml").read_text()) for i in (1, 2))
+    assert it2["init"] == "exp/so762/pl_iter1" and it2["loss"]["init_from_centroids"] and it2["train"]["epochs"] == 2
+    assert "init" not in it1 and not it1["loss"].get("init_from_centroids") and it1["train"]["epochs"] == 3
 
 
 def test_download_resumes_and_unpacks_once(tmp_path, recipe_env):

@@ -16,7 +16,7 @@
 #      Ward AHC to a distance threshold (the number of speakers is not given) -> exp/so762/pl_iter1/data
 #   4  training on the pseudo-labels (conf/pseudo.yaml)                    -> exp/so762/pl_iter1
 #   5  iteration 2: the same clustering of pl_iter1's embeddings, into as many clusters as iteration 1
-#      found; training                                                     -> exp/so762/pl_iter2
+#      found; pl_iter1 fine-tuned on them (conf/pseudo_refine.yaml)       -> exp/so762/pl_iter2
 #   6  evaluation of every system on test/trials -> exp/so762/results.md, exp/so762/iterations.md
 #
 # Examples:
@@ -38,6 +38,7 @@ rirs_dir=                 # RIRS_NOISES, for real room responses (default: synth
 corpus=so762              # data/<corpus>, exp/<corpus>
 init_embedder=baseline    # the statistics baseline's embeddings seed the first clustering (better than SSL's here)
 init_from_ssl=false       # pseudo-label models start from random weights (better than from the SSL encoder here)
+refine_conf=conf/pseudo_refine.yaml  # iteration 2 fine-tunes iteration 1's model briefly (retraining fully made it worse on dev)
 num_clusters=0            # no k-means: AHC of the 1,500 utterances
 ahc_linkage=ward          # Ward linkage of the standardised embeddings
 standardize=true
