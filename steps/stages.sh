@@ -29,7 +29,7 @@ extra_trials=${extra_trials-}     # more trial lists on --test-data, scored with
 exp=${exp-}                       # experiment dir; default: exp/<corpus>
 baseline_conf=${baseline_conf-conf/baseline.yaml}  # non-learned baseline evaluated in stage 6 (empty: none)
 ssl_conf=${ssl_conf-conf/ssl.yaml}          # stage 2
-pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stages 4-5
+pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stage 4, and stage 5 without --refine-conf
 refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a short fine-tuning of the previous model; default: --pseudo-conf
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
 init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
