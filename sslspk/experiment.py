@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
+from sslspk.utils.fileio import atomic_write, files_digest
 
 
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
@@ -54,6 +57,29 @@ def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str
     return init_model
 
 
+def training_inputs(cfg: dict[str, Any], data_dir: str | os.PathLike,
+                    init: str | os.PathLike | None) -> dict[str, str]:
+    """SHA-256 digests of what a training depends on: its full config (with the inherited model block),
+    the data dir's tables and the initial model's weights (``-`` without one)."""
+    from sslspk.extraction import DATA_FILES
+
+    return {"config": hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest(),
+            "data": files_digest(Path(data_dir) / f for f in DATA_FILES),
+            "initial model": files_digest([Path(init) / "model.pt"]) if init is not None else "-"}
+
+
+def changed_inputs(exp_dir: Path, inputs: dict[str, str], cfg: dict[str, Any]) -> list[str]:
+    """Which of ``inputs`` differ from those recorded in ``exp_dir/inputs.json`` (by an earlier
+    training there); an exp dir from before that record is judged by its ``config.yaml`` alone."""
+    record = exp_dir / "inputs.json"
+    if record.is_file():
+        old = json.loads(record.read_text())
+        return [k for k, v in inputs.items() if old.get(k) != v]
+    if (exp_dir / "config.yaml").is_file() and load_yaml(exp_dir / "config.yaml") != cfg:
+        return ["config"]
+    return []
+
+
 def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, exp_dir: str | os.PathLike,
                       kind: str = "ssl", force: bool = False, init: str | os.PathLike | None = None,
                       ref_utt2spk: str | os.PathLike | None = None) -> Path:
@@ -79,6 +105,11 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             if cfg.setdefault("sample_rate", init_rate) != init_rate:
                 raise ConfigError(f"{config}: sample_rate {cfg['sample_rate']} differs from that of the initial "
                                   f"model {init} ({init_rate})")
+    inputs = training_inputs(cfg, data_dir, init)
+    changed = changed_inputs(exp_dir, inputs, cfg)
+    if changed and not force and (out.exists() or (exp_dir / "checkpoints").is_dir()):
+        print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
+        force = True
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force to train again)")
         return out
@@ -128,4 +159,6 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             out.unlink(missing_ok=True)
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, exp_dir / "config.yaml")
+        with atomic_write(exp_dir / "inputs.json") as f:
+            json.dump(inputs, f, indent=1)
     return trainer.fit(task, dataset)

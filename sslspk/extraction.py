@@ -7,7 +7,6 @@ the embeddings is in that directory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -36,17 +35,9 @@ def inputs_digest(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> 
     """SHA-256 naming the inputs of a data dir's embeddings: the model dir's :data:`MODEL_FILES` and
     the data dir's :data:`DATA_FILES` (one line per file, its SHA-256 or ``-`` when absent, hashed
     again; ``steps/extract_embeddings.sh`` computes the same with ``sha256sum``)."""
-    lines = []
-    for path in [Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES]:
-        if not path.is_file():
-            lines.append("-")
-            continue
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        lines.append(h.hexdigest())
-    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+    from sslspk.utils.fileio import files_digest
+
+    return files_digest([Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES])
 
 
 def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:

@@ -175,3 +175,39 @@ def test_bad_config_fails_before_work(tmp_path, recipe_env, edit, msg):
     r = run_train(cfg, data, tmp_path / "exp", recipe_env)
     assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "exp" / "checkpoints").exists()
+
+
+def test_changed_inputs_train_again(tmp_path, recipe_env):
+    """A finished (or killed) training is reused only for the same config, data and initial model:
+    a change of any is named and the training starts again; an exp dir from before inputs.json is
+    judged by its config.yaml."""
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", epochs=1)
+    exp = tmp_path / "exp"
+    assert run_train(cfg, data, exp, recipe_env).returncode == 0
+    model = exp / "model.pt"
+
+    def again(expect: str | None) -> None:
+        before = model.stat().st_mtime_ns
+        r = run_train(cfg, data, exp, recipe_env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        if expect is None:
+            assert "already finished" in r.stdout and model.stat().st_mtime_ns == before, r.stdout
+        else:
+            assert f"its {expect} changed since it was trained: training again" in r.stdout, r.stdout
+            assert model.stat().st_mtime_ns > before
+
+    again(None)
+    for name in ("wav.scp", "utt2spk"):   # one utterance fewer
+        p = data / name
+        p.write_text("".join(p.read_text().splitlines(keepends=True)[:-1]))
+    again("data")
+    c = yaml.safe_load(cfg.read_text())
+    c["train"]["lr"] = 0.004
+    cfg.write_text(yaml.safe_dump(c))
+    again("config")
+    (exp / "inputs.json").unlink()   # an exp dir of an older version: its config.yaml decides
+    again(None)
+    c["train"]["lr"] = 0.003
+    cfg.write_text(yaml.safe_dump(c))
+    again("config")

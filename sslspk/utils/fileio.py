@@ -139,6 +139,24 @@ def read_kv(path: str | os.PathLike) -> dict[str, str]:
     return table
 
 
+def files_digest(paths: Iterable[str | os.PathLike]) -> str:
+    """SHA-256 naming the contents of some files: one line per file, its SHA-256 or ``-`` when it is
+    absent, hashed again (``sha256sum`` of each file gives the same lines to shell tools)."""
+    import hashlib
+
+    lines = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            lines.append("-")
+            continue
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        lines.append(h.hexdigest())
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+
 def write_kv(path: str | os.PathLike, items: Iterable[tuple[str, str]] | dict[str, str], sort: bool = True) -> None:
     """Atomically write ``key value`` lines (sorted by key unless ``sort=False``)."""
     pairs = list(items.items()) if isinstance(items, dict) else list(items)
