@@ -171,6 +171,8 @@ class Trainer:
         if self.is_main:   # checkpoints half-written by a killed run (never loaded: only epoch_N.pt is)
             for tmp in (self.exp_dir / "checkpoints").glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+        if is_distributed():   # ranks list the checkpoints after rank 0 removed stale ones (--force, new inputs)
+            torch.distributed.barrier()
         ckpts = _checkpoints(self.exp_dir)
         if not ckpts:
             return False
