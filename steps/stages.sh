@@ -57,6 +57,7 @@ force=${force-false}                    # true: redo the finished steps of the s
 
 train_data=${train_data:-data/$corpus/train}
 test_data=${test_data:-data/$corpus/test}
+refine_conf=${refine_conf:-$pseudo_conf}
 trials=${trials:-$test_data/trials}
 exp=${exp:-exp/$corpus}
 tforce=(); [ "$force" != true ] || tforce=(--force)   # the flag of the Python entry points
@@ -84,7 +85,7 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
 }
 train_iteration() {  # <iteration> [<model dir to start from>]
-  local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=${refine_conf:-$pseudo_conf}
+  local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=$refine_conf
   steps/train.sh train_pseudo.py "${tforce[@]}" --config $conf --data $exp/pl_iter$1/data \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
 }
@@ -135,7 +136,7 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for it in $(seq 2 $num_iters); do
-    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training (${refine_conf:-$pseudo_conf}) -> $exp/pl_iter$it"
+    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training ($refine_conf) -> $exp/pl_iter$it"
     cluster_iteration $it $exp/pl_iter$((it - 1))
     if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
   done
