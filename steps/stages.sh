@@ -14,7 +14,8 @@
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
 #   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
-#      (+ calibration) and of --extra-trials -> <exp>/<system>/results.md, <exp>/results.md,
+#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg)
+#      -> <exp>/<system>/results.md, <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
 
 stage=${stage-0}                  # first stage to run
@@ -49,6 +50,9 @@ cohort_size=${cohort_size-20000}        # stage 6: score normalisation and AS-no
 asnorm_cohort=${asnorm_cohort-utt}      # AS-norm cohort: utt (cohort embeddings) or spk (their true-speaker means)
 asnorm_top_n=${asnorm_top_n-300}        # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=${cal_p_target-0.5}        # prior of the score calibration objective
+eval_max_seconds=${eval_max_seconds-}   # stage 6: whole-utterance embeddings of the first S seconds (empty: all)
+eval_segments=${eval_segments-0}        # stage 6: > 0 adds rows *_seg, the authors' protocol with this many windows per utterance
+eval_segment_seconds=${eval_segment_seconds-4.015}  # their length (theolepage/wavlm_ssl_sv:DatasetLoader.py)
 force=${force-false}                    # true: redo the finished steps of the stages run
 
 . utils/parse_options.sh
@@ -160,12 +164,14 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   cohort=$(cohort_data)
   for sys in "${systems[@]}"; do
     steps/evaluate.sh --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
-      --cal-p-target $cal_p_target --extra-trials "$extra_trials" $sys "$cohort" "$test_data" "$trials"
+      --cal-p-target $cal_p_target --extra-trials "$extra_trials" --max-seconds "$eval_max_seconds" \
+      --segments $eval_segments --segment-seconds $eval_segment_seconds $sys "$cohort" "$test_data" "$trials"
   done
-  rows=(--trials test --trials test_asnorm)
+  rows=()
   for t in test $extra_trials; do   # DET curves of the AS-norm scores of every system, one plot per trial list
     name=$(basename $t)
-    [ $t = test ] || rows+=(--trials $name --trials ${name}_asnorm)
+    rows+=(--trials $name --trials ${name}_asnorm)
+    [ "$eval_segments" -eq 0 ] || rows+=(--trials ${name}_seg)
     det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
     plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
   done
