@@ -52,8 +52,8 @@ num_clusters=50000        # k-means clusters (Miara, Lepage, Dehak 2024)
 ahc_clusters=7500         # AHC of the k-means centroids down to this many (Miara, Lepage, Dehak 2024)
 eval_untrained=false      # a random encoder is not worth a Vox1-E/H extraction
 cohort_size=20000         # stage 6: training utterances for score normalisation and AS-norm (chosen)
-eval_segments=15          # stage 6 rows *_seg: the authors' test protocol, num_eval=15 windows (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList)
-eval_max_seconds=43.75    # whole utterances cut at 700000 samples (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList)
+eval_segments=15          # stage 6 rows *_seg, the authors' protocol: num_eval=15 (theolepage/wavlm_ssl_sv:SpeakerNet.py)
+eval_max_seconds=43.75    # whole utterances cut at 700000 samples (theolepage/wavlm_ssl_sv:SpeakerNet.py)
 
 adjust_options() {  # --tiny true overrides the configs and sizes set above or on the command line
   [ "$tiny" = true ] || return 0
