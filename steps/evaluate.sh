@@ -24,7 +24,7 @@ asnorm_cohort=utt      # AS-norm cohort: utt (cohort embeddings) or spk (their s
 asnorm_top_n=300       # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=0.5       # prior of the score calibration objective
 extra_trials=          # more trial lists on <test-data> (space-separated), scored with cosine and AS-norm
-max_seconds=           # whole-utterance embeddings of the first S seconds only (empty: all of it)
+max_seconds=           # test embeddings of the first S seconds of each utterance only (empty: all of it)
 segments=0             # > 0: also the rows *_seg of the authors' protocol with this many windows per test utterance
 segment_seconds=4.015  # their length (400 x 160 + 240 samples at 16 kHz, theolepage/wavlm_ssl_sv:DatasetLoader.py)
 force=false            # redo every step even if up to date (true|false)
@@ -40,9 +40,10 @@ cohort_emb=$sys/embeddings/$(basename "$cohort_data")
 test_emb=$sys/embeddings/$(basename "$test_data")
 [ "$cohort_emb" != "$test_emb" ] || { echo "$0: the cohort and test data dirs have the same name $(basename "$test_data")" >&2; exit 1; }
 
-extract=(steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device "$device" --force $force --max-seconds "$max_seconds")
-"${extract[@]}" $sys "$cohort_data" $cohort_emb
-"${extract[@]}" --segments $segments --segment-seconds $segment_seconds $sys "$test_data" $test_emb
+extract=(steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device "$device" --force $force)
+"${extract[@]}" $sys "$cohort_data" $cohort_emb   # whole (the cohort's dir may be the clustering's, stages 3 and 5)
+"${extract[@]}" --max-seconds "$max_seconds" --segments $segments --segment-seconds $segment_seconds \
+  $sys "$test_data" $test_emb
 emb=$test_emb/embeddings.scp
 norm=(--force $force --mean-scp $cohort_emb/embeddings.scp --var-norm true)
 asnorm=("${norm[@]}" --cohort-scp $cohort_emb/embeddings.scp --top-n $asnorm_top_n)

@@ -147,13 +147,13 @@ def _fake_root(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("recipe,train,test,want", [
     ("voxceleb", "vox2_dev_train", "vox1_all",
-     {"cohort": "--max-seconds 43.75", "test": "--max-seconds 43.75",
+     {"cohort": "", "test": "--max-seconds 43.75",
       "segments": "--segments 15 --segment-seconds 4.015"}),
     ("mini", "mini/train", "mini/test", {"cohort": "", "test": ""}),
 ])
 def test_stage6_extraction_options(tmp_path, recipe, train, test, want):
-    """egs/voxceleb/v1 extracts the authors' protocol in stage 6 (15 windows of 4.015 s beside whole utterances
-    cut at 43.75 s); egs/mini/v1 keeps whole-utterance embeddings only."""
+    """egs/voxceleb/v1 extracts the authors' protocol in stage 6 (15 windows of 4.015 s beside test utterances
+    cut at 43.75 s; the cohort whole); egs/mini/v1 keeps whole-utterance embeddings only."""
     d = copy_recipe(REPO / "egs" / recipe / "v1", tmp_path / recipe)
     for sub in (train, test):
         (d / "data" / sub).mkdir(parents=True)

@@ -16,8 +16,8 @@
 #   4  training on the pseudo-labels (--pseudo-conf: WavLM Base+ by default) -> <exp>/pl_iter1
 #   5  iterations 2..num_iters of stages 3-4
 #   6  evaluation of every system on Vox1-O (cosine, AS-norm, calibration) and Vox1-E/H (cosine,
-#      AS-norm), each also with the authors' protocol (rows *_seg: whole utterance + 15 windows of
-#      4.015 s, theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList) -> <exp>/results.md,
+#      AS-norm), each also with the authors' protocol (rows *_seg: the utterance's first 43.75 s, as
+#      in every row, + 15 windows of 4.015 s, theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList) -> <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_{test,vox1_E,vox1_H}.png
 #
 # Examples:
@@ -53,7 +53,7 @@ ahc_clusters=7500         # AHC of the k-means centroids down to this many (Miar
 eval_untrained=false      # a random encoder is not worth a Vox1-E/H extraction
 cohort_size=20000         # stage 6: training utterances for score normalisation and AS-norm (chosen)
 eval_segments=15          # stage 6 rows *_seg, the authors' protocol: num_eval=15 (theolepage/wavlm_ssl_sv:SpeakerNet.py)
-eval_max_seconds=43.75    # whole utterances cut at 700000 samples (theolepage/wavlm_ssl_sv:SpeakerNet.py)
+eval_max_seconds=43.75    # test utterances cut at 700000 samples (theolepage/wavlm_ssl_sv:SpeakerNet.py)
 
 adjust_options() {  # --tiny true overrides the configs and sizes set above or on the command line
   [ "$tiny" = true ] || return 0
