@@ -283,6 +283,13 @@ def test_voxceleb_recipe_clusters_with_the_authors_values(tmp_path, recipe_env):
 
 
 @pytest.mark.slow
+def test_voxceleb_tiny_keeps_the_authors_clustering(tmp_path, recipe_env):
+    tiny = stage3_from_embeddings_file(tmp_path, recipe_env, "voxceleb", "--tiny", "true")   # k-means 4 -> AHC 3
+    assert (tiny["config"]["k"], tiny["num_clusters"], tiny["num_utts_out"]) == (4, 3, 40)
+    assert tiny["config"]["normalize"] == "none" and tiny["config"]["ahc_linkage"] == "ward"
+
+
+@pytest.mark.slow
 def test_stage_options_reach_cluster_py(tmp_path, recipe_env):
     s = stage3_from_embeddings_file(
         tmp_path, recipe_env, "TEMPLATE", "--num-clusters", "6", "--ahc-clusters", "3", "--cluster-normalize", "none",
