@@ -11,8 +11,8 @@
 #      MUSAN and RIRS_NOISES -> data/augment/{noise,music,babble,rirs}
 #   1  lists: utt2dur, validation
 #   2  SSL pretraining (--ssl-conf: DINO ECAPA-TDNN 1024 by default)      -> <exp>/ssl
-#   3  embeddings of the training data -> k-means (--num-clusters) -> AHC (--ahc-clusters)
-#      -> pseudo speakers <exp>/pl_iter1/data
+#   3  embeddings of the training data (or the authors' file of them: --init-embeddings FILE.pt) -> k-means
+#      (--num-clusters) -> AHC (--ahc-clusters) -> pseudo speakers <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf: WavLM Base+ by default) -> <exp>/pl_iter1
 #   5  iterations 2..num_iters of stages 3-4
 #   6  evaluation of every system on Vox1-O (cosine, AS-norm, calibration) and Vox1-E/H (cosine,
@@ -48,8 +48,16 @@ baseline_conf=            # no non-learned baseline at this scale
 ssl_conf=conf/ssl_dino_ecapa1024.yaml        # stage 2
 pseudo_conf=conf/pseudo_wavlm_base_plus.yaml # stages 4-5
 init_from_ssl=false       # WavLM starts from its pretrained weights (true for conf/pseudo_ecapa.yaml)
-num_clusters=50000        # k-means clusters (Miara, Lepage, Dehak 2024)
-ahc_clusters=7500         # AHC of the k-means centroids down to this many (Miara, Lepage, Dehak 2024)
+init_embeddings=          # stage 3 from the authors' DINO embeddings file (dino_vox2_embeddings.pt, theolepage/wavlm_ssl_sv:README.md) instead of our SSL model's
+# Clustering (stages 3 and 5): theolepage/wavlm_ssl_sv:pseudo_labeling.py value by value
+num_clusters=50000        # k-means clusters: --n_clusters default 50000 (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+cluster_normalize=none    # k-means on the raw embeddings, no normalisation (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_spherical=false    # Euclidean k-means: cuML KMeans (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_init=kmeans++      # cuML's default init scalable-k-means++ (k-means||), of which this is the exact form (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_iters=300          # at most: cuML's default max_iter=300 (theolepage/wavlm_ssl_sv:pseudo_labeling.py; cuML stops at tol 1e-4, faiss once the objective is unchanged)
+ahc_clusters=7500         # AHC of the k-means centroids: --n_clusters_ahc default 7500 (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+ahc_linkage=ward          # sklearn AgglomerativeClustering defaults: Ward, Euclidean, of the raw centroids (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+min_cluster_size=1        # every cluster kept: each file gets its label (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
 eval_untrained=false      # a random encoder is not worth a Vox1-E/H extraction
 cohort_size=20000         # stage 6: training utterances for score normalisation and AS-norm (chosen)
 eval_segments=15          # stage 6 rows *_seg, the authors' protocol: num_eval=15 (theolepage/wavlm_ssl_sv:SpeakerNet.py)
