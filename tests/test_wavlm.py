@@ -94,7 +94,7 @@ def test_frozen_cnn_builds_no_graph(tiny_wavlm):
 
 
 def test_frozen_cnn_survives_adamw_step_bit_for_bit(tiny_wavlm):
-    m = _model(tiny_wavlm, head="mhfa").train()
+    m = _model(tiny_wavlm, head="mhfa", layerdrop=0.0).train()      # every layer gets a gradient
     backbone, head = m.backbone_parameters(), list(m.head_parameters())
     opt = torch.optim.AdamW([{"params": backbone, "lr": 1e-2}, {"params": head, "lr": 1e-2}], weight_decay=0.1)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -127,7 +127,7 @@ def test_layer_parameter_lists(tiny_wavlm):
 
 def test_masking_options(tmp_path):
     no_dropout = _save_tiny_wavlm(tmp_path, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                                  feat_proj_dropout=0.0, mask_time_prob=0.05)   # the checkpoint masks
+                                  feat_proj_dropout=0.0, layerdrop=0.0, mask_time_prob=0.05)  # the checkpoint masks
     wav = torch.randn(2, 8000)
     off = _model(no_dropout, head="mhfa").train()                     # the default: no masking
     assert (off.backbone.config.mask_time_prob, off.backbone.config.mask_feature_prob) == (0.0, 0.0)
@@ -139,8 +139,26 @@ def test_masking_options(tmp_path):
     torch.testing.assert_close(on.eval()(wav), off.eval()(wav))       # and never in evaluation
 
 
+def test_layerdrop_skips_layers_but_keeps_every_hidden_state(tmp_path):
+    no_dropout = _save_tiny_wavlm(tmp_path, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                  feat_proj_dropout=0.0, layerdrop=0.1)
+    assert _model(no_dropout).layerdrop == 0.1                        # null: the checkpoint's config.json
+    m = _model(no_dropout, layerdrop=0.999999, head="mhfa")
+    assert m.backbone.config.layerdrop == 0.0                         # transformers' own layer drop is off
+    wav = torch.randn(2, 4000)
+    kept = m.eval().hidden_states(wav)
+    assert len(kept) == 3 and not torch.equal(kept[2], kept[1])       # evaluation: no layer skipped
+    dropped = m.train().hidden_states(wav)
+    assert len(dropped) == 3
+    torch.testing.assert_close(dropped[1], kept[1], rtol=1e-5, atol=1e-5)   # the first layer is never skipped
+    assert torch.equal(dropped[2], dropped[1])                        # the second is: its output is its input
+    m(wav).sum().backward()
+    assert all(p.grad is None for p in m.backbone.encoder.layers[1].parameters())
+    assert m.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad is not None
+
+
 def test_backbone_freezing_and_unfreezing(tiny_wavlm):
-    m = _model(tiny_wavlm, freeze_backbone=True, freeze_cnn=False).train()
+    m = _model(tiny_wavlm, freeze_backbone=True, freeze_cnn=False, layerdrop=0.0).train()
     assert not any(p.requires_grad for p in m.backbone_parameters())
     assert all(p.requires_grad for p in m.head_parameters())
     assert not any(h.requires_grad for h in m.hidden_states(torch.randn(2, 4000)))   # no backbone graph
@@ -193,6 +211,8 @@ def test_config_errors(tiny_wavlm, tmp_path):
         _model(tiny_wavlm, layer_weighting="max")
     with pytest.raises(ConfigError, match="mask_time_prob"):
         _model(tiny_wavlm, mask_time_prob=1.0)
+    with pytest.raises(ConfigError, match="layerdrop"):
+        _model(tiny_wavlm, layerdrop=-0.1)
     with pytest.raises(ConfigError, match="valid keys"):              # the old gradient scale is gone
         _model(tiny_wavlm, cnn_grad_mult=0.1)
     with pytest.raises(ConfigError, match="pretrained"):

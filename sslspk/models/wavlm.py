@@ -40,9 +40,14 @@ then batches equal-length utterances only). ``normalize`` applies the
 per-utterance zero-mean/unit-variance normalisation of ``Wav2Vec2FeatureExtractor``
 (``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus`` ships
 ``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
-Layer drop is disabled at load time (``layerdrop=0``): ``transformers`` records the hidden
-states with hooks on the layers, so a skipped layer would shorten the list the layer weighting
-needs.
+``layerdrop`` (default: the checkpoint's ``config.json`` value, as the authors' code takes
+``encoder_layerdrop`` from the checkpoint's ``cfg`` and applies it in training) skips each
+Transformer layer but the first with that probability in training: the skipped layer's output is
+its input, so the layer weighting still gets every hidden state. It is applied here rather than by
+``transformers`` (whose own layer drop is disabled at load time), since ``transformers`` records
+the hidden states with hooks on the layers and a skipped layer would shorten their list. The first
+layer is never skipped (as in ``transformers``: it computes the relative position bias the others
+reuse); the authors' WavLM.py may skip it too, which then runs that step without position bias.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class WavLMEncoderConfig:
     normalize: bool = False                        # per-utterance zero mean / unit variance
     mask_time_prob: float = 0.0                    # transformers' time masking of the CNN features (training)
     mask_feature_prob: float = 0.0                 # transformers' channel masking of the CNN features (training)
+    layerdrop: float | None = None                 # P(skip a Transformer layer) in training; null = checkpoint's
 
     def __post_init__(self) -> None:
         if self.layer_weighting not in LAYER_WEIGHTINGS:
@@ -93,6 +99,8 @@ class WavLMEncoderConfig:
         for key in ("mask_time_prob", "mask_feature_prob"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.layerdrop is not None and not 0.0 <= self.layerdrop < 1.0:
+            raise ConfigError(f"model.layerdrop must be in [0, 1) or null, got {self.layerdrop}")
 
 
 class LayerWeighting(nn.Module):
@@ -202,7 +210,8 @@ class WavLMEncoder(nn.Module):
         self.cfg = cfg
         try:
             hf_cfg = WavLMConfig.from_pretrained(cfg.pretrained)
-            hf_cfg.layerdrop = 0.0
+            self.layerdrop = float(hf_cfg.layerdrop if cfg.layerdrop is None else cfg.layerdrop)
+            hf_cfg.layerdrop = 0.0  # applied by _drop_layer instead
             hf_cfg.mask_time_prob, hf_cfg.mask_feature_prob = cfg.mask_time_prob, cfg.mask_feature_prob
             if cfg.mask_feature_prob > 0 and "mask_feature_min_masks" not in hf_cfg.to_dict():
                 hf_cfg.mask_feature_min_masks = 0  # read by channel masking, not in WavLMConfig
@@ -210,6 +219,8 @@ class WavLMEncoder(nn.Module):
         except OSError as e:
             raise ConfigError(f"model.pretrained: cannot load WavLM from {cfg.pretrained!r}: {e}") from e
         hcfg = self.backbone.config
+        for layer in list(self.backbone.encoder.layers)[1:]:
+            layer.register_forward_hook(self._drop_layer, prepend=True)  # before transformers' capture hooks
         num_states = hcfg.num_hidden_layers + 1
         if cfg.head == "ecapa":
             self.head: nn.Module = EcapaHead(num_states, hcfg.hidden_size, cfg.head_channels,
@@ -235,6 +246,13 @@ class WavLMEncoder(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return self.cfg.embedding_dim
+
+    def _drop_layer(self, layer: nn.Module, args: tuple[Any, ...], output: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Forward hook of the Transformer layers but the first: in training, with probability
+        ``layerdrop``, the layer's output is replaced by its input (the layer is skipped)."""
+        if layer.training and self.layerdrop > 0 and float(torch.rand(())) < self.layerdrop:
+            return (args[0], *output[1:])
+        return None
 
     # ------------------------------------------------------------ parameters
     def backbone_layer_parameters(self) -> list[list[nn.Parameter]]:
