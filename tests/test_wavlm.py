@@ -158,7 +158,7 @@ def test_layerdrop_skips_layers_but_keeps_every_hidden_state(tmp_path):
 
 
 def test_backbone_freezing_and_unfreezing(tiny_wavlm):
-    m = _model(tiny_wavlm, freeze_backbone=True, freeze_cnn=False, layerdrop=0.0).train()
+    m = _model(tiny_wavlm, head="ecapa", freeze_backbone=True, freeze_cnn=False, layerdrop=0.0).train()
     assert not any(p.requires_grad for p in m.backbone_parameters())
     assert all(p.requires_grad for p in m.head_parameters())
     assert not any(h.requires_grad for h in m.hidden_states(torch.randn(2, 4000)))   # no backbone graph

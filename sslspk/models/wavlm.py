@@ -18,16 +18,17 @@ pooling head over its hidden states:
 under ``torch.no_grad`` and leaves it out of the optimiser) keeps the CNN feature encoder at its
 pretrained weights: ``requires_grad`` false, no graph built through it, and not in
 :meth:`backbone_parameters`. (A gradient *scale* on the CNN would not do this: Adam(W) divides each
-parameter's step by its own gradient's RMS, so a constant scale changes nothing.)
+parameter's step by its own gradient's RMS, so a constant scale changes nothing but the relative
+weight of Adam's epsilon.)
 :meth:`backbone_layer_parameters` (one list per Transformer layer, bottom first) and
 :meth:`backbone_other_parameters` (the rest of the trainable backbone) let an optimiser give each
 layer its own learning rate; :meth:`head_parameters` and :meth:`set_backbone_trainable` support a
 head-only phase followed by full fine-tuning.
 
 ``mask_time_prob`` / ``mask_feature_prob`` set the SpecAugment-style masking that ``transformers``
-applies to the projected CNN features in training (the checkpoint's ``config.json`` turns time
-masking on, 0.05 for ``microsoft/wavlm-base-plus``); both default to 0, as the authors' fine-tuning
-calls ``extract_features`` without ``mask=True``. The dropout rates are the checkpoint's own, as in
+applies to the projected CNN features in training (``WavLMConfig``'s own default turns time
+masking on, at 0.05); both default to 0 whatever the checkpoint's ``config.json`` says, as the
+authors' fine-tuning calls ``extract_features`` without ``mask=True``. The dropout rates are the checkpoint's own, as in
 the authors' code (which reads them from the checkpoint's ``cfg``).
 
 Input: raw 16 kHz waveforms ``[B, T]``: equal-length crops in training; zero-padded
@@ -74,7 +75,7 @@ class WavLMEncoderConfig:
     pretrained: str = "microsoft/wavlm-base-plus"  # HF hub name or local dir (save_pretrained)
     layer_weighting: str = "weighted_sum"          # weighted_sum | average | last
     freeze_cnn: bool = True                        # CNN feature encoder kept at its pretrained weights
-    head: str = "ecapa"                            # ecapa | mhfa
+    head: str = "mhfa"                             # mhfa (the authors' back-end) | ecapa
     embedding_dim: int = 256
     head_channels: int = 512                       # ecapa: TDNN channels
     attention_channels: int = 128                  # ecapa: attentive-pooling bottleneck
@@ -173,7 +174,10 @@ class MhfaHead(nn.Module):
 
     ``K = W_k (sum_l a_l h_l)``, ``V = W_v (sum_l b_l h_l)`` with two separate layer
     weightings ``a``, ``b``; ``A = softmax_t(W_a K)`` gives ``heads`` distributions over time;
-    head ``h`` pools ``sum_t A[t, h] V[t]``; the ``heads x compression`` vector → Linear.
+    head ``h`` pools ``sum_t A[t, h] V[t]``; the ``heads x compression`` vector (head-major) → Linear.
+    The back-end of theolepage/wavlm_ssl_sv:models/Baseline/Spk_Encoder.py (``MHFA``) computes the
+    same function with the same parameters; its layer logits start at 1 where ours start at 0
+    (the same softmax).
     """
 
     def __init__(self, num_states: int, hidden: int, heads: int, compression: int, embedding_dim: int,
