@@ -253,9 +253,14 @@ class WavLMEncoder(nn.Module):
 
     def _drop_layer(self, layer: nn.Module, args: tuple[Any, ...], output: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """Forward hook of the Transformer layers but the first: in training, with probability
-        ``layerdrop``, the layer's output is replaced by its input (the layer is skipped)."""
+        ``layerdrop``, the layer's output is replaced by its input (the layer is skipped).
+
+        The skipped layer stays in the graph with a zero weight, so its parameters get zero
+        gradients rather than none: DistributedDataParallel (without ``find_unused_parameters``)
+        needs every trainable parameter to get one in every step.
+        """
         if layer.training and self.layerdrop > 0 and float(torch.rand(())) < self.layerdrop:
-            return (args[0], *output[1:])
+            return (args[0] + 0.0 * output[0], *output[1:])
         return None
 
     # ------------------------------------------------------------ parameters
