@@ -26,6 +26,11 @@
 #   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
 #   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
+#   # the authors' published final model (theolepage/wavlm_ssl_sv README: wavlm_mhfa_dlg_lc_lmft) scored
+#   # in stage 6 beside ours: convert their SpeakerNet state dict into an exp dir, then evaluate it
+#   local/convert_wavlm_ssl_sv_checkpoint.py /path/to/wavlm_mhfa_dlg_lc_lmft/model0000000NN.model \
+#     microsoft/wavlm-base-plus exp/authors_lmft
+#   ./run.sh --stage 6 --eval-systems "exp/authors_lmft exp/voxceleb/pl_iter5"
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
 set -euo pipefail
 . ./path.sh
