@@ -50,6 +50,9 @@ class TrainConfig:
     step_gamma: float = 0.95        # step schedule
     weight_decay: float = 5e-5      # not applied to biases and norm parameters
     momentum: float = 0.9           # sgd only
+    nesterov: bool = True           # sgd only (sslsv's SGD: false)
+    sync_bn: bool = False           # under DDP, BatchNorm layers become SyncBatchNorm (batch statistics over
+                                    # all processes; sslsv's trainer.ddp_sync_batchnorm); CUDA only
     grad_clip: float | None = 3.0   # max gradient norm, or null
     amp: bool = True                # mixed precision on CUDA (bf16)
     cpu_amp: bool = False           # bf16 autocast on CPU too, where the CPU computes bf16 natively
@@ -119,6 +122,16 @@ def average_checkpoints(paths: list[Path], task: TrainTask) -> dict[str, torch.T
             else:
                 avg[k] = v
     return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in avg.items()}
+
+
+def sync_batchnorm(task: TrainTask, enabled: bool, device: torch.device) -> TrainTask:
+    """``task`` with its BatchNorm layers turned into SyncBatchNorm when ``enabled`` under DDP (the same
+    parameter objects: the optimizer, EMA teachers and checkpoints are unaffected); else ``task``."""
+    if not (enabled and is_distributed()):
+        return task
+    if device.type != "cuda":
+        raise TrainingError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm); set it false on CPU")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
 
 
 class Trainer:
@@ -209,7 +222,8 @@ class Trainer:
                        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
         groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                   nesterov=self.cfg.nesterov)
         if self.cfg.optimizer == "adam":
             return torch.optim.Adam(groups, lr=self.cfg.lr)
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
@@ -246,6 +260,7 @@ class Trainer:
                                 f"batch of {cfg.batch_size}: lower train.batch_size")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
+        task = sync_batchnorm(task, cfg.sync_bn, self.device)
         task = task.to(self.device)
         opt = self._optimizer(task)
         use_amp = self._use_amp()
