@@ -23,6 +23,8 @@
 #   ./run.sh --raw-dir /data/voxceleb_raw --stage 1            # archives already unpacked there
 #   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
+#   ./run.sh --stage 2 --ssl-conf conf/ssl_cluster_dino.yaml --train-data exp/voxceleb/pl_iter1/data \
+#            --exp exp/voxceleb_cadino                         # Cluster-Aware DINO on a first run's clusters
 #   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
 set -euo pipefail
