@@ -25,6 +25,8 @@
 #   ./run.sh --raw-dir /data/voxceleb_raw --stage 1            # archives already unpacked there
 #   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
+#   ./run.sh --stage 2 --ssl-conf conf/ssl_cluster_dino.yaml --train-data exp/voxceleb/pl_iter1/data \
+#            --exp exp/voxceleb_cadino                         # Cluster-Aware DINO on a first run's clusters
 #   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
 #   # the authors' published final model (theolepage/wavlm_ssl_sv README: wavlm_mhfa_dlg_lc_lmft) scored
 #   # in stage 6 beside ours: convert their SpeakerNet state dict into an exp dir, then evaluate it
