@@ -22,7 +22,7 @@ def pseudo_config(path: Path, epochs: int = 5, dlg: bool = True, model: bool = T
     if model:
         cfg["model"] = TINY_MODEL
     if dlg:
-        cfg["dlg_lc"] = {"start_epoch": 1, "threshold": 0.5}
+        cfg["dlg_lc"] = {"mode": "epoch", "start_epoch": 1, "correct_start_epoch": 1, "threshold": 0.5}
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -131,7 +131,8 @@ def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
     labels = np.array([0, 1, 2, 0, 1, 2] * 4)
     task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=len(labels), loss=LossConfig(),
                           finetune=FinetuneConfig(), labels=labels,
-                          dlg_lc=DLGLCConfig(start_epoch=1, correct_start_epoch=3, threshold=0.5))
+                          dlg_lc=DLGLCConfig(mode="epoch", start_epoch=1, correct_start_epoch=3,
+                                             threshold=0.5))
     rng = np.random.default_rng(0)
     noisy = np.arange(len(labels)) % 4 == 0   # a quarter of the samples: high loss, confident other class
     task.last_loss[:] = torch.as_tensor(np.where(noisy, 8.0, 0.5) + rng.normal(0, 0.1, len(labels)))
