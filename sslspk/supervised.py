@@ -166,20 +166,20 @@ class SupervisedTask(TrainTask):
 
     def _online_gate_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
         """``mode: online``: from ``start_epoch`` on, the gate's threshold from the previous epoch's
-        losses (kept as it was when :func:`~sslspk.losses.dlg_lc.gmm_threshold` finds none); the
-        per-utterance records start afresh; the loader adds the clean crops from ``correct_start_epoch``."""
+        losses (kept as it was when :func:`~sslspk.losses.dlg_lc.gmm_threshold` finds none); then the
+        per-utterance records start afresh (so they hold this epoch's samples only); the loader adds the
+        clean crops from ``correct_start_epoch``."""
         from sslspk.losses.dlg_lc import gmm_threshold
 
         trainer.dataset.clean_views = epoch >= self.dlg_lc.correct_from
-        if epoch < self.dlg_lc.start_epoch:
-            return {}
-        losses = self.last_loss.cpu().numpy()
-        found = gmm_threshold(np.log(losses[np.isfinite(losses) & (losses > 0)]))
-        if found is None:
-            log.warning(f"DLG-LC epoch {epoch + 1}: no single GMM crossing in the previous epoch's log-losses; "
-                        f"threshold kept at {float(self.dlg_log_threshold):.4g}")
-        else:
-            self.dlg_log_threshold.fill_(found)
+        if epoch >= self.dlg_lc.start_epoch:
+            losses = self.last_loss.cpu().numpy()
+            found = gmm_threshold(np.log(losses[np.isfinite(losses) & (losses > 0)]))
+            if found is None:
+                log.warning(f"DLG-LC epoch {epoch + 1}: no single GMM crossing in the previous epoch's "
+                            f"log-losses; threshold kept at {float(self.dlg_log_threshold):.4g}")
+            else:
+                self.dlg_log_threshold.fill_(found)
         self.last_loss.fill_(float("nan"))
         self.step_label.fill_(-1)
         self.step_kept.fill_(False)
