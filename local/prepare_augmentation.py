@@ -49,7 +49,8 @@ from make_mini_corpus import (  # noqa: E402
 )
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.utils.fileio import atomic_write  # noqa: E402
+from sslspk.utils.errors import InputError  # noqa: E402
+from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs  # noqa: E402
 
 SETS = ("noise", "music", "babble", "rirs")
 NOISE_SECONDS, MUSIC_SECONDS, BABBLE_SECONDS = 5.0, 8.0, 3.0
@@ -252,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         real.update(noise=args.musan_dir / "noise", music=args.musan_dir / "music", babble=args.musan_dir / "speech")
     if args.rirs_dir:
         real["rirs"] = args.rirs_dir / "simulated_rirs"
+    try:
+        check_outputs_are_not_inputs([args.musan_dir, args.rirs_dir, *real.values()],
+                                     [args.audio_dir, *(args.data_dir / kind for kind in SETS)])
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from e
     for kind, root in real.items():
         print(f"{kind}: {list_audio(root, args.data_dir / kind)} files of {root} -> {args.data_dir / kind}")
     synthetic = [k for k in SETS if k not in real]

@@ -32,9 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.datadir import MANAGED_FILES, write_core_tables  # noqa: E402
 from sslspk.data.trials import Trials, count_pairs, sample_trials, write_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, iter_lines  # noqa: E402
+from sslspk.utils.errors import InputError  # noqa: E402
+from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, dir_and_files, iter_lines  # noqa: E402
 
 NAME_RE = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z0-9]+)_(?P<take>\d+)$")
 
@@ -128,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     trials_path = Path(args.trials) if args.trials else rec_dir.parent / "trials.txt"
     if args.trials and not trials_path.is_file():
         raise SystemExit(f"error: trial list not found: {trials_path}")
+    data_dir = Path(args.data_dir)
+    try:
+        check_outputs_are_not_inputs([rec_dir, trials_path], [f for split in ("train", "test")
+                                                              for f in dir_and_files(data_dir / split, MANAGED_FILES)])
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from e
     if trials_path.is_file():
         try:
             trials = convert_trials(trials_path, speakers)
@@ -138,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         trials = generate_trials(speakers, args.num_target, args.num_nontarget, args.seed)
         source = f"generated (no {trials_path})"
 
-    data_dir = Path(args.data_dir)
     for split in ("train", "test"):
         write_data_dir(data_dir / split, paths, speakers)
     write_trials(data_dir / "test" / "trials", trials)

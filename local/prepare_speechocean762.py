@@ -38,9 +38,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.datadir import MANAGED_FILES, write_core_tables  # noqa: E402
 from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, read_table  # noqa: E402
+from sslspk.utils.errors import InputError  # noqa: E402
+from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, dir_and_files, read_table  # noqa: E402
 
 AUDIO_LAYOUTS = (("audio", ".flac"), ("WAVE", ".WAV"), ("WAVE", ".wav"))
 
@@ -84,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data_dir", type=Path, help="where the Kaldi data dirs go (e.g. data/so762)")
     p.add_argument("--dev-speakers", type=int, default=0, help="train speakers held out as a dev set (0: none)")
     args = p.parse_args(argv)
+    try:
+        corpus = ("utt2spk", "trials.txt")
+        check_outputs_are_not_inputs(
+            [f for split in ("train", "test") for f in dir_and_files(args.corpus_dir / split, corpus)],
+            [f for split in ("train", "test", "dev", "train_dev") for f in dir_and_files(args.data_dir / split,
+                                                                                          MANAGED_FILES)])
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from e
     for split in ("train", "test"):
         utt2spk = read_utt2spk(args.corpus_dir / split / "utt2spk")
         write_core_tables(args.data_dir / split, audio_paths(args.corpus_dir, utt2spk), utt2spk)

@@ -50,7 +50,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
 from sslspk.data.trials import Trials, write_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, iter_lines  # noqa: E402
+from sslspk.utils.errors import InputError  # noqa: E402
+from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, iter_lines  # noqa: E402
 
 M4A_MODES = ("flac", "wav", "pipe")
 TRIAL_LISTS = {"vox1_O": "veri_test2.txt", "vox1_E": "list_test_all2.txt", "vox1_H": "list_test_hard2.txt"}
@@ -231,8 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data_dir)
     if not any((args.vox1_dir, args.vox2_dir)):
         raise SystemExit("error: nothing to prepare: give --vox1-dir and/or --vox2-dir")
+    trials_dir = args.trials_dir or args.vox1_dir
+    try:
+        check_outputs_are_not_inputs(
+            [args.vox1_dir, args.vox2_dir, *(trials_dir / f for f in TRIAL_LISTS.values() if trials_dir)],
+            [data / name for name in ("vox1_all", "vox1_test", "vox2_dev")])
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from e
     if args.vox1_dir:
-        prepare_vox1(args.vox1_dir, args.trials_dir or args.vox1_dir, data)
+        prepare_vox1(args.vox1_dir, trials_dir, data)
     if args.vox2_dir:
         try:
             prepare_vox2(args.vox2_dir, data, args.m4a, args.convert_dir, args.nj, args.ffmpeg, args.sample_rate)

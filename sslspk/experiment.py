@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sslspk.data.datadir import MANAGED_FILES
+from sslspk.extraction import MODEL_FILES
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
-from sslspk.utils.fileio import atomic_write, files_digest
+from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, files_digest
 
 
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
@@ -105,6 +107,9 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             if cfg.setdefault("sample_rate", init_rate) != init_rate:
                 raise ConfigError(f"{config}: sample_rate {cfg['sample_rate']} differs from that of the initial "
                                   f"model {init} ({init_rate})")
+    check_outputs_are_not_inputs(
+        [config, *dir_and_files(data_dir, MANAGED_FILES), *dir_and_files(init, MODEL_FILES), ref_utt2spk],
+        dir_and_files(exp_dir, (*MODEL_FILES, "inputs.json", "train.log")))
     inputs = training_inputs(cfg, data_dir, init)
     changed = changed_inputs(exp_dir, inputs, cfg)
     if changed and not force and (out.exists() or (exp_dir / "checkpoints").is_dir()):

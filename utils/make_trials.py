@@ -20,7 +20,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.trials import sample_trials, write_trials  # noqa: E402
-from sslspk.utils.fileio import FormatError, read_table  # noqa: E402
+from sslspk.utils.errors import InputError  # noqa: E402
+from sslspk.utils.fileio import check_outputs_are_not_inputs, read_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default 0)")
     args = p.parse_args(argv)
     try:
+        check_outputs_are_not_inputs([args.utt2spk], [args.trials])
         utt2spk = {u: f[0] for u, f in read_table(args.utt2spk, 2, 2).items()}
-    except (FormatError, OSError) as e:
+    except (InputError, OSError) as e:
         raise SystemExit(f"error: {e}") from e
     if (args.num_target is None) != (args.num_nontarget is None):
         raise SystemExit("error: give both --num-target and --num-nontarget, or neither (all pairs)")

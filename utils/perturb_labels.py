@@ -53,11 +53,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from sslspk.data.datadir import DataDir
-    from sslspk.utils.fileio import FormatError, atomic_write
+    from sslspk.data.datadir import MANAGED_FILES, DataDir
+    from sslspk.utils.errors import InputError
+    from sslspk.utils.fileio import FormatError, atomic_write, check_outputs_are_not_inputs, dir_and_files
 
-    if Path(args.dest).resolve() == Path(args.src).resolve():
-        raise SystemExit(f"error: {args.dest} is the source data dir")
+    try:
+        check_outputs_are_not_inputs(dir_and_files(args.src, MANAGED_FILES),
+                                     dir_and_files(args.dest, (*MANAGED_FILES, "perturbed_utts")))
+    except InputError as e:
+        raise SystemExit(f"error: {e}") from e
     try:
         src = DataDir.load(args.src)
         new = perturb(src.utt2spk, args.fraction, args.seed)

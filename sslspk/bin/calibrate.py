@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         from sslspk.bin.score import apply_calibration
         from sslspk.scoring.report import read_score_file
+        from sslspk.utils.fileio import check_outputs_are_not_inputs
 
         if args.cmd == "train":
+            check_outputs_are_not_inputs([args.scores, args.trials, *args.utt2dur], [args.cal_json])
             from sslspk.scoring.calibration import cllr, quality_features, read_durations, train_calibration
             from sslspk.scoring.report import read_scores
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from sslspk.utils.fileio import atomic_write
 
+            check_outputs_are_not_inputs([args.cal_json, args.scores, *args.utt2dur], [args.out])
             pairs, scores, labels = read_score_file(args.scores)
             llr = apply_calibration(args.cal_json, scores, [e for e, _ in pairs], [t for _, t in pairs],
                                     args.utt2dur)

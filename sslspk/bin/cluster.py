@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.cluster.pseudo_labels import ClusterConfig, make_pseudo_labels
+        from sslspk.data.datadir import MANAGED_FILES
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+
+        check_outputs_are_not_inputs([args.emb_scp, *dir_and_files(args.data_dir, MANAGED_FILES), args.ref_utt2spk],
+                                     [*dir_and_files(args.out_dir, MANAGED_FILES),
+                                      *dir_and_files(args.report_dir or args.out_dir, ("report.md", "clusters.json"))])
 
         if args.num_threads > 0:
             import faiss

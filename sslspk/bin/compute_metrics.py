@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
 
         from sslspk.scoring.metrics import compute_metrics
         from sslspk.scoring.report import read_scores, update_results
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+
+        check_outputs_are_not_inputs([args.scores, f"{args.scores}.opts", args.trials],
+                                     dir_and_files(args.results_dir, ("results.json", "results.md")))
 
         opts = Path(f"{args.scores}.opts")
         opts = opts.read_text().split() if opts.exists() else []

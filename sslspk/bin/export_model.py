@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.export import ExportError, export_onnx, export_torchscript, max_abs_diff
-        from sslspk.extraction import load_encoder
+        from sslspk.extraction import MODEL_FILES, load_encoder
         from sslspk.utils.errors import InputError
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+
+        check_outputs_are_not_inputs(dir_and_files(args.exp_dir, MODEL_FILES), [args.out])
 
         model, cfg = load_encoder(args.exp_dir)
         n = int(args.example_seconds * cfg.get("sample_rate", 16000))

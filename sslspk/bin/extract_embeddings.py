@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.extraction import SEGMENT_SECONDS, extraction_options, inputs_digest
+        from sslspk.data.datadir import MANAGED_FILES
+        from sslspk.extraction import MODEL_FILES, SEGMENT_SECONDS, extraction_options, inputs_digest
         from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import atomic_write, exclusive_lock
+        from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, exclusive_lock
+
+        check_outputs_are_not_inputs([*dir_and_files(args.model_dir, MODEL_FILES),
+                                      *dir_and_files(args.data_dir, MANAGED_FILES)], [args.out_ark, args.out_scp])
 
         out_scp = Path(args.out_scp)
         record = Path(f"{out_scp}.inputs")

@@ -31,11 +31,13 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.scoring.det import det_corners, parse_system_args, plot_det, write_det_points
         from sslspk.scoring.metrics import eer_from_det
         from sslspk.scoring.report import read_scores
+        from sslspk.utils.fileio import check_outputs_are_not_inputs
 
         systems = {}
+        points = args.points or os.path.splitext(args.out)[0] + ".txt"
+        check_outputs_are_not_inputs([*parse_system_args(args.systems).values(), args.trials], [args.out, points])
         for name, path in parse_system_args(args.systems).items():
             systems[name] = det_corners(*read_scores(path, args.trials))
-        points = args.points or os.path.splitext(args.out)[0] + ".txt"
         plot_det(args.out, systems, title=args.title)
         write_det_points(points, systems)
         for name, curve in systems.items():

@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.data.trials import Trials, read_trials
         from sslspk.scoring.cosine import present_trials, score_trials
         from sslspk.utils.errors import InputError, MissingIdError
-        from sslspk.utils.fileio import atomic_write
+        from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs
 
         if args.segments_scp and (args.test_scp or args.mean_scp or args.var_norm or args.cohort_scp):
             raise InputError("--segments-scp is the authors' protocol (no mean subtraction, no AS-norm, one scp of "
                              "both sides): not combinable with --test-scp, --mean-scp, --var-norm or --cohort-scp")
+        check_outputs_are_not_inputs([args.trials, args.enroll_scp, args.test_scp, args.mean_scp, args.cohort_scp,
+                                      args.cohort_utt2spk, args.calibration, args.segments_scp, *args.utt2dur],
+                                     [args.out_scores])
         trials = read_trials(args.trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None

@@ -27,8 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         from sslspk.data.trials import read_trials, split_by_speaker, write_trials
         from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import read_kv
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
 
+        check_outputs_are_not_inputs([args.utt2spk, args.trials], [args.out_dev, args.out_eval])
         dev, ev = split_by_speaker(read_trials(args.trials), read_kv(args.utt2spk), args.seed)
         for t, path in ((dev, args.out_dev), (ev, args.out_eval)):
             if len(t) == 0:

@@ -24,7 +24,14 @@ import numpy as np
 from sslspk.data import audio
 from sslspk.data.trials import TRIAL_FORMATS, parse_trial_line
 from sslspk.utils.errors import InputError
-from sslspk.utils.fileio import FormatError, atomic_write, iter_lines, write_kv
+from sslspk.utils.fileio import (
+    FormatError,
+    atomic_write,
+    check_outputs_are_not_inputs,
+    dir_and_files,
+    iter_lines,
+    write_kv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -603,6 +610,7 @@ def split_data(path: str | Path, nj: int, per_spk: bool = False) -> list[Path]:
 
 def split_scp(in_scp: str | Path, out_scps: Sequence[str | Path]) -> None:
     """Split the lines of any table into ``len(out_scps)`` contiguous near-equal files."""
+    check_outputs_are_not_inputs([in_scp], out_scps)
     lines = [line for _, line in iter_lines(in_scp)]
     if not out_scps:
         raise DataDirError("split_scp: no output files given")
@@ -638,8 +646,8 @@ def combine_data(dest: str | Path, srcs: Sequence[str | Path]) -> DataDir:
     if not srcs:
         raise DataDirError("combine: no source directories given")
     dest_p = Path(dest)
-    if any(Path(s).resolve() == dest_p.resolve() for s in srcs):
-        raise DataDirError(f"combine: destination {dest_p} is also a source")
+    check_outputs_are_not_inputs([f for s in srcs for f in dir_and_files(s, MANAGED_FILES)],
+                                 dir_and_files(dest, MANAGED_FILES))
     dds = [(Path(s), DataDir.load(s)) for s in srcs]
     segments = None
     if any(dd.segments is not None for _, dd in dds):
@@ -688,8 +696,8 @@ def subset_data_dir(src: str | Path, dest: str | Path, *, first: int | None = No
                                     utt_list=utt_list, spk_list=spk_list).items() if v is not None}
     if len(chosen) != 1:
         raise DataDirError("subset: give exactly one of first, last, random, utt_list, spk_list")
-    if Path(src).resolve() == Path(dest).resolve():
-        raise DataDirError(f"subset: destination {dest} is the source")
+    check_outputs_are_not_inputs([*dir_and_files(src, MANAGED_FILES), utt_list, spk_list],
+                                 dir_and_files(dest, MANAGED_FILES))
     dd = DataDir.load(src)
     utts = dd.utts
     (how, arg), = chosen.items()

@@ -84,6 +84,43 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         yield
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: the same path once symlinks and ``..`` are resolved,
+    or hard links of one existing file."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one of them does not exist (yet): not the same file
+        return False
+
+
+def check_outputs_are_not_inputs(inputs: Iterable[str | os.PathLike | None],
+                                 outputs: Iterable[str | os.PathLike | None]) -> None:
+    """InputError naming both paths when an output is also an input (the same path after symlinks,
+    or a hard link of it) or two outputs are one file: writing it would destroy what is read.
+
+    Every command that reads and writes files calls this before any work; ``None`` entries (options
+    not given) are ignored. A directory is compared as a path (pass the files read inside it too).
+    """
+    ins = [str(p) for p in inputs if p is not None]
+    outs = [str(p) for p in outputs if p is not None]
+    for k, out in enumerate(outs):
+        for inp in ins:
+            if _same_file(out, inp):
+                same = "" if out == inp else f" ({inp} as an input)"
+                raise InputError(f"output {out} is also an input{same}: writing it would destroy what is read; "
+                                 "choose another output path")
+        for other in outs[:k]:
+            if _same_file(out, other):
+                raise InputError(f"outputs {other} and {out} are the same file: choose two different paths")
+
+
+def dir_and_files(d: str | os.PathLike | None, names: Iterable[str]) -> list[str]:
+    """``d`` and the files ``names`` in it (for :func:`check_outputs_are_not_inputs`); empty when ``d`` is None."""
+    return [] if d is None else [str(d), *(os.path.join(d, n) for n in names)]
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` without the newline (``\\r\\n`` tolerated).
 
