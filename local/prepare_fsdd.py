@@ -33,7 +33,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import MANAGED_FILES, write_core_tables  # noqa: E402
-from sslspk.data.trials import Trials, count_pairs, sample_trials, write_trials  # noqa: E402
+from sslspk.data.trials import Trials, check_pairs, count_pairs, sample_trials, write_trials  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, dir_and_files, iter_lines  # noqa: E402
 
@@ -76,7 +76,8 @@ def utt_id(natural: str, speakers: dict[str, str]) -> str:
 def convert_trials(path: Path, speakers: dict[str, str]) -> Trials:
     """Read VoxCeleb-format trials, with the recipe's utterance ids.
 
-    Raises :class:`FormatError` on malformed lines, unknown ids, or labels that contradict the speakers.
+    Raises :class:`FormatError` on malformed lines, unknown ids, labels that contradict the speakers, a
+    repeated trial or a self-pair.
     """
     enrolls, tests, labels = [], [], []
     for n, line in iter_lines(path):
@@ -92,6 +93,7 @@ def convert_trials(path: Path, speakers: dict[str, str]) -> Trials:
         enrolls.append(utt_id(enroll, speakers))
         tests.append(utt_id(test, speakers))
         labels.append(int(label))
+    check_pairs(path, list(zip(enrolls, tests)), range(1, len(enrolls) + 1))   # no repeated trial, no self-pair
     return Trials(enrolls, tests, np.array(labels, dtype=np.int8))
 
 

@@ -49,7 +49,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
-from sslspk.data.trials import Trials, write_trials  # noqa: E402
+from sslspk.data.trials import Trials, check_pairs, write_trials  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, iter_lines  # noqa: E402
 
@@ -87,8 +87,8 @@ def speaker(utt: str) -> str:
 def convert_trials(path: Path, utts: set[str]) -> Trials:
     """Official ``1|0 <enroll>.wav <test>.wav`` lines, with the recipe's utterance ids (``.wav`` dropped).
 
-    Raises :class:`FormatError` on a malformed line, an id missing from ``utts`` or a label that
-    contradicts the speakers.
+    Raises :class:`FormatError` on a malformed line, an id missing from ``utts``, a label that
+    contradicts the speakers, a repeated trial or a self-pair.
     """
     enrolls, tests, labels = [], [], []
     for n, line in iter_lines(path):
@@ -105,6 +105,7 @@ def convert_trials(path: Path, utts: set[str]) -> Trials:
         enrolls.append(ids[0])
         tests.append(ids[1])
         labels.append(int(label))
+    check_pairs(path, list(zip(enrolls, tests)), range(1, len(enrolls) + 1))   # no repeated trial, no self-pair
     return Trials(enrolls, tests, np.array(labels, dtype=np.int8))
 
 

@@ -149,18 +149,20 @@ class SpeakerEmbedder:
         self.scale = ref.std(axis=0) if var_norm else None
 
     def calibrate_threshold(self, trials: str | os.PathLike, audio: str | os.PathLike | Mapping[str, str],
-                            save: bool = True, progress: bool = False) -> dict[str, float]:
+                            save: bool = True, progress: bool = False,
+                            drop_bad_trials: bool = False) -> dict[str, float]:
         """Set the threshold to the EER threshold of a labelled dev trial list.
 
         ``audio`` maps the trial ids to audio: a Kaldi data dir (``wav.scp`` [+ ``segments``]),
         a ``wav.scp`` file, or a dict ``{id: path}``. With ``save`` and an experiment dir, the
         threshold (and the score normalisation) is written to ``exp_dir/threshold.json``.
-        Returns ``{"threshold", "eer", "num_trials"}``.
+        Repeated trials and self-pairs are an error, or with ``drop_bad_trials`` dropped (and counted in
+        a logged warning). Returns ``{"threshold", "eer", "num_trials"}``.
         """
         from sslspk.data.trials import read_trials
         from sslspk.scoring.metrics import compute_metrics
 
-        t = read_trials(trials)
+        t = read_trials(trials, drop_bad_trials)
         if t.labels is None:
             raise FormatError(trials, None, "calibrate_threshold needs a labelled trial list")
         ids = sorted(set(t.enroll) | set(t.test))

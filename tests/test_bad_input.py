@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, write_wav
 
 from sslspk.utils.errors import InputError
 
@@ -114,3 +114,137 @@ def test_every_writer_refuses_to_overwrite_an_input(tmp_path, recipe_env, name):
     assert "is also an input" in out, out[-2000:]
     after = {p: p.read_bytes() for p in before if p.is_file()}
     assert after == before, f"{victim} or another input changed"
+
+
+# ------------------------------------------------------------------ 5. trial lists that repeat pairs
+
+def _trial_workspace(d: Path, fault: str) -> list[str]:
+    """Embeddings, a scored and an unscored trial list of 6 utterances (3 speakers), with ``fault``:
+    the list's first trial again as its last line (``repeat``) or an ``enroll == test`` line (``self``).
+    Returns the clean trial lines."""
+    from sslspk.data.embeddings import write_embeddings
+
+    d.mkdir(parents=True, exist_ok=True)
+    utts = [f"u{i}" for i in range(6)]
+    spk = {u: f"s{i // 2}" for i, u in enumerate(utts)}
+    (d / "utt2spk").write_text("".join(f"{u} {spk[u]}\n" for u in utts))
+    (d / "wav.scp").write_text("".join(f"{u} {u}.wav\n" for u in utts))
+    write_embeddings(d / "emb.ark", d / "emb.scp",
+                     ((u, np.random.default_rng(i).standard_normal(8)) for i, u in enumerate(utts)))
+    clean = [f"{a} {b} {'target' if spk[a] == spk[b] else 'nontarget'}"
+             for i, a in enumerate(utts) for b in utts[i + 1:]]
+    bad = clean + [clean[0] if fault == "repeat" else "u3 u3 target"]
+    (d / "trials").write_text("".join(f"{t}\n" for t in bad))
+    rng = np.random.default_rng(1)
+    scores = {t: f"{rng.standard_normal():.4f}" for t in clean}
+    scores["u3 u3 target"] = "0.9999"
+    (d / "scores").write_text("".join(f"{' '.join(t.split()[:2])} {scores[t]} {t.split()[2]}\n" for t in bad))
+    return clean
+
+
+TRIAL_READERS = {
+    "score": ["score.py", "trials", "emb.scp", "out"],
+    "compute_metrics_trials": ["compute_metrics.py", "scores.unlabelled", "--trials", "trials"],
+    "compute_metrics": ["compute_metrics.py", "scores"],
+    "calibrate": ["calibrate.py", "train", "scores", "cal.json"],
+    "split_trials": ["split_trials.py", "utt2spk", "trials", "dev", "eval"],
+    "plot_det": ["plot_det.py", "a=scores", "--out", "det.png"],
+    "validate": ["data_dir.py", "validate", "."],
+}
+
+
+@pytest.mark.parametrize("fault", ["repeat", "self"])
+@pytest.mark.parametrize("reader", sorted(TRIAL_READERS))
+def test_repeated_trial_and_self_pair_are_named(tmp_path, recipe_env, reader, fault):
+    """A repeated line counted twice (EER 26.19% -> 28.85%) and an enroll == test pair were taken silently."""
+    clean = _trial_workspace(tmp_path, fault)
+    unlabelled = (tmp_path / "scores").read_text().splitlines()
+    (tmp_path / "scores.unlabelled").write_text("".join(" ".join(x.split()[:3]) + "\n" for x in unlabelled))
+    r = _run(TRIAL_READERS[reader], recipe_env, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out[-2000:]
+    line = len(clean) + 1
+    want = f":{line}: trial u0 u1 repeats line 1" if fault == "repeat" else f":{line}: self-pair"
+    assert want in out and "--drop-bad-trials" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("fault", ["repeat", "self"])
+def test_drop_bad_trials_gives_the_metrics_of_the_clean_list(tmp_path, recipe_env, fault):
+    from sslspk.scoring.metrics import compute_metrics
+
+    clean = _trial_workspace(tmp_path, fault)
+    lines = (tmp_path / "scores").read_text().splitlines()[:len(clean)]
+    m = compute_metrics(np.array([float(x.split()[2]) for x in lines]),
+                        np.array([x.split()[3] == "target" for x in lines], dtype=int))
+    r = _run(["compute_metrics.py", "scores", "--drop-bad-trials"], recipe_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"EER {100 * m.eer:.3f}%" in r.stdout, (r.stdout, m.eer)
+    counts = "1 repeated trial(s) and 0 self-pair(s)" if fault == "repeat" else "0 repeated trial(s) and 1 self-pair(s)"
+    assert f"dropped {counts} of {len(clean) + 1} lines" in r.stderr, r.stderr
+    r = _run(["score.py", "trials", "emb.scp", "out", "--drop-bad-trials"], recipe_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [x.split()[:2] for x in (tmp_path / "out").read_text().splitlines()] == [t.split()[:2] for t in clean]
+
+
+def test_a_pair_with_two_labels_is_an_error_even_when_dropping(tmp_path):
+    from sslspk.data.trials import read_trials
+    from sslspk.utils.fileio import FormatError
+
+    (tmp_path / "trials").write_text("a b target\nb c nontarget\na b nontarget\n")
+    with pytest.raises(FormatError, match="trials:3: trial a b repeats line 1 with another label"):
+        read_trials(tmp_path / "trials", drop_bad_trials=True)
+
+
+def test_api_calibrate_threshold_checks_the_trial_list(tmp_path):
+    from sslspk.api import SpeakerEmbedder
+    from sslspk.utils.fileio import FormatError
+
+    (tmp_path / "exp").mkdir()
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", tmp_path / "exp" / "config.yaml")
+    wavs = {f"u{i}": write_wav(tmp_path / f"u{i}.wav", 0.5, freq=150.0 * (1 + i // 2), seed=i) for i in range(4)}
+    (tmp_path / "trials").write_text("u0 u1 target\nu0 u2 nontarget\nu2 u3 target\nu1 u3 nontarget\nu0 u2 nontarget\n")
+    emb = SpeakerEmbedder.from_pretrained(tmp_path / "exp")
+    with pytest.raises(FormatError, match="trials:5: trial u0 u2 repeats line 2"):
+        emb.calibrate_threshold(tmp_path / "trials", {u: str(p) for u, p in wavs.items()}, save=False)
+    info = emb.calibrate_threshold(tmp_path / "trials", {u: str(p) for u, p in wavs.items()}, save=False,
+                                   drop_bad_trials=True)
+    assert info["num_trials"] == 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampled_trial_lists_have_no_repeats_or_self_pairs(seed):
+    """The lists the recipes make (egs/mini, the FSDD and speechocean762 dev lists) come from sample_trials."""
+    from sslspk.data.trials import check_pairs, sample_trials
+
+    utt2spk = {f"u{i:02d}": f"s{i % 5}" for i in range(30)}
+    for n_tgt, n_non in ((None, None), (40, 200)):
+        t = sample_trials(utt2spk, n_tgt, n_non, seed)
+        pairs = list(zip(t.enroll, t.test))
+        assert check_pairs("sampled", pairs, range(1, len(pairs) + 1)) == list(range(len(pairs)))
+        assert len({frozenset(p) for p in pairs}) == len(pairs)   # not even reversed repeats
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "local" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("fault", ["repeat", "self"])
+def test_trial_list_converters_reject_repeats_and_self_pairs(tmp_path, fault):
+    """local/prepare_voxceleb.py and local/prepare_fsdd.py convert the official lists with their own readers."""
+    from sslspk.utils.fileio import FormatError
+
+    bad = "1 id1/v/1.wav id1/v/2.wav" if fault == "repeat" else "1 id1/v/1.wav id1/v/1.wav"
+    (tmp_path / "vox").write_text(f"1 id1/v/1.wav id1/v/2.wav\n0 id1/v/1.wav id2/v/1.wav\n{bad}\n")
+    want = "vox:3: trial id1/v/1 id1/v/2 repeats line 1" if fault == "repeat" else "vox:3: self-pair"
+    with pytest.raises(FormatError, match=want):
+        _load_script("prepare_voxceleb").convert_trials(tmp_path / "vox", {"id1/v/1", "id1/v/2", "id2/v/1"})
+    bad = "1 0_a_0 0_a_1" if fault == "repeat" else "1 0_a_0 0_a_0"
+    (tmp_path / "fsdd").write_text(f"1 0_a_0 0_a_1\n0 0_a_0 0_b_0\n{bad}\n")
+    with pytest.raises(FormatError, match="fsdd:3: " + ("trial a-0_a_0 a-0_a_1 repeats line 1" if fault == "repeat"
+                                                       else "self-pair")):
+        _load_script("prepare_fsdd").convert_trials(tmp_path / "fsdd", {"0_a_0": "a", "0_a_1": "a", "0_b_0": "b"})

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("out")
     a.add_argument("--utt2dur", action="append", default=[],
                    help="utt2dur file(s) (calibrations with quality measures)")
+    for sp in (t, a):
+        sp.add_argument("--drop-bad-trials", action="store_true",
+                        help="drop repeated trials and self-pairs (enroll == test), counted, instead of stopping")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
@@ -46,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
             from sslspk.scoring.calibration import cllr, quality_features, read_durations, train_calibration
             from sslspk.scoring.report import read_scores
 
-            scores, labels = read_scores(args.scores, args.trials)
+            scores, labels = read_scores(args.scores, args.trials, args.drop_bad_trials)
             quality = None
             if args.utt2dur:
-                pairs = read_score_file(args.scores)[0]
+                pairs = read_score_file(args.scores, args.drop_bad_trials)[0]
                 quality = quality_features([e for e, _ in pairs], [t for _, t in pairs],
                                            read_durations(args.utt2dur))
             cal = train_calibration(scores, labels, prior=args.p_target, quality=quality)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             from sslspk.utils.fileio import atomic_write
 
             check_outputs_are_not_inputs([args.cal_json, args.scores, *args.utt2dur], [args.out])
-            pairs, scores, labels = read_score_file(args.scores)
+            pairs, scores, labels = read_score_file(args.scores, args.drop_bad_trials)
             llr = apply_calibration(args.cal_json, scores, [e for e, _ in pairs], [t for _, t in pairs],
                                     args.utt2dur)
             with atomic_write(args.out) as f:

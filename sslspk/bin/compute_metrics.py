@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="prior(s) of a target trial for minDCF (default: 0.01 0.05)")
     p.add_argument("--c-miss", type=float, default=1.0)
     p.add_argument("--c-fa", type=float, default=1.0)
+    p.add_argument("--drop-bad-trials", action="store_true",
+                   help="drop repeated trials and self-pairs (enroll == test), counted, instead of stopping")
     p.add_argument("--results-dir", help="experiment dir whose results.md/json get a row")
     p.add_argument("--name", help="row name in the results table (e.g. the trial list)")
     p.add_argument("--llr", action="store_true", help="scores are LLRs: also report Cllr and actDCF")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         llr = args.llr or "--calibration" in opts
         backend = args.backend or ("as-norm" if "--cohort-scp" in opts else "cosine") \
             + ("+cal" if "--calibration" in opts else "")
-        scores, labels = read_scores(args.scores, args.trials)
+        scores, labels = read_scores(args.scores, args.trials, args.drop_bad_trials)
         m = compute_metrics(scores, labels, tuple(args.p_target), args.c_miss, args.c_fa, llr=llr)
         dcf = "  ".join(f"minDCF(p={p:g}) {v:.4f}" for p, v in m.min_dcf.items())
         if m.cllr is not None:

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--points", help="text file of the curve points (default: OUT with .txt)")
     p.add_argument("--trials", help="labelled trial list, for score files without labels")
     p.add_argument("--title")
+    p.add_argument("--drop-bad-trials", action="store_true",
+                   help="drop repeated trials and self-pairs (enroll == test), counted, instead of stopping")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         points = args.points or os.path.splitext(args.out)[0] + ".txt"
         check_outputs_are_not_inputs([*parse_system_args(args.systems).values(), args.trials], [args.out, points])
         for name, path in parse_system_args(args.systems).items():
-            systems[name] = det_corners(*read_scores(path, args.trials))
+            systems[name] = det_corners(*read_scores(path, args.trials, args.drop_bad_trials))
         plot_det(args.out, systems, title=args.title)
         write_det_points(points, systems)
         for name, curve in systems.items():

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibration", help="calibration JSON (calibrate.py train): write LLRs")
     p.add_argument("--utt2dur", action="append", default=[],
                    help="utt2dur file(s), for a calibration with quality measures")
+    p.add_argument("--drop-bad-trials", action="store_true",
+                   help="drop repeated trials and self-pairs (enroll == test), counted, instead of stopping")
     p.add_argument("--skip-missing", action="store_true",
                    help="score only trials whose two ids have embeddings (warn with the count)")
     args = p.parse_args(argv)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         check_outputs_are_not_inputs([args.trials, args.enroll_scp, args.test_scp, args.mean_scp, args.cohort_scp,
                                       args.cohort_utt2spk, args.calibration, args.segments_scp, *args.utt2dur],
                                      [args.out_scores])
-        trials = read_trials(args.trials)
+        trials = read_trials(args.trials, args.drop_bad_trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None
         source = f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else "")

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out_dev")
     p.add_argument("out_eval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drop-bad-trials", action="store_true",
+                   help="drop repeated trials and self-pairs (enroll == test), counted, instead of stopping")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
 
         check_outputs_are_not_inputs([args.utt2spk, args.trials], [args.out_dev, args.out_eval])
-        dev, ev = split_by_speaker(read_trials(args.trials), read_kv(args.utt2spk), args.seed)
+        dev, ev = split_by_speaker(read_trials(args.trials, args.drop_bad_trials), read_kv(args.utt2spk), args.seed)
         for t, path in ((dev, args.out_dev), (ev, args.out_eval)):
             if len(t) == 0:
                 raise InputError(f"{path}: the split of {args.trials} left no trials")

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence, TypeVar
 import numpy as np
 
 from sslspk.data import audio
-from sslspk.data.trials import TRIAL_FORMATS, parse_trial_line
+from sslspk.data.trials import TRIAL_FORMATS, parse_trial_line, read_trials
 from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import (
     FormatError,
@@ -396,8 +396,11 @@ def validate(path: str | Path, check_audio: bool = False, nj: int = 1, progress:
                 problems.append(str(e))
     if (d / "trials").is_file():
         try:
-            problems.extend(_listed([f"{d / 'trials'}:{n}: expected {TRIAL_FORMATS}, got {line!r}"
-                                     for n, line in iter_lines(d / "trials") if _trial_ids(line) is None]))
+            bad = [f"{d / 'trials'}:{n}: expected {TRIAL_FORMATS}, got {line!r}"
+                   for n, line in iter_lines(d / "trials") if _trial_ids(line) is None]
+            problems.extend(_listed(bad))
+            if not bad:
+                read_trials(d / "trials")   # repeated trials, self-pairs, mixed formats
         except FormatError as e:
             problems.append(str(e))
     if "utt2spk" in tables and not tables["utt2spk"]:

@@ -3,8 +3,10 @@ reading, writing, sampling from an ``utt2spk`` and splitting by speaker."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -13,6 +15,9 @@ from sslspk.utils.fileio import FormatError, iter_lines
 
 _KALDI_LABELS = {"target": 1, "nontarget": 0}
 TRIAL_FORMATS = "'<enroll> <test> target|nontarget', '1|0 <enroll> <test>' or '<enroll> <test>'"
+#: the option that turns repeated trials and self-pairs from an error into counted, dropped lines
+DROP_OPTION = "--drop-bad-trials"
+log = logging.getLogger("sslspk")
 _FORMAT_NAMES = {"kaldi": "Kaldi trial '<enroll> <test> target|nontarget'",
                  "voxceleb": "VoxCeleb trial '1|0 <enroll> <test>'", "unlabelled": "unlabelled trial '<enroll> <test>'"}
 
@@ -48,14 +53,53 @@ def parse_trial_line(line: str) -> tuple[str, str, int | None, str]:
     raise ValueError(f"expected {TRIAL_FORMATS}, got {line!r}")
 
 
-def read_trials(path: str | os.PathLike) -> Trials:
+def check_pairs(path: str | os.PathLike, pairs: Sequence[tuple[str, str]], lines: Sequence[int],
+                labels: Sequence[object] | None = None, drop: bool = False) -> list[int]:
+    """Indices of the trials of ``path`` to use: each ``(enroll, test)`` pair once, never a self-pair.
+
+    A pair listed again (it would count twice in the metrics) or a self-pair (enroll == test: a
+    perfect score) is a :class:`FormatError` naming the file and line (and the line of the first
+    occurrence); with ``drop`` they are left out and counted in a logged warning. A pair listed
+    with two different labels is an error either way. ``lines``: the line number of each pair.
+    """
+    first: dict[tuple[str, str], tuple[int, int]] = {}   # pair -> (line, index) of its first occurrence
+    keep: list[int] = []
+    repeated = selfpairs = 0
+    hint = f"remove it, or pass {DROP_OPTION} to drop such lines"
+    for i, (pair, n) in enumerate(zip(pairs, lines)):
+        if pair[0] == pair[1]:
+            if not drop:
+                raise FormatError(path, n, f"self-pair: enroll and test are the same utterance {pair[0]!r} "
+                                           f"(it scores as a perfect match); {hint}")
+            selfpairs += 1
+            continue
+        if pair in first:
+            line, j = first[pair]
+            if labels is not None and labels[i] != labels[j]:
+                raise FormatError(path, n, f"trial {pair[0]} {pair[1]} repeats line {line} with another label")
+            if not drop:
+                raise FormatError(path, n, f"trial {pair[0]} {pair[1]} repeats line {line} (it would count "
+                                           f"twice); {hint}")
+            repeated += 1
+            continue
+        first[pair] = (n, i)
+        keep.append(i)
+    if repeated or selfpairs:
+        log.warning("%s: dropped %d repeated trial(s) and %d self-pair(s) of %d lines (%s)", path, repeated,
+                    selfpairs, len(pairs), DROP_OPTION)
+    return keep
+
+
+def read_trials(path: str | os.PathLike, drop_bad_trials: bool = False) -> Trials:
     """Read a trial list; every line must have the format of the first (see :func:`parse_trial_line`).
 
-    Malformed or mixed lines and an empty list raise :class:`FormatError` naming the file and line.
+    Malformed or mixed lines and an empty list raise :class:`FormatError` naming the file and line;
+    repeated trials and self-pairs too, unless ``drop_bad_trials`` (see :func:`check_pairs`).
     """
     enroll: list[str] = []
     test: list[str] = []
     labels: list[int] = []
+    numbers: list[int] = []
     fmt: str | None = None
     for n, line in iter_lines(path):
         try:
@@ -70,11 +114,14 @@ def read_trials(path: str | os.PathLike) -> Trials:
             raise FormatError(path, n, f"expected a {_FORMAT_NAMES[fmt]} like line 1, got {line!r}")
         enroll.append(e)
         test.append(t)
+        numbers.append(n)
         if label is not None:
             labels.append(label)
     if not enroll:
         raise FormatError(path, None, "trial list is empty")
-    return Trials(enroll, test, None if fmt == "unlabelled" else np.asarray(labels, dtype=np.int8))
+    keep = check_pairs(path, list(zip(enroll, test)), numbers, labels or None, drop_bad_trials)
+    return Trials([enroll[i] for i in keep], [test[i] for i in keep],
+                  None if fmt == "unlabelled" else np.asarray(labels, dtype=np.int8)[keep])
 
 
 def write_trials(path: str | os.PathLike, trials: Trials) -> None:

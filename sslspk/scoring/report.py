@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslspk.data.trials import read_trials
+from sslspk.data.trials import check_pairs, read_trials
 from sslspk.scoring.metrics import Metrics
 from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
@@ -16,11 +16,15 @@ from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 _LABELS = {"target": 1, "nontarget": 0}
 
 
-def read_score_file(path: str | os.PathLike) -> tuple[list[tuple[str, str]], np.ndarray, list[str | None]]:
-    """``(pairs, scores, labels)`` of a score file; labels are ``'target'``/``'nontarget'`` or None."""
+def read_score_file(path: str | os.PathLike,
+                    drop_bad_trials: bool = False) -> tuple[list[tuple[str, str]], np.ndarray, list[str | None]]:
+    """``(pairs, scores, labels)`` of a score file; labels are ``'target'``/``'nontarget'`` or None.
+
+    Repeated trials and self-pairs are checked as in a trial list (:func:`~sslspk.data.trials.check_pairs`)."""
     pairs: list[tuple[str, str]] = []
     scores: list[float] = []
     labels: list[str | None] = []
+    numbers: list[int] = []
     for n, line in iter_lines(path):
         f = line.split()
         if len(f) not in (3, 4) or (len(f) == 4 and f[3] not in _LABELS):
@@ -33,14 +37,18 @@ def read_score_file(path: str | os.PathLike) -> tuple[list[tuple[str, str]], np.
             raise FormatError(path, n, f"score {f[2]!r} of {f[0]} {f[1]} is not finite")
         pairs.append((f[0], f[1]))
         labels.append(f[3] if len(f) == 4 else None)
+        numbers.append(n)
     if not scores:
         raise FormatError(path, None, "no scores")
-    return pairs, np.asarray(scores), labels
+    keep = check_pairs(path, pairs, numbers, labels, drop_bad_trials)
+    return [pairs[i] for i in keep], np.asarray(scores)[keep], [labels[i] for i in keep]
 
 
-def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and labels from ``enroll test score [label]`` lines (labels from ``trials`` if absent)."""
-    pairs, score_arr, names = read_score_file(path)
+def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None,
+                drop_bad_trials: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and labels from ``enroll test score [label]`` lines (labels from ``trials`` if absent);
+    ``drop_bad_trials``: see :func:`~sslspk.data.trials.check_pairs`."""
+    pairs, score_arr, names = read_score_file(path, drop_bad_trials)
     labels = [_LABELS[x] for x in names if x is not None]
     if len(labels) == len(names):
         return score_arr, np.asarray(labels)
@@ -48,7 +56,7 @@ def read_scores(path: str | os.PathLike, trials: str | os.PathLike | None = None
         raise FormatError(path, None, "some lines have a label and some do not")
     if trials is None:
         raise FormatError(path, None, "no target/nontarget labels: pass the trial list with --trials")
-    t = read_trials(trials)
+    t = read_trials(trials, drop_bad_trials)
     if t.labels is None:
         raise FormatError(trials, None, "trial list has no labels")
     lab = {(e, s): int(y) for e, s, y in zip(t.enroll, t.test, t.labels)}
