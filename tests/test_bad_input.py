@@ -248,3 +248,64 @@ def test_trial_list_converters_reject_repeats_and_self_pairs(tmp_path, fault):
     with pytest.raises(FormatError, match="fsdd:3: " + ("trial a-0_a_0 a-0_a_1 repeats line 1" if fault == "repeat"
                                                        else "self-pair")):
         _load_script("prepare_fsdd").convert_trials(tmp_path / "fsdd", {"0_a_0": "a", "0_a_1": "a", "0_b_0": "b"})
+
+
+# ------------------------------------------------------------------ 4. pipes in wav.scp
+
+def _pipe_dir(d: Path, entries: dict[str, str]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wav.scp").write_text("".join(f"{u} {e}\n" for u, e in sorted(entries.items())))
+    (d / "utt2spk").write_text("".join(f"{u} {u}\n" for u in sorted(entries)))
+    return d
+
+
+def test_pipe_output_gets_the_checks_of_a_file(tmp_path, recipe_env, caplog):
+    """`head -c 20000 x.wav |` was accepted while the same bytes as a file were reported truncated."""
+    from sslspk.data.audio import AudioError, read_audio
+
+    wav = write_wav(tmp_path / "x.wav", 1.0)
+    (tmp_path / "cut.wav").write_bytes(wav.read_bytes()[:20000])
+    entries = {"a_file": str(tmp_path / "cut.wav"), "b_pipe": f"head -c 20000 {wav} |",
+               "c_streamed": f"sox {wav} -t wav - |", "d_whole": f"cat {wav} |"}
+    for entry in entries.values():   # the same decoded samples and the same verdict, file or pipe
+        if "cut" in entry or "head" in entry:
+            with pytest.raises(AudioError, match="is truncated: its header announces 32000 bytes of audio, the "
+                                                 "file holds 19956"):
+                read_audio(entry, strict=True)
+            with caplog.at_level("WARNING", logger="sslspk"):
+                assert len(read_audio(entry)[0]) == 9978
+            assert f"{entry!r} is truncated" in caplog.text
+        elif shutil.which("sox") or "sox" not in entry:
+            assert np.array_equal(read_audio(entry)[0], read_audio(str(wav))[0])
+    r = _run(["data_dir.py", "validate", "--check-audio", _pipe_dir(tmp_path / "d", entries)], recipe_env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "wav.scp:1: utt 'a_file'" in r.stderr and "wav.scp:2: utt 'b_pipe'" in r.stderr, r.stderr
+    assert "c_streamed" not in r.stderr and "d_whole" not in r.stderr, r.stderr
+
+
+def test_pipe_that_hangs_is_killed_after_the_time_limit(tmp_path, recipe_env):
+    """`sleep 1000 |` hung extraction and validate_data_dir.sh --check-audio forever."""
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", tmp_path / "config.yaml")
+    d = _pipe_dir(tmp_path / "d", {"a_ok": str(write_wav(tmp_path / "ok.wav", 0.5)), "b_hang": "sleep 1000 |"})
+    env = {**recipe_env, "SSLSPK_PIPE_TIMEOUT": "1"}
+    for argv in (["utils/validate_data_dir.sh", "--check-audio", d],
+                 ["extract_embeddings.py", tmp_path, d, tmp_path / "e.ark", tmp_path / "e.scp"],
+                 ["utils/compute_utt2dur.sh", d]):
+        cmd = [str(REPO / argv[0]), *map(str, argv[1:])] if argv[0].endswith(".sh") else argv
+        r = (subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60) if argv[0].endswith(".sh")
+             else _run(argv, env))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "b_hang" in r.stderr and "pipe command still running after 1 s, killed: 'sleep 1000'" in r.stderr
+    assert not (tmp_path / "e.scp").exists()
+    r = _run(["data_dir.py", "validate", "--check-audio", d], {**recipe_env, "SSLSPK_PIPE_TIMEOUT": "soon"})
+    assert r.returncode == 1 and "SSLSPK_PIPE_TIMEOUT must be a positive number of seconds, got 'soon'" in r.stderr
+
+
+def test_failing_pipe_names_the_line_and_its_stderr(tmp_path, recipe_env):
+    wav = write_wav(tmp_path / "ok.wav", 0.5)
+    d = _pipe_dir(tmp_path / "d", {"a_ok": f"cat {wav} |",
+                                   "b_fail": f"cat {wav}; echo 'sox FAIL: no such codec' >&2; exit 3 |"})
+    r = _run(["data_dir.py", "validate", "--check-audio", d], recipe_env)
+    assert r.returncode == 1, r.stderr
+    assert "wav.scp:2: utt 'b_fail': pipe command failed (exit 3)" in r.stderr, r.stderr
+    assert "sox FAIL: no such codec" in r.stderr and "a_ok" not in r.stderr, r.stderr

@@ -7,14 +7,19 @@ a segment ending well after its recording. A truncated file (less audio than its
 logged (once per file), or, with ``strict``, an error.
 
 A pipe entry is run by a shell: only ``wav.scp`` entries are read as pipes (``pipes=False`` reads
-any string as a path), and a ``wav.scp`` from untrusted hands can run any command.
+any string as a path), and a ``wav.scp`` from untrusted hands can run any command. Its output gets
+the checks of a file (a truncated WAV included); a non-zero exit is an error with the end of its
+stderr, and a command still running after ``SSLSPK_PIPE_TIMEOUT`` seconds (default
+:data:`PIPE_TIMEOUT`) is killed, with its process group, and is an error.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import signal
 import subprocess
 
 import numpy as np
@@ -25,6 +30,7 @@ CHANNELS = ("mix", "first")   # multi-channel audio: mean of the channels, or ch
 TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
 MIN_SECONDS = 0.025   # one analysis window (fbank frame, WavLM CNN receptive field): shorter gives no frame
 MAX_OVERSHOOT = 0.5   # seconds a segment may end after its recording (clipped), as Kaldi's extract-segments
+PIPE_TIMEOUT = 300.0   # seconds a wav.scp pipe may run (env SSLSPK_PIPE_TIMEOUT overrides)
 _resampled: set[tuple[int, int]] = set()   # (from, to) rates already logged
 _truncated: set[str] = set()               # truncated files already logged
 #: libsndfile's note on a WAV/AIFF whose data chunk is cut short (it then reads what is there)
@@ -45,19 +51,49 @@ def is_pipe(entry: str) -> bool:
     return entry.rstrip().endswith("|")
 
 
+def pipe_timeout() -> float:
+    """Seconds a ``wav.scp`` pipe may run: ``$SSLSPK_PIPE_TIMEOUT``, else :data:`PIPE_TIMEOUT`."""
+    text = os.environ.get("SSLSPK_PIPE_TIMEOUT", "")
+    if not text:
+        return PIPE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise InputError(f"SSLSPK_PIPE_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def _read_bytes_from_pipe(entry: str) -> bytes:
+    """Standard output of the pipe command of ``entry``; AudioError on a non-zero exit (with the end of
+    its stderr), no output, or a command still running after :func:`pipe_timeout` seconds."""
     cmd = entry.rstrip()[:-1].strip()
-    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timeout = pipe_timeout()
+    # its own session: on a timeout the whole process group (the shell and its children) is killed
+    proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AudioError(f"pipe command still running after {timeout:g} s, killed: {cmd!r} (a command that waits "
+                         "for input, or a slow network path? set SSLSPK_PIPE_TIMEOUT to allow more)") from None
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"pipe command failed (exit {proc.returncode}): {cmd!r}: {' / '.join(err[-3:])}")
-    if not proc.stdout:
+        tail = err.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"pipe command failed (exit {proc.returncode}): {cmd!r}: {' / '.join(tail[-3:])}")
+    if not out:
         raise AudioError(f"pipe command produced no output: {cmd!r}")
-    return proc.stdout
+    return out
 
 
 def _truncation(entry: str, info: object, got: int, want: int) -> str | None:
-    """Why file ``entry`` (``sf.info`` ``info``) gave ``got`` of the ``want`` samples asked for, if it is cut short."""
+    """Why file or pipe ``entry`` (``sf.info`` ``info``) gave ``got`` of the ``want`` samples asked for, if it
+    is cut short."""
     cut = _CUT_CHUNK.search(getattr(info, "extra_info", ""))
     if cut and 0 < int(cut[1]) < _STREAMED_SIZE:
         return f"{entry!r} is truncated: its header announces {cut[1]} bytes of audio, the file holds {cut[2]}"
@@ -111,22 +147,21 @@ def read_audio(entry: str, start: float = 0.0, end: float | None = None, channel
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
     segment = f" for segment [{start}, {end})" if start or end else ""
     try:
-        if pipes and is_pipe(entry):
-            data, sr = sf.read(io.BytesIO(_read_bytes_from_pipe(entry)), dtype="float32", always_2d=True)
-            total = data.shape[0]
-            data = data[int(round(start * sr)): None if end is None else int(round(end * sr))]
-        else:
-            info = sf.info(entry)
-            sr, total = info.samplerate, info.frames
-            b = int(round(start * sr))
-            stop = None if end is None else int(round(end * sr))
-            data, sr = sf.read(entry, start=b, stop=stop, dtype="float32", always_2d=True)
-            short = _truncation(entry, info, data.shape[0], min(total, stop or total) - b)
-            if short and strict:
-                raise AudioError(short)
-            if short and entry not in _truncated:
-                _truncated.add(entry)
-                log.warning("%s; read what is there (logged once per file)", short)
+        # a pipe's output is decoded as a file of the same bytes, with the same checks
+        source = io.BytesIO(_read_bytes_from_pipe(entry)) if pipes and is_pipe(entry) else entry
+        info = sf.info(source)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        sr, total = info.samplerate, info.frames
+        b = int(round(start * sr))
+        stop = None if end is None else int(round(end * sr))
+        data, sr = sf.read(source, start=b, stop=stop, dtype="float32", always_2d=True)
+        short = _truncation(entry, info, data.shape[0], min(total, stop or total) - b)
+        if short and strict:
+            raise AudioError(short)
+        if short and entry not in _truncated:
+            _truncated.add(entry)
+            log.warning("%s; read what is there (logged once per file)", short)
     except AudioError:
         raise
     except Exception as e:  # soundfile raises several types for missing/corrupt files
