@@ -5,6 +5,7 @@ tabs and ``segments`` ending at -1. Each test pins one mechanism over every tool
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -309,3 +310,106 @@ def test_failing_pipe_names_the_line_and_its_stderr(tmp_path, recipe_env):
     assert r.returncode == 1, r.stderr
     assert "wav.scp:2: utt 'b_fail': pipe command failed (exit 3)" in r.stderr, r.stderr
     assert "sox FAIL: no such codec" in r.stderr and "a_ok" not in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ 9. the file system says no
+
+@pytest.fixture(params=[errno.EROFS, errno.EACCES])
+def refused_dir(request, tmp_path, monkeypatch):
+    """A folder ``ro`` in which every write fails with EROFS (read-only file system) or EACCES, as a
+    read-only mount or ``chmod 0555`` (which does not stop root, who runs these tests) does."""
+    import builtins
+    import io
+
+    ro = tmp_path / "ro"
+    (ro / "exp").mkdir(parents=True)   # an exp dir made before the folder became read-only
+    root = str(ro.resolve())
+
+    def check(path) -> None:
+        p = os.path.realpath(os.fsdecode(path))
+        if p == root or p.startswith(root + os.sep):
+            raise OSError(request.param, os.strerror(request.param), os.fsdecode(path))
+
+    real_open, real_os_open = builtins.open, os.open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
+            check(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            check(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def refuse(real):
+        def fake(src, *args, **kwargs):
+            check(args[0] if args and real in (os.replace, os.rename) else src)
+            return real(src, *args, **kwargs)
+        return fake
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(io, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_os_open)
+    for name in ("mkdir", "replace", "rename", "unlink"):
+        monkeypatch.setattr(os, name, refuse(getattr(os, name)))
+    return ro, os.strerror(request.param)
+
+
+def _cli(main, argv: list, capsys) -> str:
+    """stderr of an in-process command that must stop with a one-line error (exit 1, no traceback)."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 1, err
+    return err
+
+
+def test_refused_writes_are_one_line_errors_naming_the_path(tmp_path, refused_dir, capsys):
+    """A read-only exp dir gave OSError tracebacks from extraction, scoring, training and the API."""
+    from test_faults import _train_config, _train_data
+
+    from sslspk.api import SpeakerEmbedder
+    from sslspk.bin import extract_embeddings, score, train_ssl
+
+    ro, why = refused_dir
+    _trial_workspace(tmp_path / "w", "repeat")
+    (tmp_path / "w" / "trials").write_text("u0 u1 target\nu0 u2 nontarget\n")
+    err = _cli(score.main, [tmp_path / "w" / "trials", tmp_path / "w" / "emb.scp", ro / "scores"], capsys)
+    assert f"ERROR: {why}: {ro / 'scores'}: check the permissions" in err, err
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", model / "config.yaml")
+    data = _pipe_dir(tmp_path / "d", {"a": str(write_wav(tmp_path / "a.wav", 0.5))})
+    err = _cli(extract_embeddings.main, [model, data, ro / "e.ark", ro / "e.scp"], capsys)
+    assert f"ERROR: {why}: {ro}" in err and "check the permissions" in err, err
+
+    for exp in (ro / "new_exp", ro / "exp"):
+        err = _cli(train_ssl.main, ["--config", _train_config(tmp_path), "--data", _train_data(tmp_path),
+                                    "--exp-dir", exp], capsys)
+        assert f"ERROR: {why}: {exp}" in err and "check the permissions" in err, err
+
+    embedder = SpeakerEmbedder.from_pretrained(model)
+    embedder.exp_dir = ro
+    (tmp_path / "t").write_text("a a2 target\na b nontarget\na2 b nontarget\n")
+    audio = {"a": str(tmp_path / "a.wav"), "a2": str(write_wav(tmp_path / "a2.wav", 0.5, seed=1)),
+             "b": str(write_wav(tmp_path / "b.wav", 0.5, freq=900.0))}
+    with pytest.raises(OSError) as e:
+        embedder.calibrate_threshold(tmp_path / "t", audio, save=True)
+    assert e.value.filename == str(ro / "threshold.json") and e.value.strerror == why
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 0555 folder")
+def test_read_only_folder_for_real(tmp_path, recipe_env):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _trial_workspace(tmp_path / "w", "repeat")
+    (tmp_path / "w" / "trials").write_text("u0 u1 target\nu0 u2 nontarget\n")
+    ro.chmod(0o555)
+    try:
+        r = _run(["score.py", tmp_path / "w" / "trials", tmp_path / "w" / "emb.scp", ro / "scores"], recipe_env)
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"ERROR: Permission denied: {ro / 'scores'}: check the permissions" in r.stderr, r.stderr

@@ -38,7 +38,7 @@ def write_embeddings(ark: str | os.PathLike, scp: str | os.PathLike,
             os.fsync(f.fileno())
     except BaseException as e:   # nothing half-written is left; a full disk names the ark
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
             raise OSError(e.errno, e.strerror, str(ark)) from e
         raise
     scp.unlink(missing_ok=True)   # killed between the two renames: no scp, so the job counts as unfinished

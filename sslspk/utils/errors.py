@@ -13,6 +13,8 @@ from typing import Callable
 
 #: errno values of a full disk or quota, and of a file-size limit (RLIMIT_FSIZE)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+#: errno values of a path the file system refuses: no permission, or a read-only file system
+REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class SslspkError(Exception):
@@ -35,11 +37,12 @@ class TrainingError(SslspkError, RuntimeError):
 
 
 def run_cli(work: Callable[[], None]) -> None:
-    """Run ``work``; an :class:`SslspkError`, a missing input file or a full disk prints
-    ``ERROR: ...`` (no traceback) and exits 1. Anything else propagates with its traceback.
+    """Run ``work``; an :class:`SslspkError`, a missing input file, a full disk or a path the file
+    system refuses (no permission, read-only) prints ``ERROR: ...`` naming the path (no traceback) and
+    exits 1. Anything else propagates with its traceback.
 
-    After a full disk, what was complete before the failed write is intact: outputs are written
-    to temp files and renamed.
+    After a failed write, what was complete before it is intact: outputs are written to temp files
+    and renamed.
     """
     try:
         work()
@@ -47,6 +50,11 @@ def run_cli(work: Callable[[], None]) -> None:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:
+        if e.errno in REFUSED:
+            print(f"ERROR: {e.strerror}: {e.filename}: check the permissions of that path and of its folder, and "
+                  "that its file system is not mounted read-only; complete outputs written before are intact",
+                  file=sys.stderr)
+            sys.exit(1)
         if e.errno not in DISK_FULL:
             raise
         where = f" writing {e.filename}" if e.filename else ""

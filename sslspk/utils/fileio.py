@@ -35,12 +35,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     A killed process therefore never leaves a half-written ``path``: either the old
-    file (or none) or the complete new one. A failed write (e.g. a full disk) removes the temp
-    file and raises an ``OSError`` naming ``path``.
+    file (or none) or the complete new one. A failed write (e.g. a full disk, a read-only folder)
+    removes the temp file and raises an ``OSError`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:   # e.g. a read-only folder: name the file, not the temp file
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
@@ -51,7 +54,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:   # e.g. a full disk: name the file
+        if isinstance(e, OSError) and e.filename in (None, tmp):   # e.g. a full disk: name the file
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
