@@ -77,9 +77,10 @@ extract() {  # <name> <options record> [extract_embeddings.py options]: writes $
   # Merge into one sorted scp, written last (with its inputs record, it marks the extraction finished).
   tmp=$dir/.$name.scp.tmp   # global: removed on exit
   for j in $(seq "$nj"); do cat "$dir/$name.$j.scp"; done | LC_ALL=C sort > "$tmp"
-  if ! cut -d' ' -f1 "$tmp" | cmp -s - <(cut -d' ' -f1 "$data/utt2spk"); then
-    missing=$(cut -d' ' -f1 "$tmp" | LC_ALL=C comm -13 - <(cut -d' ' -f1 "$data/utt2spk") | wc -l)
-    extra=$(cut -d' ' -f1 "$tmp" | LC_ALL=C comm -23 - <(cut -d' ' -f1 "$data/utt2spk") | wc -l)
+  # ids as the library reads them: the first field of a line split at any run of whitespace (tabs too)
+  if ! awk '{print $1}' "$tmp" | cmp -s - <(awk '{print $1}' "$data/utt2spk"); then
+    missing=$(awk '{print $1}' "$tmp" | LC_ALL=C comm -13 - <(awk '{print $1}' "$data/utt2spk") | wc -l)
+    extra=$(awk '{print $1}' "$tmp" | LC_ALL=C comm -23 - <(awk '{print $1}' "$data/utt2spk") | wc -l)
     echo "$0: the job outputs do not match $data/utt2spk: $missing utterance(s) missing, $extra not in it" >&2
     exit 1
   fi

@@ -413,3 +413,52 @@ def test_read_only_folder_for_real(tmp_path, recipe_env):
         ro.chmod(0o755)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"ERROR: Permission denied: {ro / 'scores'}: check the permissions" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ 10. Kaldi files as people write them
+
+def test_tab_separated_tables_pass_the_shell_steps_too(tmp_path, recipe_env):
+    """A tab-separated wav.scp/utt2spk passed validation and the Python extractor, then
+    steps/extract_embeddings.sh failed: "2 utterance(s) missing, 2 not in it"."""
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(REPO / "egs" / "fsdd" / "v1" / "conf" / "baseline.yaml", model / "config.yaml")
+    d = tmp_path / "data"
+    d.mkdir()
+    wavs = {u: write_wav(tmp_path / f"{u}.wav", 0.5, freq=f, seed=i) for i, (u, f) in enumerate((("a", 200.0),
+                                                                                               ("b", 700.0)))}
+    (d / "wav.scp").write_text("".join(f"{u}\t{p}\n" for u, p in wavs.items()))
+    (d / "utt2spk").write_text("a\tspk1\nb \t spk2\n")
+    assert _run(["data_dir.py", "validate", d], recipe_env).returncode == 0
+    r = subprocess.run(["steps/extract_embeddings.sh", "--nj", "2", str(model), str(d), str(tmp_path / "emb")],
+                       cwd=REPO, capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from sslspk.data.embeddings import load_embeddings
+
+    assert load_embeddings(tmp_path / "emb" / "embeddings.scp")[0] == ["a", "b"]
+
+
+def test_segment_ending_at_minus_one_runs_to_the_end_of_the_recording(tmp_path, recipe_env):
+    """Kaldi's `segments` end of -1 ("to the end of the recording") was rejected ("end time -1 is not
+    after start time") by every reader."""
+    from sslspk.augment.sources import AudioSource
+    from sslspk.data.audio import read_audio
+    from sslspk.data.datadir import DataDir, compute_utt2dur
+
+    wav = write_wav(tmp_path / "rec.wav", 1.5)
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "wav.scp").write_text(f"rec {wav}\n")
+    (d / "segments").write_text("u1 rec 0.5 -1\nu2 rec 0 0.5\n")
+    (d / "utt2spk").write_text("u1 s\nu2 s\n")
+    r = _run(["data_dir.py", "validate", "--check-audio", d], recipe_env)
+    assert r.returncode == 0, r.stderr
+    full = read_audio(str(wav))[0]
+    dd = DataDir.load(d)
+    assert np.array_equal(dd.load_audio("u1"), full[8000:])
+    assert compute_utt2dur(d, progress=False).utt2dur == {"u1": 1.0, "u2": 0.5}
+    dd.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "segments").read_text().splitlines()[0] == "u1 rec 0.5 -1.0"
+    assert DataDir.load(tmp_path / "copy").segments == dd.segments
+    source = AudioSource(d, 16000, "noise")   # a data dir as an augmentation source
+    assert [len(source.load(i)) for i in range(len(source))] == [16000, 8000]

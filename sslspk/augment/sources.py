@@ -45,6 +45,7 @@ class AudioSource:
         if p.is_dir():
             if not (p / "wav.scp").is_file():
                 raise SourceError(f"{where}: directory without wav.scp (expected a Kaldi data dir or a list file)")
+            from sslspk.data.datadir import TO_THE_END
             from sslspk.utils.fileio import FormatError, read_kv
 
             try:
@@ -54,7 +55,7 @@ class AudioSource:
                 out = []
                 for k, v in sorted(read_kv(p / "segments").items()):
                     rec, start, end = v.split()
-                    out.append((k, wav[rec], float(start), float(end)))
+                    out.append((k, wav[rec], float(start), None if float(end) == TO_THE_END else float(end)))
                 return out
             except (FormatError, ValueError, KeyError, OSError) as e:
                 raise SourceError(f"{where}: {e}") from e

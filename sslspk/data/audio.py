@@ -113,12 +113,12 @@ def check_samples(mono: np.ndarray, what: str) -> None:
         raise AudioError(f"digital silence (all {mono.size} samples are 0) in {what}")
 
 
-def segment_problem(start: float, end: float, length: float) -> str | None:
-    """Why segment ``[start, end)`` cannot be cut from a recording of ``length`` seconds, or None
-    (an end up to :data:`MAX_OVERSHOOT` after the recording is clipped)."""
+def segment_problem(start: float, end: float | None, length: float) -> str | None:
+    """Why segment ``[start, end)`` (``end`` None: to the end) cannot be cut from a recording of
+    ``length`` seconds, or None (an end up to :data:`MAX_OVERSHOOT` after the recording is clipped)."""
     if start >= length:
         return f"segment [{start}, {end}) starts after the end of the recording ({length:.3f} s)"
-    if end > length + MAX_OVERSHOOT:
+    if end is not None and end > length + MAX_OVERSHOOT:
         return (f"segment [{start}, {end}) ends {end - length:.3f} s after the end of the recording "
                 f"({length:.3f} s; at most {MAX_OVERSHOOT} s is clipped)")
     return None
@@ -166,7 +166,7 @@ def read_audio(entry: str, start: float = 0.0, end: float | None = None, channel
         raise
     except Exception as e:  # soundfile raises several types for missing/corrupt files
         raise AudioError(f"cannot read audio {entry!r}: {e}") from e
-    problem = None if end is None else segment_problem(start, end, total / sr)
+    problem = segment_problem(start, end, total / sr) if start or end is not None else None
     if problem:
         raise AudioError(f"{entry!r}: {problem}")
     mono = data.mean(axis=1) if data.shape[1] > 1 and channel == "mix" else data[:, 0]

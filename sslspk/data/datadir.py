@@ -9,6 +9,7 @@ A data directory holds ``wav.scp`` (``<rec-id> <path>`` or ``<rec-id> <cmd ... |
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random as _random
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 OPTIONAL_FILES: tuple[str, ...] = ("segments", "utt2dur", "utt2num_samples", "trials")
 #: Every file a :class:`DataDir` manages (backed up by :func:`fix_data_dir`).
 MANAGED_FILES: tuple[str, ...] = ("wav.scp", "utt2spk", "spk2utt", *OPTIONAL_FILES)
+#: a ``segments`` end time meaning "to the end of the recording" (Kaldi's convention)
+TO_THE_END = -1.0
 _MAX_LISTED = 10  # problems of one kind listed individually before summarising
 
 T = TypeVar("T")
@@ -49,11 +52,12 @@ class DataDirError(InputError):
 
 
 class Segment(NamedTuple):
-    """One ``segments`` line: ``[start, end)`` seconds of ``recording``."""
+    """One ``segments`` line: ``[start, end)`` seconds of ``recording``; ``end`` None (written ``-1``, as
+    Kaldi does) runs to the end of the recording."""
 
     recording: str
     start: float
-    end: float
+    end: float | None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -115,6 +119,9 @@ def _parse_num_samples(path: Path, n: int, rest: str) -> int:
 def _parse_segment(path: Path, n: int, rest: str) -> Segment:
     rec, start_s, end_s = _fields(path, n, rest, 3)
     start = _number(path, n, start_s, "start time", float)
+    with contextlib.suppress(ValueError):
+        if float(end_s) == TO_THE_END:
+            return Segment(rec, start, None)
     end = _number(path, n, end_s, "end time", float)
     if end <= start:
         raise FormatError(path, n, f"end time {end_s} is not after start time {start_s}")
@@ -235,7 +242,8 @@ class DataDir:
         write_core_tables(d, self.wav_scp, self.utt2spk)
         tables: dict[str, dict[str, str] | None] = {
             "segments": None if self.segments is None else {
-                u: f"{s.recording} {_fmt_float(s.start)} {_fmt_float(s.end)}" for u, s in self.segments.items()},
+                u: f"{s.recording} {_fmt_float(s.start)} {_fmt_float(TO_THE_END if s.end is None else s.end)}"
+                for u, s in self.segments.items()},
             "utt2dur": None if self.utt2dur is None else {u: _fmt_float(v) for u, v in self.utt2dur.items()},
             "utt2num_samples": None if self.utt2num_samples is None else {
                 u: str(v) for u, v in self.utt2num_samples.items()},
@@ -483,7 +491,7 @@ def _segment_samples(dd: DataDir, utt: str, n: int, sr: int) -> int:
     if dd.segments is None:
         return n
     seg = dd.segments[utt]
-    return min(int(round(seg.end * sr)), n) - int(round(seg.start * sr))
+    return (n if seg.end is None else min(int(round(seg.end * sr)), n)) - int(round(seg.start * sr))
 
 
 # ----------------------------------------------------------------------------- fix
