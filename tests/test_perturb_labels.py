@@ -53,6 +53,6 @@ def test_errors(tmp_path):
     r = _run("--fraction", 1.5, src, tmp_path / "a")
     assert r.returncode != 0 and "fraction" in r.stderr and not (tmp_path / "a").exists()
     r = _run(src, src)
-    assert r.returncode != 0 and "source data dir" in r.stderr
+    assert r.returncode != 0 and "is also an input" in r.stderr
     one, _ = _data(tmp_path / "one", spks=1)
     assert "2 speakers" in _run(one, tmp_path / "b").stderr

@@ -26,6 +26,7 @@ embeddings, k-means++ seeding, 300 iterations, Ward AHC of the raw centroids to 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
 
         check_outputs_are_not_inputs([args.emb_scp, *dir_and_files(args.data_dir, MANAGED_FILES), args.ref_utt2spk],
                                      [*dir_and_files(args.out_dir, MANAGED_FILES),
-                                      *dir_and_files(args.report_dir or args.out_dir, ("report.md", "clusters.json"))])
+                                      *(os.path.join(args.report_dir or args.out_dir, name)
+                                        for name in ("report.md", "clusters.json"))])
 
         if args.num_threads > 0:
             import faiss
