@@ -213,11 +213,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("pretrained", help="transformers WavLM (save_pretrained dir or hub name) giving the architecture")
     p.add_argument("out_dir", help="experiment dir to write (config.yaml + model.pt)")
     args = p.parse_args(argv)
+    from sslspk.extraction import MODEL_FILES
     from sslspk.utils.config import ConfigError
+    from sslspk.utils.errors import InputError
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
 
     try:
+        check_outputs_are_not_inputs([args.ckpt, args.pretrained], dir_and_files(args.out_dir, MODEL_FILES))
         out = convert(args.ckpt, args.pretrained, args.out_dir)
-    except (ConversionError, ConfigError) as e:
+    except (ConversionError, ConfigError, InputError) as e:
         sys.exit(f"{Path(sys.argv[0]).name}: {e}")
     print(f"{out}: converted {args.ckpt}")
 

@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
+        from sslspk.data.datadir import MANAGED_FILES
         from sslspk.data.torch_embeddings import import_torch_embeddings
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
 
+        check_outputs_are_not_inputs([args.embeddings, *dir_and_files(args.data_dir, MANAGED_FILES)],
+                                     dir_and_files(args.out_dir, ("embeddings.ark", "embeddings.scp")))
         r = import_torch_embeddings(args.embeddings, args.data_dir, args.out_dir, allow_missing=args.allow_missing)
         if r.unmatched_keys:
             print(f"{len(r.unmatched_keys)} of the {r.num_keys} keys of {args.embeddings} match no utterance of "
