@@ -15,6 +15,7 @@ stderr, and a command still running after ``SSLSPK_PIPE_TIMEOUT`` seconds (defau
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -65,6 +66,13 @@ def pipe_timeout() -> float:
     return value
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process group of ``proc`` (started in its own session) and reap it."""
+    with contextlib.suppress(ProcessLookupError):   # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
 def _read_bytes_from_pipe(entry: str) -> bytes:
     """Standard output of the pipe command of ``entry``; AudioError on a non-zero exit (with the end of
     its stderr), no output, or a command still running after :func:`pipe_timeout` seconds."""
@@ -75,13 +83,11 @@ def _read_bytes_from_pipe(entry: str) -> bytes:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        _kill_group(proc)
         raise AudioError(f"pipe command still running after {timeout:g} s, killed: {cmd!r} (a command that waits "
                          "for input, or a slow network path? set SSLSPK_PIPE_TIMEOUT to allow more)") from None
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    except BaseException:   # e.g. Ctrl-C: no command left running
+        _kill_group(proc)
         raise
     if proc.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()

@@ -50,7 +50,7 @@ def run_cli(work: Callable[[], None]) -> None:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:
-        if e.errno in REFUSED:
+        if e.errno in REFUSED and e.filename is not None:   # a path refused; others (e.g. EPERM of a signal) are bugs
             print(f"ERROR: {e.strerror}: {e.filename}: check the permissions of that path and of its folder, and "
                   "that its file system is not mounted read-only; complete outputs written before are intact",
                   file=sys.stderr)
