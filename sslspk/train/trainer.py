@@ -1,4 +1,4 @@
-"""The trainer: torchrun/DDP, AMP, warm-up + cosine LR, atomic checkpoints, automatic resume,
+"""The trainer: torchrun/DDP, AMP, warm-up + cosine or per-epoch step-decay LR, atomic checkpoints, automatic resume,
 checkpoint averaging, TensorBoard + text logs, tqdm progress, NaN/inf guard.
 
 An experiment dir holds ``config.yaml`` (the full config), ``inputs.json`` (digests of the config,
@@ -41,10 +41,16 @@ class TrainConfig:
     loader_threads: int = 1         # num_workers 0: threads preparing each batch; >1 pays when numpy/scipy
                                     # augmentation dominates (egs/mini SSL: 1.35x), not for light loading
     optimizer: str = "sgd"          # sgd | adamw
-    lr: float = 0.2                 # peak learning rate, reached after the warm-up
+    lr: float = 0.2                 # peak learning rate, reached after the warm-up (groups with their own
+                                    # absolute ``lr``, e.g. finetune.backbone_lr/head_lr, follow the same schedule)
+    scheduler: str = "cosine"       # cosine: warm-up then cosine decay to min_lr, per step;
+                                    # step: lr x lr_decay after every epoch, no warm-up (torch StepLR, step_size 1)
     min_lr: float = 1e-5            # end of the cosine decay
-    warmup_epochs: float = 1.0
-    weight_decay: float = 5e-5      # not applied to biases and norm parameters
+    warmup_epochs: float = 1.0      # cosine only (step: must be 0)
+    lr_decay: float = 0.95          # step only: the factor applied after each epoch
+    weight_decay: float = 5e-5
+    decay_biases_and_norms: bool = False  # false: weight decay spares 1-D parameters (biases, norms);
+                                          # true: every parameter decays (torch AdamW's plain use)
     momentum: float = 0.9           # sgd only
     grad_clip: float | None = 3.0   # max gradient norm, or null
     amp: bool = True                # mixed precision on CUDA (bf16)
@@ -62,6 +68,13 @@ class TrainConfig:
 
         if self.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"train.optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.scheduler not in ("cosine", "step"):
+            raise ConfigError(f"train.scheduler must be cosine or step, got {self.scheduler!r}")
+        if self.scheduler == "step" and self.warmup_epochs != 0:
+            raise ConfigError(f"train.warmup_epochs must be 0 with train.scheduler step (no warm-up), "
+                              f"got {self.warmup_epochs}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.nan_policy not in ("stop", "skip"):
             raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
         if min(self.epochs, self.batch_size, self.average_last, self.loader_threads) < 1:
@@ -69,8 +82,12 @@ class TrainConfig:
                               "must be >= 1")
 
 
-def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``."""
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, epoch: int = 0) -> float:
+    """The scheduled learning rate at optimiser step ``step`` (0-based) of ``total``, in ``epoch`` (0-based).
+    cosine: linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``;
+    step: ``cfg.lr * cfg.lr_decay ** epoch``."""
+    if cfg.scheduler == "step":
+        return cfg.lr * cfg.lr_decay ** epoch
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -84,6 +101,12 @@ def _checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def last_checkpoint(exp_dir: Path) -> Path | None:
+    """The latest ``checkpoints/epoch_N.pt`` of an experiment dir, or None."""
+    found = _checkpoints(Path(exp_dir))
+    return found[-1][1] if found else None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -191,10 +214,16 @@ class Trainer:
 
     # -------------------------------------------------------------------- fit
     def _optimizer(self, task: TrainTask) -> torch.optim.Optimizer:
+        """One optimiser group per task group (two unless ``decay_biases_and_norms``: 1-D parameters
+        without weight decay). A group's ``lr_scale`` is its learning rate over the scheduled ``train.lr``
+        (a task group with an absolute ``lr`` gets ``lr / train.lr``), so every group follows the schedule."""
         groups = []
         for g in task.param_groups():
             params = [p for p in g["params"] if p.requires_grad]
-            scale = g.get("lr_scale", 1.0)
+            scale = g["lr"] / self.cfg.lr if "lr" in g else g.get("lr_scale", 1.0)
+            if self.cfg.decay_biases_and_norms:
+                groups.append({"params": params, "weight_decay": self.cfg.weight_decay, "lr_scale": scale})
+                continue
             groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.cfg.weight_decay,
                         "lr_scale": scale},
                        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
@@ -263,7 +292,7 @@ class Trainer:
             for i, batch in enumerate(bar):
                 if i >= steps_per_epoch:
                     break
-                lr = lr_at(self.global_step, total, warmup, cfg)
+                lr = lr_at(self.global_step, total, warmup, cfg, epoch)
                 for g in opt.param_groups:
                     g["lr"] = lr * g["lr_scale"]
                 batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)

@@ -1,0 +1,181 @@
+"""The fine-tuning schedule of pretrained backbones (wavlm_ssl_sv's): absolute per-group learning rates
+with layer-wise decay, per-epoch step decay, the normalised L2 pull towards the pretrained weights,
+the AAM classes carried over from the initial model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_wav
+from torch import nn
+
+from sslspk.supervised import FinetuneConfig, LossConfig, SupervisedTask, l2_to_init_loss
+from sslspk.train.trainer import TrainConfig, Trainer
+from sslspk.utils.config import ConfigError
+
+
+class ToyEncoder(nn.Module):
+    """A backbone (a front layer + 3 'transformer layers') and a head, with the split the fine-tuning uses."""
+
+    embedding_dim = 4
+
+    def __init__(self, per_layer: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.front = nn.Linear(8, 8)
+        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+        self.head = nn.Linear(8, 4)
+        if per_layer:
+            self.backbone_layer_parameters = lambda: [layer.parameters() for layer in self.layers]
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = self.front(wav[:, :8] * 10)
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return self.head(x)
+
+    def backbone_parameters(self):
+        return [*self.front.parameters(), *self.layers.parameters()]
+
+    def head_parameters(self):
+        return self.head.parameters()
+
+
+def _task(finetune: FinetuneConfig, per_layer: bool = True, n: int = 8) -> SupervisedTask:
+    return SupervisedTask(ToyEncoder(per_layer), num_classes=2, num_utts=n, loss=LossConfig(margin=0.2, scale=30),
+                          finetune=finetune, labels=np.arange(n) % 2)
+
+
+def _optimizer_lrs(task: SupervisedTask, cfg: TrainConfig, tmp_path: Path) -> dict[int, tuple[float, float]]:
+    """id(parameter) -> (peak learning rate, weight decay) of the trainer's optimiser."""
+    opt = Trainer(cfg, tmp_path)._optimizer(task)
+    return {id(p): (g["lr_scale"] * cfg.lr, g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+
+
+def test_absolute_group_lrs_with_layer_decay(tmp_path):
+    """head + classifier at head_lr; layer i at backbone_lr * layer_decay**i (i = 0 the lowest);
+    backbone_layers_only leaves the other backbone parameters out; every parameter decays when asked."""
+    task = _task(FinetuneConfig(backbone_lr=2e-5, head_lr=5e-3, layer_decay=0.5, backbone_layers_only=True))
+    cfg = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, decay_biases_and_norms=True, device="cpu")
+    lrs = _optimizer_lrs(task, cfg, tmp_path)
+    enc = task.encoder
+    expected = {id(p): 5e-3 for p in [*enc.head.parameters(), *task.classifier.parameters()]}
+    for i, layer in enumerate(enc.layers):
+        expected.update({id(p): 2e-5 * 0.5 ** i for p in layer.parameters()})
+    assert set(lrs) == set(expected)                       # the front layer is not optimised
+    for k, lr in expected.items():
+        assert lrs[k] == (pytest.approx(lr, rel=1e-9), 0.01)
+    # Without per-layer groups the front layer is optimised at backbone_lr; biases spared from decay.
+    task = _task(FinetuneConfig(backbone_lr=2e-5, head_lr=5e-3))
+    lrs = _optimizer_lrs(task, TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, device="cpu"), tmp_path)
+    assert lrs[id(task.encoder.front.weight)] == (pytest.approx(2e-5), 0.01)
+    assert lrs[id(task.encoder.front.bias)] == (pytest.approx(2e-5), 0.0)
+    assert lrs[id(task.encoder.layers[2].weight)] == (pytest.approx(2e-5), 0.01)
+
+
+def test_relative_lrs_unchanged(tmp_path):
+    """Without absolute LRs: the head at train.lr, the backbone at backbone_lr_scale x train.lr (as before)."""
+    task = _task(FinetuneConfig(backbone_lr_scale=0.1))
+    lrs = _optimizer_lrs(task, TrainConfig(optimizer="adamw", lr=1e-3, device="cpu"), tmp_path)
+    assert lrs[id(task.encoder.layers[1].weight)][0] == pytest.approx(1e-4)
+    assert lrs[id(task.classifier.weight)][0] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    ({"backbone_lr": 1e-5}, "backbone_lr and head_lr go together"),
+    ({"layer_decay": 0.9}, "need backbone_lr and head_lr"),
+    ({"backbone_lr": 1e-5, "head_lr": 1e-3, "backbone_lr_scale": 0.1}, "no backbone_lr_scale"),
+    ({"l2_to_init": -1.0}, "l2_to_init >= 0"),
+])
+def test_finetune_config_errors(cfg, msg):
+    with pytest.raises(ConfigError, match=msg):
+        FinetuneConfig(**cfg)
+
+
+def test_layer_decay_needs_per_layer_split(tmp_path):
+    task = _task(FinetuneConfig(backbone_lr=2e-5, head_lr=5e-3, layer_decay=0.9), per_layer=False)
+    with pytest.raises(ConfigError, match="ToyEncoder has none"):
+        task.param_groups()
+
+
+def test_step_scheduler_config():
+    with pytest.raises(ConfigError, match="warmup_epochs must be 0 with train.scheduler step"):
+        TrainConfig(scheduler="step", warmup_epochs=1)
+    with pytest.raises(ConfigError, match="cosine or step"):
+        TrainConfig(scheduler="linear")
+
+
+def _dataset(tmp_path: Path, n: int = 8):
+    from sslspk.train.dataset import CropDataset, ViewSpec
+
+    d = tmp_path / "data"
+    d.mkdir(parents=True)
+    wavs = {f"u{i}": write_wav(tmp_path / f"w{i}.wav", 0.5, freq=150 + 200 * (i % 2), seed=i) for i in range(n)}
+    (d / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wavs.items()))
+    (d / "utt2spk").write_text("".join(f"{u} s{i % 2}\n" for i, u in enumerate(wavs)))
+    ds = CropDataset(d, [ViewSpec(seconds=0.1, count=1, augment=False)], 16000)
+    ds.labels = np.arange(n) % 2
+    return ds
+
+
+def _fit(tmp_path: Path, task: SupervisedTask, name: str, **train) -> Path:
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 4, "num_workers": 0, "optimizer": "adamw", "lr": 1e-3,
+                         "device": "cpu", "amp": False, "average_last": 3, "grad_clip": None, **train})
+    Trainer(cfg, tmp_path / name).fit(task, _dataset(tmp_path / f"{name}_data"))
+    return tmp_path / name
+
+
+def test_step_decay_per_epoch_for_every_group(tmp_path):
+    """scheduler step: epoch e (0-based) trains every group at its own peak LR x lr_decay**e, from the first step."""
+    task = _task(FinetuneConfig(backbone_lr=2e-5, head_lr=5e-3))
+    exp = _fit(tmp_path, task, "exp", scheduler="step", lr_decay=0.5, warmup_epochs=0)
+    for e in range(3):   # the checkpoint of epoch e+1 holds the LRs its last step used
+        groups = torch.load(exp / "checkpoints" / f"epoch_{e + 1}.pt", weights_only=False)["optimizer"]["param_groups"]
+        assert sorted({round(g["lr"], 12) for g in groups}) == [round(2e-5 * 0.5 ** e, 12), round(5e-3 * 0.5 ** e, 12)]
+
+
+def test_l2_to_init_gradient_matches_closed_form():
+    """On a 2-tensor toy: the gradient of task/sg(task) + w R/(sg(R)+eps), R = sum_k ||a_k - a0_k||,
+    equals grad(task)/task + w u_k/(R+eps) (u_k the unit vector from a0_k to a_k), with the value 1 + w R/(R+eps)."""
+    torch.manual_seed(0)
+    a = [nn.Parameter(torch.randn(3)), nn.Parameter(torch.randn(2, 2))]
+    init = [torch.randn(3), torch.randn(2, 2)]
+    task_loss = (a[0] ** 2).sum() * (a[1].sum() ** 2) + 1.0
+    w = 0.01
+    loss, dist = l2_to_init_loss(task_loss, a, init, w)
+    loss.backward()
+    with torch.no_grad():
+        norms = [float(torch.sqrt(((x - x0) ** 2).sum())) for x, x0 in zip(a, init)]
+        r = sum(norms)
+        t = float((a[0] ** 2).sum() * (a[1].sum() ** 2) + 1.0)
+        g_task = [2 * a[0] * a[1].sum() ** 2, torch.full((2, 2), float(2 * (a[0] ** 2).sum() * a[1].sum()))]
+        for x, x0, n, gt in zip(a, init, norms, g_task):
+            np.testing.assert_allclose(x.grad.numpy(), (gt / t + w * (x - x0) / n / (r + 1e-5)).numpy(), rtol=1e-5)
+    assert float(dist) == pytest.approx(r, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(1 + w * r / (r + 1e-5), rel=1e-6)
+
+
+def test_l2_to_init_at_the_init_point_is_the_normalised_task_gradient():
+    """Where the weights equal the initial ones (the first step) the pull adds nothing (no NaN)."""
+    a = [nn.Parameter(torch.ones(3))]
+    task_loss = (a[0] * torch.tensor([1.0, 2.0, 3.0])).sum()
+    l2_to_init_loss(task_loss, a, [torch.ones(3)], 0.01)[0].backward()
+    np.testing.assert_allclose(a[0].grad.numpy(), [1 / 6, 2 / 6, 3 / 6], rtol=1e-6)
+
+
+def test_l2_to_init_keeps_training_closer_to_the_init(tmp_path):
+    """The same run with finetune.l2_to_init ends nearer to the initial backbone than without it;
+    the pull uses the weights the backbone was built with (the snapshot), not the current ones."""
+    def distance(task: SupervisedTask) -> float:
+        init = ToyEncoder().backbone_parameters()
+        return sum(float((p - p0).norm()) for p, p0 in zip(task.encoder.backbone_parameters(), init))
+
+    free = _task(FinetuneConfig(backbone_lr=1e-2, head_lr=1e-2))
+    _fit(tmp_path, free, "free", epochs=4)
+    pulled = _task(FinetuneConfig(backbone_lr=1e-2, head_lr=1e-2, l2_to_init=5.0))
+    _fit(tmp_path, pulled, "pulled", epochs=4)
+    assert 0 < distance(pulled) < 0.8 * distance(free), (distance(pulled), distance(free))
+    assert all(torch.equal(p0, q) for p0, q in zip(pulled.pretrained, ToyEncoder().backbone_parameters()))
