@@ -14,7 +14,9 @@
 #   3  embeddings of the training data -> k-means (--num-clusters) -> AHC (--ahc-clusters)
 #      -> pseudo speakers <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf: WavLM Base+ by default) -> <exp>/pl_iter1
-#   5  iterations 2..num_iters of stages 3-4
+#   5  iterations 2..num_iters of stages 3-4, each fine-tuning the pretrained WavLM again (--retrain-from
+#      initial) on its new pseudo-labels; then large-margin fine-tuning of the last iteration's model
+#      on its pseudo-labels (--lmft-conf: margin 0.5, 6-s crops, 5 epochs)   -> <exp>/lmft
 #   6  evaluation of every system on Vox1-O (cosine, AS-norm, calibration) and Vox1-E/H (cosine,
 #      AS-norm) -> <exp>/results.md, <exp>/iterations.md, DET plots <exp>/det_{test,vox1_E,vox1_H}.png
 #
@@ -46,6 +48,8 @@ baseline_conf=            # no non-learned baseline at this scale
 ssl_conf=conf/ssl_dino_ecapa1024.yaml        # stage 2
 pseudo_conf=conf/pseudo_wavlm_base_plus.yaml # stages 4-5
 init_from_ssl=false       # WavLM starts from its pretrained weights (true for conf/pseudo_ecapa.yaml)
+retrain_from=initial      # each iteration fine-tunes the pretrained WavLM again: theolepage/wavlm_ssl_sv:README.md (Iterative process: new save_path, no initial_model)
+lmft_conf=conf/pseudo_wavlm_base_plus_lmft.yaml  # stage 5's last step: theolepage/wavlm_ssl_sv:README.md (Step 4); '' for none
 num_clusters=50000        # k-means clusters (Miara, Lepage, Dehak 2024)
 ahc_clusters=7500         # AHC of the k-means centroids down to this many (Miara, Lepage, Dehak 2024)
 eval_untrained=false      # a random encoder is not worth a Vox1-E/H extraction
@@ -54,6 +58,7 @@ cohort_size=20000         # stage 6: training utterances for score normalisation
 adjust_options() {  # --tiny true overrides the configs and sizes set above or on the command line
   [ "$tiny" = true ] || return 0
   ssl_conf=conf/tiny/ssl_dino_ecapa.yaml; pseudo_conf=conf/tiny/pseudo_wavlm.yaml
+  [ -z "$lmft_conf" ] || lmft_conf=conf/tiny/pseudo_wavlm_lmft.yaml
   num_clusters=4; ahc_clusters=3; min_cluster_size=1; cohort_size=8; asnorm_top_n=5
 }
 
