@@ -161,9 +161,12 @@ class SupervisedTask(TrainTask):
         self.register_buffer("last_conf", torch.zeros(num_utts))
         # finetune.l2_to_init: the backbone's weights to pull towards (a plain list, neither saved in
         # checkpoints nor broadcast by DDP: a resumed run takes them again from the built model).
-        self.pretrained = None
+        self.pretrained: list[torch.Tensor] | None = None
         if finetune.l2_to_init > 0:
             self.pretrained = pretrained if pretrained is not None else backbone_snapshot(encoder)
+            self.pulled = backbone_and_head(encoder)[0]
+            if [p.shape for p in self.pulled] != [p.shape for p in self.pretrained]:
+                raise ValueError("finetune.l2_to_init: the snapshot does not match the backbone's parameters")
 
     def param_groups(self) -> list[dict[str, Any]]:
         return finetune_param_groups(self.encoder, self.classifier, self.finetune)
@@ -172,10 +175,10 @@ class SupervisedTask(TrainTask):
         """``loss`` with finetune.l2_to_init's pull (:func:`l2_to_init_loss`); logs the task loss and distance."""
         if self.pretrained is None:
             return loss
-        params = backbone_and_head(self.encoder)[0]
-        if self.pretrained[0].device != params[0].device:
-            self.pretrained = [t.to(params[0].device) for t in self.pretrained]
-        total, dist = l2_to_init_loss(loss, params, self.pretrained, self.finetune.l2_to_init)
+        device = self.pulled[0].device
+        if self.pretrained[0].device != device:
+            self.pretrained = [t.to(device) for t in self.pretrained]
+        total, dist = l2_to_init_loss(loss, self.pulled, self.pretrained, self.finetune.l2_to_init)
         logs.update(task_loss=float(loss.detach()), l2_to_init=float(dist))
         return total
 

@@ -179,3 +179,43 @@ def test_l2_to_init_keeps_training_closer_to_the_init(tmp_path):
     _fit(tmp_path, pulled, "pulled", epochs=4)
     assert 0 < distance(pulled) < 0.8 * distance(free), (distance(pulled), distance(free))
     assert all(torch.equal(p0, q) for p0, q in zip(pulled.pretrained, ToyEncoder().backbone_parameters()))
+
+
+def test_init_run_pulls_towards_the_built_weights_and_carries_the_classes(tmp_path, capsys):
+    """train_pseudo.py --init A with l2_to_init: the pull is towards the weights the model block builds
+    (model.pretrained), not towards A's (the logged distance is A's from them); classifier_from_init
+    starts the classes at those of A's last checkpoint, and refuses another class count."""
+    import yaml
+    from test_train import TINY_MODEL, make_data
+
+    from sslspk.experiment import load_classifier_from_init, train_from_config
+    from sslspk.models import build_model, with_sample_rate
+
+    data = make_data(tmp_path / "data", n_spk=3, n_utt=4)
+    base = {"sample_rate": 16000, "data": {"views": [{"seconds": 0.5, "count": 1}], "augment": None},
+            "loss": {"margin": 0.2, "scale": 16},
+            "train": {"epochs": 2, "batch_size": 4, "num_workers": 0, "optimizer": "adamw", "lr": 0.01,
+                      "warmup_epochs": 0, "device": "cpu"}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**base, "model": TINY_MODEL}))
+    train_from_config(tmp_path / "a.yaml", data, tmp_path / "a", kind="pseudo")
+    b = {**base, "finetune": {"l2_to_init": 0.01, "classifier_from_init": True},
+         "train": {**base["train"], "epochs": 1, "lr": 1e-9, "scheduler": "step"}}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(b))
+    train_from_config(tmp_path / "b.yaml", data, tmp_path / "b", kind="pseudo", init=tmp_path / "a")
+    assert "classifier: 3 classes from" in capsys.readouterr().out
+    torch.manual_seed(0)   # train.seed: the weights the model block builds
+    built = build_model(with_sample_rate(TINY_MODEL, 16000, "test"))
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["model"]
+    want = sum(float((a[k] - v.detach()).norm()) for k, v in built.state_dict(keep_vars=True).items()
+               if isinstance(v, nn.Parameter))
+    line = [s for s in (tmp_path / "b" / "train.log").read_text().splitlines() if "l2_to_init=" in s][-1]
+    got = float(line.split("l2_to_init=")[1].split()[0])
+    assert want > 0.1 and got == pytest.approx(want, rel=2e-3), (got, want)
+    # The classes B started from are A's last checkpoint's.
+    task = SupervisedTask(build_model(TINY_MODEL), 3, 12, LossConfig(), FinetuneConfig())
+    load_classifier_from_init(task, tmp_path / "a", "b.yaml")
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "epoch_2.pt", weights_only=False)["task"]
+    assert torch.equal(task.classifier.weight.detach(), ckpt["classifier.weight"])
+    with pytest.raises(ConfigError, match="does not fit this training's"):
+        load_classifier_from_init(SupervisedTask(build_model(TINY_MODEL), 4, 12, LossConfig(), FinetuneConfig()),
+                                  tmp_path / "a", "b.yaml")

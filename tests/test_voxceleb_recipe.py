@@ -120,7 +120,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     # Stage 6 normalises with a seeded subset of the training data (--cohort-size, 8 with --tiny).
     assert len(read_kv(data / "voxceleb" / "cohort" / "utt2spk")) == 8
 
-    for sys_dir in ("ssl", "pl_iter1", "pl_iter2"):
+    for sys_dir in ("ssl", "pl_iter1", "pl_iter2", "lmft"):   # lmft: stage 5's large-margin fine-tuning
         res = json.loads((exp / sys_dir / "results.json").read_text())
         assert {"test", "test_asnorm", "test_asnorm_eval_cal", "vox1_E", "vox1_E_asnorm", "vox1_H",
                 "vox1_H_asnorm"} <= set(res), (sys_dir, sorted(res))
@@ -129,6 +129,9 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
         assert len(emb) == 20
     assert (exp / "pl_iter1" / "data" / "utt2spk").exists() and (exp / "pl_iter2" / "data" / "utt2spk").exists()
     assert json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())["num_clusters"] <= 3
+    lmft = yaml.safe_load((exp / "lmft" / "config.yaml").read_text())
+    assert lmft["init"] == "exp/voxceleb/pl_iter2" and lmft["loss"]["margin"] == 0.5
+    assert "| lmft |" in (exp / "results.md").read_text()
     model = yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]
     assert model["type"] == "wavlm" and model["pretrained"] == "data/tiny_wavlm"
     assert (d / "data" / "tiny_wavlm" / "config.json").exists()
