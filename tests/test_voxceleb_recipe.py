@@ -131,7 +131,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     assert json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())["num_clusters"] <= 3
     lmft = yaml.safe_load((exp / "lmft" / "config.yaml").read_text())
     assert lmft["init"] == "exp/voxceleb/pl_iter2" and lmft["loss"]["margin"] == 0.5
-    assert "| lmft |" in (exp / "results.md").read_text()
+    assert "| exp/voxceleb/lmft |" in (exp / "results.md").read_text()
     model = yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]
     assert model["type"] == "wavlm" and model["pretrained"] == "data/tiny_wavlm"
     assert (d / "data" / "tiny_wavlm" / "config.json").exists()
