@@ -219,3 +219,20 @@ def test_init_run_pulls_towards_the_built_weights_and_carries_the_classes(tmp_pa
     with pytest.raises(ConfigError, match="does not fit this training's"):
         load_classifier_from_init(SupervisedTask(build_model(TINY_MODEL), 4, 12, LossConfig(), FinetuneConfig()),
                                   tmp_path / "a", "b.yaml")
+
+
+def test_resumed_run_pulls_towards_the_built_weights(tmp_path):
+    """A run with l2_to_init stopped after epoch 1 and resumed ends with the weights of the uninterrupted run:
+    the resumed task pulls towards the weights it was built with, not towards the checkpoint it loads."""
+    cfg = FinetuneConfig(backbone_lr=1e-2, head_lr=1e-2, l2_to_init=0.5)
+    whole = _task(cfg)
+    _fit(tmp_path, whole, "whole", epochs=3, scheduler="step", warmup_epochs=0)
+    first = _task(cfg)
+    _fit(tmp_path, first, "split", epochs=1, scheduler="step", warmup_epochs=0)
+    resumed = _task(cfg)
+    Trainer(TrainConfig(epochs=3, batch_size=4, num_workers=0, optimizer="adamw", lr=1e-3, device="cpu", amp=False,
+                        average_last=3, grad_clip=None, scheduler="step", warmup_epochs=0),
+            tmp_path / "split").fit(resumed, _dataset(tmp_path / "split_data2"))
+    for p, q in zip(whole.encoder.parameters(), resumed.encoder.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(whole.encoder.layers[0].weight, first.encoder.layers[0].weight)
