@@ -23,7 +23,8 @@
 # Examples:
 #   ./run.sh --raw-dir /data/voxceleb_raw --download true      # everything, downloading first
 #   ./run.sh --raw-dir /data/voxceleb_raw --stage 1            # archives already unpacked there
-#   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
+#   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --retrain-from previous \
+#     --lmft-conf '' --exp exp/ecapa_pl      # ECAPA iterations chained as before, no WavLM LMFT step
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
 #   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
