@@ -131,6 +131,21 @@ def test_deterministic_and_probability(sources):
     np.testing.assert_array_equal(identity(x, np.random.default_rng(0)), x)
 
 
+def test_babble_snr_per_source(sources):
+    """snr_per_source: k sources each at the drawn SNR relative to the view (uncorrelated: the sum is
+    10 log10(k) dB louder); by default their equal-power sum is at the drawn SNR."""
+    x = _view(1.0)
+    for per_source in (True, False):
+        aug = Augmenter.from_config({"prob": 1.0, "babble": {"source": str(sources["babble"]), "snr": [13, 13],
+                                                             "num_speakers": [3, 5], "snr_per_source": per_source}}, SR)
+        for seed in range(6):
+            y, info = aug.apply(x, np.random.default_rng(seed))
+            k = len(info["sources"])
+            want = 13 - 10 * np.log10(k) if per_source else 13.0
+            assert abs(_snr(x, y) - want) < 0.6, (per_source, k, _snr(x, y))
+            assert info["snr_db"] == ([13.0] * k if per_source else 13.0)
+
+
 def test_reverb_drawn_among_the_additive_categories(sources):
     """reverb.weight: each augmented view gets one effect, reverb or an additive category, drawn by weight
     (voxceleb_trainer's scheme: clean, reverb, music, babble, noise, music again, each 1/6)."""

@@ -40,6 +40,8 @@ class AdditiveConfig:
     snr: list[float] = field(default_factory=lambda: [0.0, 15.0])  # dB range
     weight: float = 1.0  # relative probability of this category
     num_speakers: list[int] = field(default_factory=lambda: [1, 1])  # sources summed (babble: 3-7)
+    snr_per_source: bool = False  # true: each source at its own SNR drawn from ``snr`` relative to the view, then
+                                  # summed (voxceleb_trainer's babble); false: their equal-power sum at one SNR
 
 
 @dataclass
@@ -283,14 +285,19 @@ class Augmenter:
             a, src = self.additive[name]
             k = int(rng.integers(a.num_speakers[0], a.num_speakers[1] + 1))
             picks = rng.choice(len(src), size=k, replace=k > len(src))
-            noise = np.zeros(n)
-            for i in picks:
-                seg = src.segment(int(i), n, rng).astype(np.float64)
-                p = float(np.mean(seg ** 2))
-                noise += seg / np.sqrt(p) if p > 0 else seg
-            snr = float(rng.uniform(a.snr[0], a.snr[1]))
-            x = mix_at_snr(x, noise, snr)
-            info.update(additive=name, snr_db=snr, sources=[src.id(int(i)) for i in picks])
+            segs = [src.segment(int(i), n, rng).astype(np.float64) for i in picks]
+            if a.snr_per_source:
+                snrs = [float(rng.uniform(a.snr[0], a.snr[1])) for _ in segs]
+                x = x + sum(mix_at_snr(x, seg, snr) - x for seg, snr in zip(segs, snrs))
+                info.update(additive=name, snr_db=snrs, sources=[src.id(int(i)) for i in picks])
+            else:
+                noise = np.zeros(n)
+                for seg in segs:
+                    p = float(np.mean(seg ** 2))
+                    noise += seg / np.sqrt(p) if p > 0 else seg
+                snr = float(rng.uniform(a.snr[0], a.snr[1]))
+                x = mix_at_snr(x, noise, snr)
+                info.update(additive=name, snr_db=snr, sources=[src.id(int(i)) for i in picks])
         if self.volume is not None:
             gain = float(rng.uniform(*self.volume))
             x = x * 10.0 ** (gain / 20.0)
