@@ -171,7 +171,7 @@ def test_l2_to_init_keeps_training_closer_to_the_init(tmp_path):
     the pull uses the weights the backbone was built with (the snapshot), not the current ones."""
     def distance(task: SupervisedTask) -> float:
         init = ToyEncoder().backbone_parameters()
-        return sum(float((p - p0).norm()) for p, p0 in zip(task.encoder.backbone_parameters(), init))
+        return sum(float((p - p0).detach().norm()) for p, p0 in zip(task.encoder.backbone_parameters(), init))
 
     free = _task(FinetuneConfig(backbone_lr=1e-2, head_lr=1e-2))
     _fit(tmp_path, free, "free", epochs=4)
@@ -236,3 +236,45 @@ def test_resumed_run_pulls_towards_the_built_weights(tmp_path):
     for p, q in zip(whole.encoder.parameters(), resumed.encoder.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(whole.encoder.layers[0].weight, first.encoder.layers[0].weight)
+
+
+def test_speaker_distinct_sampler():
+    """At most max_per_speaker utterances of a speaker per epoch, never a speaker twice in a (global) batch,
+    whole batches only; a new order every epoch; the processes take equal disjoint contiguous shares."""
+    from sslspk.train.sampler import SpeakerDistinctSampler, speaker_distinct_order
+
+    labels = np.repeat(np.arange(6), [30, 3, 5, 8, 2, 12])
+    order = speaker_distinct_order(labels, batch=4, max_per_speaker=6, seed=1)
+    assert len(order) % 4 == 0 and len(order) == len(set(order)) and len(order) >= 12
+    for b in range(0, len(order), 4):
+        assert len(set(labels[order[b:b + 4]])) == 4
+    counts = np.bincount(labels[order], minlength=6)
+    assert counts.max() <= 6 and counts[0] >= 1
+    assert order != speaker_distinct_order(labels, batch=4, max_per_speaker=6, seed=2)
+    assert order == speaker_distinct_order(labels, batch=4, max_per_speaker=6, seed=1)
+    two = speaker_distinct_order(labels, batch=2, max_per_speaker=6, seed=1, world=2)   # 2 processes x 2
+    assert len(two) % 4 == 0 and all(labels[two[b]] != labels[two[b + 1]] for b in range(0, len(two), 2))
+    shares = [SpeakerDistinctSampler(labels, 2, 6, rank, 2, seed=1) for rank in range(2)]
+    assert list(shares[0]) + list(shares[1]) == two and len(shares[0]) == len(shares[1])
+    shares[0].set_epoch(1)
+    assert list(shares[0]) == speaker_distinct_order(labels, 2, 6, seed=2, world=2)[:len(shares[0])]
+    with pytest.raises(ConfigError, match="speaker_distinct"):
+        TrainConfig(sampler="per_speaker")
+
+
+def test_trainer_batches_with_the_speaker_distinct_sampler(tmp_path):
+    """train.sampler speaker_distinct reaches the trainer's batches: no speaker twice in one."""
+    seen: list[list[int]] = []
+
+    class Recording(SupervisedTask):
+        def forward(self, batch, epoch):
+            seen.append(batch["label"].tolist())
+            return super().forward(batch, epoch)
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    task = Recording(ToyEncoder(), 3, 8, LossConfig(), FinetuneConfig(), labels=labels)
+    ds = _dataset(tmp_path / "d")
+    ds.labels = labels.copy()
+    Trainer(TrainConfig(epochs=2, batch_size=3, num_workers=0, optimizer="adamw", lr=1e-3, device="cpu", amp=False,
+                        sampler="speaker_distinct", max_per_speaker=2), tmp_path / "exp").fit(task, ds)
+    assert seen and all(len(set(b)) == 3 for b in seen), seen

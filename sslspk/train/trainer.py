@@ -62,6 +62,9 @@ class TrainConfig:
     log_every: int = 10             # steps between TensorBoard points
     nan_policy: str = "stop"        # stop | skip (with a count): what a non-finite loss or gradient does
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, quick runs)
+    sampler: str = "random"         # random: every utterance once per epoch; speaker_distinct (labelled data): at
+                                    # most max_per_speaker per speaker, no speaker twice in a batch (train/sampler.py)
+    max_per_speaker: int = 500      # speaker_distinct only
 
     def __post_init__(self) -> None:
         from sslspk.utils.config import ConfigError
@@ -75,6 +78,9 @@ class TrainConfig:
                               f"got {self.warmup_epochs}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.sampler not in ("random", "speaker_distinct") or self.max_per_speaker < 1:
+            raise ConfigError(f"train.sampler must be random or speaker_distinct and train.max_per_speaker >= 1, "
+                              f"got {self.sampler!r}, {self.max_per_speaker}")
         if self.nan_policy not in ("stop", "skip"):
             raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
         if min(self.epochs, self.batch_size, self.average_last, self.loader_threads) < 1:
@@ -257,11 +263,20 @@ class Trainer:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
         self.dataset = dataset
-        sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
+        if cfg.sampler == "speaker_distinct":
+            from sslspk.train.sampler import SpeakerDistinctSampler
+
+            if getattr(dataset, "labels", None) is None:
+                raise TrainingError("train.sampler speaker_distinct needs labelled data (pseudo-label training)")
+            sampler = SpeakerDistinctSampler(dataset.labels, cfg.batch_size, cfg.max_per_speaker, self.rank,
+                                             self.world, cfg.seed)
+        else:
+            sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                         seed=cfg.seed, drop_last=True)
         if len(sampler) < cfg.batch_size:
+            what = " of distinct speakers (train.sampler)" if cfg.sampler == "speaker_distinct" else ""
             raise TrainingError(f"{len(dataset)} utterances over {self.world} process(es) cannot fill one "
-                                f"batch of {cfg.batch_size}: lower train.batch_size")
+                                f"batch{what} of {cfg.batch_size}: lower train.batch_size")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
         task = task.to(self.device)
