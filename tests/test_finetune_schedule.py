@@ -166,6 +166,16 @@ def test_l2_to_init_at_the_init_point_is_the_normalised_task_gradient():
     np.testing.assert_allclose(a[0].grad.numpy(), [1 / 6, 2 / 6, 3 / 6], rtol=1e-6)
 
 
+def test_l2_to_init_with_no_sample_kept_is_the_pull_alone():
+    """A batch whose task loss is 0 (every sample left out) gets the pull's gradient only, no NaN."""
+    a = [nn.Parameter(torch.tensor([3.0, 4.0]))]
+    task_loss = (a[0] * 0.0).sum()
+    loss, _ = l2_to_init_loss(task_loss, a, [torch.zeros(2)], 0.01)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.01 * 5 / (5 + 1e-5))
+    np.testing.assert_allclose(a[0].grad.numpy(), 0.01 * np.array([0.6, 0.8]) / (5 + 1e-5), rtol=1e-6)
+
+
 def test_l2_to_init_keeps_training_closer_to_the_init(tmp_path):
     """The same run with finetune.l2_to_init ends nearer to the initial backbone than without it;
     the pull uses the weights the backbone was built with (the snapshot), not the current ones."""
