@@ -21,6 +21,9 @@ GPU_BATCH_SIZE = 64   # default utterances per forward pass on a GPU (one at a t
 #: what a data dir's embeddings depend on: files of the model dir, then of the data dir (see inputs_digest)
 MODEL_FILES = ("config.yaml", "model.pt")
 DATA_FILES = ("wav.scp", "utt2spk", "segments")
+#: test-time segment length: 400 frames x 160 + 240 samples at 16 kHz (theolepage/wavlm_ssl_sv:DatasetLoader.py
+#: loadWAV ``max_audio``, with configs/wavlm_mhfa_dlg_lc.yaml ``eval_frames: 400``)
+SEGMENT_SECONDS = 4.015
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,44 @@ def default_batch_size(device: str) -> int:
     return 1 if device == "cpu" else GPU_BATCH_SIZE
 
 
-def inputs_digest(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> str:
+def inputs_digest(model_dir: str | os.PathLike, data_dir: str | os.PathLike, options: str = "") -> str:
     """SHA-256 naming the inputs of a data dir's embeddings: the model dir's :data:`MODEL_FILES` and
     the data dir's :data:`DATA_FILES` (one line per file, its SHA-256 or ``-`` when absent, hashed
-    again; ``steps/extract_embeddings.sh`` computes the same with ``sha256sum``)."""
+    again; ``steps/extract_embeddings.sh`` computes the same with ``sha256sum``), followed by
+    ``options`` (see :func:`extraction_options`) when they are not empty."""
     from sslspk.utils.fileio import files_digest
 
-    return files_digest([Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES])
+    digest = files_digest([Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES])
+    return f"{digest} {options}" if options else digest
+
+
+def extraction_options(segments: int = 0, segment_seconds: float = SEGMENT_SECONDS,
+                       max_seconds: float | None = None) -> str:
+    """The extraction options that change the embeddings, as recorded beside them (empty for the
+    default whole-utterance embeddings; ``steps/extract_embeddings.sh`` writes the same with ``printf %g``)."""
+    if segments:
+        return f"segments={segments} segment_seconds={segment_seconds:g}"
+    return f"max_seconds={max_seconds:g}" if max_seconds is not None else ""
+
+
+def segment_windows(num_samples: int, num_segments: int, segment_samples: int) -> tuple[np.ndarray, int]:
+    """Start samples of ``num_segments`` evenly spaced windows of ``segment_samples`` over an utterance
+    of ``num_samples``, and the length it is wrap-padded to first (the authors' test-time windows,
+    theolepage/wavlm_ssl_sv:DatasetLoader.py ``loadWAV`` with ``evalmode``): an utterance no longer
+    than a window is repeated up to ``segment_samples + 1`` samples; the starts are
+    ``linspace(0, length - segment_samples, num_segments)`` truncated to integers."""
+    if num_segments < 1 or segment_samples < 1:
+        raise InputError(f"need at least one segment of at least one sample, got {num_segments} x {segment_samples}")
+    length = num_samples if num_samples > segment_samples else segment_samples + 1
+    return np.linspace(0, length - segment_samples, num=num_segments).astype(np.int64), length
+
+
+def utterance_segments(wav: np.ndarray, num_segments: int, segment_samples: int) -> np.ndarray:
+    """The ``[num_segments, segment_samples]`` windows of :func:`segment_windows` cut from ``wav``."""
+    starts, length = segment_windows(len(wav), num_segments, segment_samples)
+    if length > len(wav):
+        wav = np.pad(wav, (0, length - len(wav)), mode="wrap")
+    return np.stack([wav[s:s + segment_samples] for s in starts])
 
 
 def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -118,14 +152,19 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
 
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
                    progress: bool = True, batch_size: int = 1, channel: str = "mix",
-                   shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[str, np.ndarray]]:
+                   shard: tuple[int, int] = (0, 1), max_seconds: float | None = None,
+                   segments: int = 0, segment_seconds: float = SEGMENT_SECONDS) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(utt, embedding)`` for every utterance of a data dir in its order (segments honoured).
 
     ``channel``: ``mix`` or ``first`` channel of multi-channel audio (the model config's ``data.channel``).
     ``shard=(i, n)``: only the utterances at positions ``i, i + n, i + 2n, ...`` (e.g. one DDP rank's part).
+    ``max_seconds``: embed only the first ``max_seconds`` of each utterance (None: all of it).
+    ``segments`` > 0: yield instead the ``[segments, D]`` embeddings of the :func:`utterance_segments`
+    windows of ``segment_seconds`` (of the whole utterance, ``max_seconds`` not applying).
 
     With ``batch_size`` > 1, :func:`embed_waveforms` embeds windows of ``8 x batch_size``
-    consecutive utterances, sorted by length within the window, ``batch_size`` at a time.
+    consecutive utterances (``batch_size // segments`` with segments), sorted by length within the window,
+    ``batch_size`` at a time.
     """
     import torch
     from tqdm import tqdm
@@ -136,9 +175,15 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index} of {count} does not exist")
+    if max_seconds is not None and (segments or max_seconds <= 0):
+        raise InputError(f"max_seconds={max_seconds} must be > 0 and applies to whole utterances, not segments")
+    segment_samples = round(segment_seconds * sample_rate)
     data = DataDir.load(data_dir)
     all_utts = data.utts[index::count]
-    window = 1 if batch_size == 1 else 8 * batch_size
+    if segments:
+        window = max(1, batch_size // segments)
+    else:
+        window = 1 if batch_size == 1 else 8 * batch_size
     with torch.inference_mode(), tqdm(total=len(all_utts), desc=f"embed {data_dir}", unit="utt",
                                       disable=not progress, mininterval=5) as bar:
         for start in range(0, len(all_utts), window):
@@ -147,6 +192,14 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
             names = [f"utt {utt!r} ({data.audio_entry(utt)[0]})" for utt in utts]
             for name, wav in zip(names, wavs):
                 check_length(len(wav), sample_rate, name)
-            yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate,
-                                                 names=names))
+            if segments:
+                pieces = [seg for wav in wavs for seg in utterance_segments(wav, segments, segment_samples)]
+                emb = embed_waveforms(model, pieces, device, batch_size, sample_rate=sample_rate,
+                                      names=[f"{name} segment {j}" for name in names for j in range(segments)])
+                yield from ((utt, np.stack(emb[i * segments:(i + 1) * segments])) for i, utt in enumerate(utts))
+            else:
+                if max_seconds is not None:
+                    wavs = [wav[:round(max_seconds * sample_rate)] for wav in wavs]
+                yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate,
+                                                     names=names))
             bar.update(len(utts))

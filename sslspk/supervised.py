@@ -29,6 +29,7 @@ class LossConfig:
     subcenters: int = 1
     margin_warmup_epochs: tuple[int, int] | None = None  # margin rises linearly 0 → margin between these epochs
     init_from_centroids: bool = False  # class weights start at each class's mean embedding by the initial encoder
+    weight_init: str = "xavier_uniform"  # or xavier_normal (theolepage/wavlm_ssl_sv:loss/aamsoftmax.py)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.margin < math.pi / 2 or self.scale <= 0 or self.subcenters < 1:
@@ -37,6 +38,10 @@ class LossConfig:
         w = self.margin_warmup_epochs
         if w is not None and w[1] < w[0]:
             raise ConfigError(f"loss.margin_warmup_epochs: the end ({w[1]}) is before the start ({w[0]})")
+        from sslspk.losses.aam_softmax import WEIGHT_INITS
+
+        if self.weight_init not in WEIGHT_INITS:
+            raise ConfigError(f"loss.weight_init: must be one of {', '.join(WEIGHT_INITS)}, got {self.weight_init!r}")
 
 
 @dataclass
@@ -75,20 +80,42 @@ class FinetuneConfig:
                               f"got {self.layer_decay}, {self.l2_to_init}, {self.freeze_backbone_epochs}")
 
 
+DLG_MODES = ("online", "epoch")
+
+
 @dataclass
 class DLGLCConfig:
-    """``dlg_lc:`` block (Han et al. 2022; see sslspk.losses.dlg_lc)."""
+    """``dlg_lc:`` block (Han et al. 2022; see sslspk.losses.dlg_lc). Epochs are 0-based.
 
-    start_epoch: int = 1              # first epoch gated (losses of the previous one are needed)
-    correct_start_epoch: int | None = None  # first epoch with label correction (None: start_epoch); before it,
+    ``mode: online`` (default) is the authors' code: theolepage/wavlm_ssl_sv:trainSpeakerNet.py gates
+    from its (1-based) epoch 5 (``if it >= 5``: the GMM threshold of epoch 4's losses) and
+    theolepage/wavlm_ssl_sv:loss/aamsoftmax.py corrects from its epoch 9 (``if epoch <= 8``: gate
+    alone), on the clean crop's ``softmax(x·W / 0.1)`` above 0.5: 0-based ``start_epoch`` 4,
+    ``correct_start_epoch`` 8, ``temperature`` 0.1, ``threshold`` 0.5. ``mode: epoch`` is sslspk's
+    per-utterance gate of the previous epoch's losses (``min_posterior``; ``threshold`` then applies
+    to the softmax of the augmented crop's scaled cosines), kept for the recipes tuned with it.
+    """
+
+    mode: str = "online"
+    start_epoch: int = 4              # first epoch gated (losses of the previous one are needed)
+    correct_start_epoch: int | None = 8  # first epoch with label correction (None: start_epoch); before it,
                                       # unreliable samples are only dropped (the loss-gate alone)
-    threshold: float = 0.9            # relabel an unreliable sample when its prediction's posterior exceeds this
-    min_posterior: float = 0.5        # reliable when P(low-loss component) exceeds this
+    threshold: float = 0.5            # relabel a gated-out sample when its prediction's probability exceeds this
+    temperature: float = 0.1          # online: the clean crop's logits are divided by this before the softmax
+    min_posterior: float = 0.5        # epoch: reliable when P(low-loss component) exceeds this
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.min_posterior < 1.0:
-            raise ConfigError(f"dlg_lc: need 0 <= threshold <= 1 and 0 < min_posterior < 1, got threshold "
-                              f"{self.threshold}, min_posterior {self.min_posterior}")
+        if self.mode not in DLG_MODES:
+            raise ConfigError(f"dlg_lc.mode: must be one of {', '.join(DLG_MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.min_posterior < 1.0 or self.temperature <= 0:
+            raise ConfigError(f"dlg_lc: need 0 <= threshold <= 1, 0 < min_posterior < 1 and temperature > 0, got "
+                              f"threshold {self.threshold}, min_posterior {self.min_posterior}, "
+                              f"temperature {self.temperature}")
+
+    @property
+    def correct_from(self) -> int:
+        """First epoch with label correction."""
+        return self.start_epoch if self.correct_start_epoch is None else self.correct_start_epoch
 
 
 def backbone_and_head(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -153,7 +180,7 @@ class SupervisedTask(TrainTask):
 
         self.encoder = encoder
         self.classifier = AAMSoftmax(encoder.embedding_dim, num_classes, margin=loss.margin, scale=loss.scale,
-                                     subcenters=loss.subcenters)
+                                     subcenters=loss.subcenters, weight_init=loss.weight_init)
         self.loss_cfg, self.finetune, self.dlg_lc = loss, finetune, dlg_lc
         self.labels = labels            # the pseudo-labels as given (DLG-LC corrects from these each epoch)
         self.true_labels = true_labels  # only for diagnostics
@@ -161,6 +188,12 @@ class SupervisedTask(TrainTask):
         self.register_buffer("last_loss", torch.full((num_utts,), float("nan")))
         self.register_buffer("last_pred", torch.zeros(num_utts, dtype=torch.long))
         self.register_buffer("last_conf", torch.zeros(num_utts))
+        if dlg_lc is not None and dlg_lc.mode == "online":
+            # The online gate's log-loss threshold (inf: everything kept) and, per utterance, what this
+            # epoch's steps trained it on (-1: nothing) and whether the gate kept it (for the epoch's log).
+            self.register_buffer("dlg_log_threshold", torch.tensor(float("inf"), dtype=torch.float64))
+            self.register_buffer("step_label", torch.full((num_utts,), -1, dtype=torch.long))
+            self.register_buffer("step_kept", torch.zeros(num_utts, dtype=torch.bool))
         # finetune.l2_to_init: the backbone's weights to pull towards (a plain list, neither saved in
         # checkpoints nor broadcast by DDP: a resumed run takes them again from the built model).
         self.pretrained: list[torch.Tensor] | None = None
@@ -192,24 +225,75 @@ class SupervisedTask(TrainTask):
             frac = min(1.0, max(0.0, (epoch - a) / max(1, b - a)))
             self.classifier.set_margin(self.loss_cfg.margin * frac)
             logs["margin"] = self.loss_cfg.margin * frac
-        if self.dlg_lc is not None and epoch >= self.dlg_lc.start_epoch:
-            from sslspk.losses.dlg_lc import gate_and_correct
-
-            correct_from = self.dlg_lc.correct_start_epoch
-            correct = correct_from is None or epoch >= correct_from
-            res = gate_and_correct(self.last_loss.cpu().numpy(), self.last_pred.cpu().numpy(),
-                                   self.last_conf.cpu().numpy(), self.labels,
-                                   self.dlg_lc.threshold if correct else 1.0, self.dlg_lc.min_posterior)
-            trainer.dataset.labels = res.labels
-            dlg = res.logs()
-            if self.true_labels is not None:
-                d = res.diagnostics(self.true_labels)
-                dlg.update({f"dlg_{k}": float(d[k]) for k in
-                            ("corrections", "correction_precision", "accuracy_before", "accuracy_after")})
-            logs.update(dlg)
-            if trainer.is_main:
-                log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
+        if self.dlg_lc is not None and self.dlg_lc.mode == "online":
+            logs.update(self._online_gate_epoch_start(epoch, trainer))
+        elif self.dlg_lc is not None and epoch >= self.dlg_lc.start_epoch:
+            logs.update(self._epoch_gate(epoch, trainer))
         return logs
+
+    def _epoch_gate(self, epoch: int, trainer: Any) -> dict[str, float]:
+        """``mode: epoch``: this epoch's labels from the previous epoch's per-utterance losses."""
+        from sslspk.losses.dlg_lc import gate_and_correct
+
+        correct = epoch >= self.dlg_lc.correct_from
+        res = gate_and_correct(self.last_loss.cpu().numpy(), self.last_pred.cpu().numpy(),
+                               self.last_conf.cpu().numpy(), self.labels,
+                               self.dlg_lc.threshold if correct else 1.0, self.dlg_lc.min_posterior)
+        trainer.dataset.labels = res.labels
+        dlg = self._dlg_logs(res)
+        if trainer.is_main:
+            log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
+        return dlg
+
+    def _dlg_logs(self, res: Any) -> dict[str, float]:
+        """A gate result's scalars, with the correction diagnostics when the true speakers are known."""
+        dlg = res.logs()
+        if self.true_labels is not None:
+            d = res.diagnostics(self.true_labels)
+            dlg.update({f"dlg_{k}": float(d[k]) for k in
+                        ("corrections", "correction_precision", "accuracy_before", "accuracy_after")})
+        return dlg
+
+    def _online_gate_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
+        """``mode: online``: from ``start_epoch`` on, the gate's threshold from the previous epoch's
+        losses (kept as it was when :func:`~sslspk.losses.dlg_lc.gmm_threshold` finds none); then the
+        per-utterance records start afresh (so they hold this epoch's samples only); the loader adds the
+        clean crops from ``correct_start_epoch``."""
+        from sslspk.losses.dlg_lc import gmm_threshold
+
+        trainer.dataset.clean_views = epoch >= self.dlg_lc.correct_from
+        if epoch >= self.dlg_lc.start_epoch:
+            losses = self.last_loss.cpu().numpy()
+            found = gmm_threshold(np.log(losses[np.isfinite(losses) & (losses > 0)]))
+            if found is None:
+                log.warning(f"DLG-LC epoch {epoch + 1}: no single GMM crossing in the previous epoch's "
+                            f"log-losses; threshold kept at {float(self.dlg_log_threshold):.4g}")
+            else:
+                self.dlg_log_threshold.fill_(found)
+        self.last_loss.fill_(float("nan"))
+        self.step_label.fill_(-1)
+        self.step_kept.fill_(False)
+        return {}
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """``mode: online``, gated epochs: the gate threshold, the fractions kept/relabelled/dropped and,
+        with the true speakers, the corrections' precision, over the samples of the epoch."""
+        if self.dlg_lc is None or self.dlg_lc.mode != "online" or epoch < self.dlg_lc.start_epoch:
+            return {}
+        from sslspk.losses.dlg_lc import GateResult
+
+        given = np.asarray(self.labels)
+        seen = np.isfinite(self.last_loss.cpu().numpy())
+        kept = self.step_kept.cpu().numpy() & seen
+        trained = np.where(seen, self.step_label.cpu().numpy(), given)
+        relabelled = seen & ~kept & (trained >= 0)
+        res = GateResult(labels=trained, old_labels=given, reliable=kept | ~seen,
+                         corrected=relabelled & (trained != given), confirmed=relabelled & (trained == given),
+                         dropped=seen & (trained < 0), unseen=~seen, clean_posterior=kept.astype(float))
+        dlg = {"dlg_threshold": float(self.dlg_log_threshold), **self._dlg_logs(res)}
+        if not is_distributed() or torch.distributed.get_rank() == 0:
+            log.info(f"DLG-LC epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in dlg.items()))
+        return dlg
 
     def on_fit_start(self, trainer: Any) -> None:
         """With ``loss.init_from_centroids``: embed the training utterances with the initial encoder
@@ -262,8 +346,19 @@ class SupervisedTask(TrainTask):
                 p.grad = None
 
     def forward(self, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        labels = batch["label"]  # this epoch's labels: corrected by DLG-LC, -1 = left out
         emb = self.encoder(batch["views"][0][:, 0])
+        if self.dlg_lc is not None and self.dlg_lc.mode == "online":
+            loss, pred, labels = self._online_gated_loss(batch, emb, epoch)
+        else:
+            loss, pred, labels = self._epoch_gated_loss(batch, emb)
+        keep = labels >= 0
+        logs = {"accuracy": float(((pred == labels) & keep).sum() / keep.sum().clamp_min(1))}
+        return self.with_l2_to_init(loss, logs), logs
+
+    def _epoch_gated_loss(self, batch: dict, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss on this epoch's labels (``mode: epoch`` or no DLG-LC); records what the epoch gate needs.
+        Returns the loss, the predictions and the labels trained on (-1: left out)."""
+        labels = batch["label"]  # this epoch's labels: corrected by DLG-LC, -1 = left out
         given = torch.as_tensor(self.labels, device=labels.device)[batch["index"]]
         # DLG-LC gates on the loss against the given pseudo-label, whatever this epoch trains on.
         given_loss, logits = self.classifier(emb, given)
@@ -276,6 +371,31 @@ class SupervisedTask(TrainTask):
             self.last_loss[idx] = all_gather_cat(given_loss.detach().float())
             self.last_pred[idx] = all_gather_cat(pred)
             self.last_conf[idx] = all_gather_cat(conf)
-        loss = (per_sample * keep).sum() / keep.sum().clamp_min(1)
-        logs = {"accuracy": float(((pred == labels) & keep).sum() / keep.sum().clamp_min(1))}
-        return self.with_l2_to_init(loss, logs), logs
+        return (per_sample * keep).sum() / keep.sum().clamp_min(1), pred, labels
+
+    def _online_gated_loss(self, batch: dict, emb: torch.Tensor,
+                           epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mode: online``: the step's loss through :func:`~sslspk.losses.dlg_lc.online_gate_step`, the
+        label correction from the clean crops' logits computed without gradient (the authors' code
+        back-propagates none through them either: only their argmax and a detached mask are used)
+        and in train mode, as theirs. Records each sample's loss against its given label (for the next
+        epoch's threshold) and what it trained on. Returns the loss, the predictions, the labels trained on."""
+        from sslspk.losses.dlg_lc import online_gate_step
+
+        given = batch["label"]   # the given pseudo-labels: the online mode never relabels the dataset
+        loss, margin_logits, logits = self.classifier.forward_with_margin_logits(emb, given)
+        clean_logits = None
+        if epoch >= self.dlg_lc.correct_from:
+            with torch.no_grad():
+                clean_logits = self.classifier.linear_logits(self.encoder(batch["clean_views"][0][:, 0]))
+        gate_active = epoch >= self.dlg_lc.start_epoch
+        step = online_gate_step(loss, margin_logits, given,
+                                float(self.dlg_log_threshold) if gate_active else float("inf"),
+                                clean_logits, self.dlg_lc.temperature, self.dlg_lc.threshold)
+        with torch.no_grad():
+            idx = all_gather_cat(batch["index"])
+            recorded = torch.where(given >= 0, loss.detach().float(), torch.full_like(loss, float("nan")))
+            self.last_loss[idx] = all_gather_cat(recorded.float())
+            self.step_label[idx] = all_gather_cat(step.labels)
+            self.step_kept[idx] = all_gather_cat(step.kept.long()).bool()
+        return step.loss, logits.argmax(dim=1), step.labels

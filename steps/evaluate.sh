@@ -10,7 +10,10 @@
 # cohort. Rows of results.md: test (cosine after mean/variance normalisation), test_asnorm,
 # test_asnorm_dev / test_asnorm_eval (the trials split into two halves with disjoint test
 # speakers), test_asnorm_eval_cal (eval half after logistic calibration trained on the dev half);
-# each of --extra-trials adds rows <list name> and <list name>_asnorm.
+# each of --extra-trials adds rows <list name> and <list name>_asnorm. With --segments N, rows test_seg
+# and <list name>_seg: the authors' protocol (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList:
+# mean of the whole-utterance cosine and of the mean cosine over the N x N pairs of --segment-seconds
+# windows, no mean subtraction, no AS-norm).
 # Every step is skipped when its output is up to date (--force true redoes them all).
 set -euo pipefail
 
@@ -21,6 +24,9 @@ asnorm_cohort=utt      # AS-norm cohort: utt (cohort embeddings) or spk (their s
 asnorm_top_n=300       # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=0.5       # prior of the score calibration objective
 extra_trials=          # more trial lists on <test-data> (space-separated), scored with cosine and AS-norm
+max_seconds=           # test embeddings of the first S seconds of each utterance only (empty: all of it)
+segments=0             # > 0: also the rows *_seg of the authors' protocol with this many windows per test utterance
+segment_seconds=4.015  # their length (400 x 160 + 240 samples at 16 kHz, theolepage/wavlm_ssl_sv:DatasetLoader.py)
 force=false            # redo every step even if up to date (true|false)
 
 . utils/parse_options.sh
@@ -35,14 +41,17 @@ test_emb=$sys/embeddings/$(basename "$test_data")
 [ "$cohort_emb" != "$test_emb" ] || { echo "$0: the cohort and test data dirs have the same name $(basename "$test_data")" >&2; exit 1; }
 
 extract=(steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device "$device" --force $force)
-"${extract[@]}" $sys "$cohort_data" $cohort_emb
-"${extract[@]}" $sys "$test_data" $test_emb
+"${extract[@]}" $sys "$cohort_data" $cohort_emb   # whole (the cohort's dir may be the clustering's, stages 3 and 5)
+"${extract[@]}" --max-seconds "$max_seconds" --segments $segments --segment-seconds $segment_seconds \
+  $sys "$test_data" $test_emb
 emb=$test_emb/embeddings.scp
 norm=(--force $force --mean-scp $cohort_emb/embeddings.scp --var-norm true)
 asnorm=("${norm[@]}" --cohort-scp $cohort_emb/embeddings.scp --top-n $asnorm_top_n)
 [ "$asnorm_cohort" != spk ] || asnorm+=(--cohort-utt2spk "$cohort_data/utt2spk")
 steps/score.sh "${norm[@]}" $sys "$trials" $emb test
 steps/score.sh "${asnorm[@]}" $sys "$trials" $emb test_asnorm
+seg=(--force $force --segments-scp $test_emb/segments.scp)
+[ "$segments" -eq 0 ] || steps/score.sh "${seg[@]}" $sys "$trials" $emb test_seg
 split_source="$(cd "$(dirname "$trials")" && pwd)/$(basename "$trials") $(cksum < "$trials")"   # what the halves split
 if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ] \
    || [ "$(cat $sys/trials/source 2> /dev/null)" != "$split_source" ]; then
@@ -58,4 +67,5 @@ steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/tria
 for t in $extra_trials; do
   steps/score.sh "${norm[@]}" $sys "$t" $emb "$(basename "$t")"
   steps/score.sh "${asnorm[@]}" $sys "$t" $emb "$(basename "$t")_asnorm"
+  [ "$segments" -eq 0 ] || steps/score.sh "${seg[@]}" $sys "$t" $emb "$(basename "$t")_seg"
 done

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Score a trial list (cosine or AS-norm, optionally calibrated to LLRs) and compute EER/minDCF
+# Score a trial list (cosine, AS-norm or, with --segments-scp, the authors' protocol of whole-utterance
+# and segment embeddings; optionally calibrated to LLRs) and compute EER/minDCF
 # (+ Cllr/actDCF when calibrated) into <exp-dir>/results.{md,json}.
 #
 # Usage: steps/score.sh [options] <exp-dir> <trials> <embeddings.scp> <name>
@@ -16,6 +17,7 @@ var_norm=false # also divide by their per-dimension std (true|false)
 cohort_scp=    # AS-norm cohort (e.g. training embeddings or speaker means); empty = plain cosine
 cohort_utt2spk= # with --cohort-scp of utterances: use per-speaker means as the cohort
 top_n=300      # AS-norm: closest cohort entries (clipped to the cohort size)
+segments_scp=  # the authors' protocol with these segment embeddings (theolepage/wavlm_ssl_sv:SpeakerNet.py)
 calibration=   # calibration JSON (bin/calibrate.py train): scores become LLRs
 utt2dur=       # utt2dur file for a calibration with quality measures
 llr=false      # the scores are LLRs (report Cllr/actDCF); implied by --calibration
@@ -25,7 +27,8 @@ force=false    # rescore even if the score file exists (true|false)
 . utils/parse_options.sh
 
 if [ $# -ne 4 ]; then
-  echo "Usage: $0 [--mean-scp SCP [--var-norm true]] [--cohort-scp SCP [--top-n N]] [--calibration JSON]" >&2
+  echo "Usage: $0 [--mean-scp SCP [--var-norm true]] [--cohort-scp SCP [--top-n N]] [--segments-scp SCP]" >&2
+  echo "          [--calibration JSON]" >&2
   echo "          <exp-dir> <trials> <embeddings.scp> <name>" >&2
   exit 1
 fi
@@ -37,11 +40,12 @@ opts=()
 [ "$var_norm" != true ] || opts+=(--var-norm)
 [ -z "$cohort_scp" ] || opts+=(--cohort-scp "$cohort_scp" --top-n "$top_n")
 [ -z "$cohort_utt2spk" ] || opts+=(--cohort-utt2spk "$cohort_utt2spk")
+[ -z "$segments_scp" ] || opts+=(--segments-scp "$segments_scp")
 [ -z "$calibration" ] || opts+=(--calibration "$calibration")
 [ -z "$utt2dur" ] || opts+=(--utt2dur "$utt2dur")
 [ "$skip_missing" != true ] || opts+=(--skip-missing)
 newer=true   # are the scores newer than every input?
-for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $calibration $utt2dur; do
+for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $segments_scp $calibration $utt2dur; do
   [ "$scores" -nt "$f" ] || newer=false
 done
 # Rescore unless the scores are newer than their inputs and were made with the same options.

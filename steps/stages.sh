@@ -8,15 +8,16 @@
 #   0  data: the recipe's prepare_data
 #   1  lists: utt2dur of the train and test data dirs, validation, the trial lists exist
 #   2  SSL pretraining of the speaker encoder (--ssl-conf)                   -> <exp>/ssl
-#   3  embeddings of the training data (--init-embedder) -> k-means (--num-clusters) -> AHC
-#      (--ahc-clusters or --ahc-threshold) -> pseudo speakers               -> <exp>/pl_iter1/data
+#   3  embeddings of the training data (--init-embedder, or a file of them: --init-embeddings) -> k-means
+#      (--num-clusters) -> AHC (--ahc-clusters or --ahc-threshold) -> pseudo speakers -> <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
 #   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
 #      then, with --lmft-conf, large-margin fine-tuning of the last iteration's model on its
 #      pseudo-labels (the authors' last step; also with --num-iters 1)       -> <exp>/lmft
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
-#      (+ calibration) and of --extra-trials -> <exp>/<system>/results.md, <exp>/results.md,
+#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg)
+#      -> <exp>/<system>/results.md, <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
 
 stage=${stage-0}                  # first stage to run
@@ -34,16 +35,23 @@ ssl_conf=${ssl_conf-conf/ssl.yaml}          # stage 2
 pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stage 4, and stage 5 without --refine-conf
 refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a short fine-tuning of the previous model; default: --pseudo-conf
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
+init_embeddings=${init_embeddings-}     # or a torch.save file {<spk>/<video>/<file>.wav: tensor} (the authors' DINO embeddings): stage 3 clusters these
 init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
 retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (the last iteration's model) or initial (as iteration 1: --init-from-ssl's start, false: the config's pretrained model, new head and classes)
 lmft_conf=${lmft_conf-}                 # stage 5, last: large-margin fine-tuning config, from <exp>/pl_iter<num_iters> on its pseudo-labels -> <exp>/lmft (empty: none)
 num_iters=${num_iters-2}                # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
+# Clustering: the defaults are theolepage/wavlm_ssl_sv:pseudo_labeling.py's (cuML KMeans and sklearn
+# AgglomerativeClustering with their defaults); a recipe that differs sets its own values in run.sh.
 num_clusters=${num_clusters-0}          # k-means clusters; 0: no k-means, AHC of the utterances (small corpora)
+cluster_normalize=${cluster_normalize-none}  # none: cluster the raw embeddings (Euclidean); l2: unit-norm ones (cosine)
+kmeans_spherical=${kmeans_spherical-false}   # false: Euclidean k-means; true: centroids normalised each iteration
+kmeans_init=${kmeans_init-kmeans++}     # k-means seeding: kmeans++ (D^2 sampling; cuML's k-means|| approximates it) or random
+kmeans_iters=${kmeans_iters-300}        # k-means iterations at most (cuML's max_iter; both stop earlier once converged)
 ahc_clusters=${ahc_clusters-0}          # AHC of the k-means centroids (or utterances) down to this many clusters (0: none)
 ahc_threshold=${ahc_threshold-}         # ... or merge while the distance is below this (iteration 1; later ones: as many clusters)
-ahc_linkage=${ahc_linkage-average}      # average|complete|single (cosine distance) or ward (euclidean, of unit vectors)
+ahc_linkage=${ahc_linkage-ward}         # ward (euclidean, of the centroids as --cluster-normalize leaves them) or average|complete|single (cosine)
 standardize=${standardize-false}        # clustering: per-dimension mean/std normalisation of the embeddings first
-min_cluster_size=${min_cluster_size-2}  # smaller clusters are dropped
+min_cluster_size=${min_cluster_size-1}  # smaller clusters are dropped (1: every cluster is kept)
 true_speakers=${true_speakers-true}     # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
 oracle=${oracle-false}                  # stage 4 also trains on the true labels (supervised reference) -> <exp>/oracle
 eval_untrained=${eval_untrained-true}   # stage 6 also evaluates the SSL encoder's initial weights (<exp>/ssl_untrained)
@@ -52,6 +60,9 @@ cohort_size=${cohort_size-20000}        # stage 6: score normalisation and AS-no
 asnorm_cohort=${asnorm_cohort-utt}      # AS-norm cohort: utt (cohort embeddings) or spk (their true-speaker means)
 asnorm_top_n=${asnorm_top_n-300}        # AS-norm: closest cohort entries (clipped to the cohort size)
 cal_p_target=${cal_p_target-0.5}        # prior of the score calibration objective
+eval_max_seconds=${eval_max_seconds-}   # stage 6: test embeddings of the first S seconds of each utterance (empty: all)
+eval_segments=${eval_segments-0}        # stage 6: > 0 adds rows *_seg, the authors' protocol with this many windows per utterance
+eval_segment_seconds=${eval_segment_seconds-4.015}  # their length (theolepage/wavlm_ssl_sv:DatasetLoader.py)
 force=${force-false}                    # true: redo the finished steps of the stages run
 
 . utils/parse_options.sh
@@ -75,6 +86,12 @@ make_baseline() {  # (re)creates the baseline's model dir when new or when its c
     rm -rf $baseline && mkdir -p $baseline && cp "$baseline_conf" $baseline/config.yaml
   fi
 }
+import_init_embeddings() {  # --init-embeddings -> <exp>/init_embeddings/<train>/embeddings.scp (redone when older)
+  local emb=$exp/init_embeddings/$(basename "$train_data")
+  if [ "$force" = true ] || ! [ $emb/embeddings.scp -nt "$init_embeddings" ] || ! [ $emb/embeddings.scp -nt "$train_data/utt2spk" ]; then
+    import_embeddings.py "$init_embeddings" "$train_data" $emb
+  fi
+}
 cluster_iteration() {  # <iteration> <model dir whose embeddings of the training data are clustered>
   local emb=$2/embeddings/$(basename "$train_data") ahc=()
   [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
@@ -83,8 +100,10 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
     ahc+=(--ahc-clusters $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_clusters"])' \
       $exp/pl_iter1/clusters/clusters.json))
   fi
-  steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb
+  if [ $1 -eq 1 ] && [ -n "$init_embeddings" ]; then emb=$exp/init_embeddings/$(basename "$train_data"); import_init_embeddings
+  else steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb; fi
   steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters --standardize $standardize "${ahc[@]}" \
+    --normalize $cluster_normalize --spherical $kmeans_spherical --init $kmeans_init --niter $kmeans_iters \
     --ahc-linkage $ahc_linkage --min-cluster-size $min_cluster_size \
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
 }
@@ -123,8 +142,8 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  [ "$init_embedder" != baseline ] || make_baseline
-  echo "Stage 3: clustering the training embeddings of $seed -> $exp/pl_iter1/data"
+  [ "$init_embedder" != baseline ] || [ -n "$init_embeddings" ] || make_baseline
+  echo "Stage 3: clustering the training embeddings of ${init_embeddings:-$seed} -> $exp/pl_iter1/data"
   cluster_iteration 1 $seed
 fi
 
@@ -170,12 +189,14 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   cohort=$(cohort_data)
   for sys in "${systems[@]}"; do
     steps/evaluate.sh --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
-      --cal-p-target $cal_p_target --extra-trials "$extra_trials" $sys "$cohort" "$test_data" "$trials"
+      --cal-p-target $cal_p_target --extra-trials "$extra_trials" --max-seconds "$eval_max_seconds" \
+      --segments $eval_segments --segment-seconds $eval_segment_seconds $sys "$cohort" "$test_data" "$trials"
   done
-  rows=(--trials test --trials test_asnorm)
+  rows=()
   for t in test $extra_trials; do   # DET curves of the AS-norm scores of every system, one plot per trial list
     name=$(basename $t)
-    [ $t = test ] || rows+=(--trials $name --trials ${name}_asnorm)
+    rows+=(--trials $name --trials ${name}_asnorm)
+    [ "$eval_segments" -eq 0 ] || rows+=(--trials ${name}_seg)
     det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
     plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
   done

@@ -143,15 +143,16 @@ def test_device_auto_and_batch_size_by_device(monkeypatch, cuda, batch_size, wan
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     seen = {}
 
-    def fake_embed_data_dir(model, data_dir, sample_rate, device, batch_size, channel):
-        seen.update(device=device, batch_size=batch_size)
+    def fake_embed_data_dir(model, data_dir, sample_rate, device, batch_size, channel, **options):
+        seen.update(device=device, batch_size=batch_size, options=options)
         return iter([])
 
     monkeypatch.setattr(extraction, "load_encoder", lambda model_dir, device: (seen.setdefault("model", device), {}))
     monkeypatch.setattr(extraction, "embed_data_dir", fake_embed_data_dir)
     monkeypatch.setattr("sslspk.data.embeddings.write_embeddings", lambda ark, scp, items: len(list(items)))
-    extract_embeddings.extract("m", "d", "e.ark", "e.scp", "auto", batch_size, 1)
+    extract_embeddings.extract("m", "d", "e.ark", "e.scp", "auto", batch_size, 1, None, 3, 2.5)
     assert (seen["device"], seen["batch_size"]) == want and seen["model"] == want[0]
+    assert seen["options"] == {"max_seconds": None, "segments": 3, "segment_seconds": 2.5}
 
 
 def test_no_gpu_for_device_cuda_is_an_input_error(monkeypatch):

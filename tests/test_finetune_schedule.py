@@ -101,13 +101,6 @@ def test_layer_decay_needs_per_layer_split(tmp_path):
         task.param_groups()
 
 
-def test_step_scheduler_config():
-    with pytest.raises(ConfigError, match="warmup_epochs must be 0 with train.scheduler step"):
-        TrainConfig(scheduler="step", warmup_epochs=1)
-    with pytest.raises(ConfigError, match="cosine or step"):
-        TrainConfig(scheduler="linear")
-
-
 def _dataset(tmp_path: Path, n: int = 8):
     from sslspk.train.dataset import CropDataset, ViewSpec
 
@@ -129,9 +122,10 @@ def _fit(tmp_path: Path, task: SupervisedTask, name: str, **train) -> Path:
 
 
 def test_step_decay_per_epoch_for_every_group(tmp_path):
-    """scheduler step: epoch e (0-based) trains every group at its own peak LR x lr_decay**e, from the first step."""
+    """schedule step (step_epochs 1): epoch e (0-based) trains every group at its own peak LR x step_gamma**e,
+    from the first step."""
     task = _task(FinetuneConfig(backbone_lr=2e-5, head_lr=5e-3))
-    exp = _fit(tmp_path, task, "exp", scheduler="step", lr_decay=0.5, warmup_epochs=0)
+    exp = _fit(tmp_path, task, "exp", schedule="step", step_epochs=1, step_gamma=0.5)
     for e in range(3):   # the checkpoint of epoch e+1 holds the LRs its last step used
         groups = torch.load(exp / "checkpoints" / f"epoch_{e + 1}.pt", weights_only=False)["optimizer"]["param_groups"]
         assert sorted({round(g["lr"], 12) for g in groups}) == [round(2e-5 * 0.5 ** e, 12), round(5e-3 * 0.5 ** e, 12)]
@@ -209,7 +203,7 @@ def test_init_run_pulls_towards_the_built_weights_and_carries_the_classes(tmp_pa
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({**base, "model": TINY_MODEL}))
     train_from_config(tmp_path / "a.yaml", data, tmp_path / "a", kind="pseudo")
     b = {**base, "finetune": {"l2_to_init": 0.01, "classifier_from_init": True},
-         "train": {**base["train"], "epochs": 1, "lr": 1e-9, "scheduler": "step"}}
+         "train": {**base["train"], "epochs": 1, "lr": 1e-9, "schedule": "step"}}
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(b))
     train_from_config(tmp_path / "b.yaml", data, tmp_path / "b", kind="pseudo", init=tmp_path / "a")
     assert "classifier: 3 classes from" in capsys.readouterr().out
@@ -236,12 +230,12 @@ def test_resumed_run_pulls_towards_the_built_weights(tmp_path):
     the resumed task pulls towards the weights it was built with, not towards the checkpoint it loads."""
     cfg = FinetuneConfig(backbone_lr=1e-2, head_lr=1e-2, l2_to_init=0.5)
     whole = _task(cfg)
-    _fit(tmp_path, whole, "whole", epochs=3, scheduler="step", warmup_epochs=0)
+    _fit(tmp_path, whole, "whole", epochs=3, schedule="step", step_epochs=1)
     first = _task(cfg)
-    _fit(tmp_path, first, "split", epochs=1, scheduler="step", warmup_epochs=0)
+    _fit(tmp_path, first, "split", epochs=1, schedule="step", step_epochs=1)
     resumed = _task(cfg)
     Trainer(TrainConfig(epochs=3, batch_size=4, num_workers=0, optimizer="adamw", lr=1e-3, device="cpu", amp=False,
-                        average_last=3, grad_clip=None, scheduler="step", warmup_epochs=0),
+                        average_last=3, grad_clip=None, schedule="step", step_epochs=1),
             tmp_path / "split").fit(resumed, _dataset(tmp_path / "split_data2"))
     for p, q in zip(whole.encoder.parameters(), resumed.encoder.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -13,8 +13,12 @@ import yaml
 from conftest import REPO
 from test_train import TINY_MODEL, make_data, run_train, write_config
 
+DLG_EPOCH = {"mode": "epoch", "start_epoch": 1, "correct_start_epoch": 1, "threshold": 0.5}
+DLG_ONLINE = {"mode": "online", "start_epoch": 1, "correct_start_epoch": 2}
 
-def pseudo_config(path: Path, epochs: int = 5, dlg: bool = True, model: bool = True) -> Path:
+
+def pseudo_config(path: Path, epochs: int = 5, dlg: bool = True, model: bool = True,
+                  dlg_lc: dict | None = None) -> Path:
     cfg = {"sample_rate": 16000, "data": {"views": [{"seconds": 0.5, "count": 1}], "augment": None},
            "loss": {"margin": 0.2, "scale": 16, "margin_warmup_epochs": [0, 2]},
            "train": {"epochs": epochs, "batch_size": 8, "num_workers": 0, "optimizer": "adamw", "lr": 0.01,
@@ -22,7 +26,7 @@ def pseudo_config(path: Path, epochs: int = 5, dlg: bool = True, model: bool = T
     if model:
         cfg["model"] = TINY_MODEL
     if dlg:
-        cfg["dlg_lc"] = {"start_epoch": 1, "threshold": 0.5}
+        cfg["dlg_lc"] = dlg_lc or DLG_EPOCH
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -51,19 +55,23 @@ def noisy_copy(data: Path, out: Path, frac: float, seed: int = 0) -> Path:
     return out
 
 
-def test_train_pseudo_with_dlg_lc(tmp_path, recipe_env):
+@pytest.mark.parametrize("dlg_lc", [DLG_EPOCH, DLG_ONLINE], ids=["epoch", "online"])
+def test_train_pseudo_with_dlg_lc(tmp_path, recipe_env, dlg_lc):
     data = make_data(tmp_path / "data", n_spk=4, n_utt=8)
     noisy = noisy_copy(data, tmp_path / "noisy", 0.25)
-    cfg = pseudo_config(tmp_path / "p.yaml", epochs=5)
+    cfg = pseudo_config(tmp_path / "p.yaml", epochs=5, dlg_lc=dlg_lc)
     r = train_pseudo("--config", str(cfg), "--data", str(noisy), "--exp-dir", str(tmp_path / "exp"),
                      "--ref-utt2spk", str(data / "utt2spk"), env=recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
     log = (tmp_path / "exp" / "train.log").read_text()
     losses = [float(line.split(" loss=")[1].split()[0]) for line in log.splitlines() if " loss=" in line]
-    # The margin rises 0 -> 0.2 over epochs 1-3 (margin_warmup_epochs [0, 2]): compare at full margin.
-    assert len(losses) == 5 and losses[-1] < losses[2], losses
+    # The margin rises 0 -> 0.2 over epochs 1-3 (margin_warmup_epochs [0, 2]): compare at full margin. The
+    # online mode's loss changes meaning with the correction (epochs 3-5 add relabelled samples, / batch size).
+    assert len(losses) == 5 and losses[-1] < losses[2 if dlg_lc["mode"] == "epoch" else 0], losses
     dlg = [line for line in log.splitlines() if "DLG-LC epoch" in line]
     assert len(dlg) == 4 and "dlg_kept=" in dlg[-1] and "dlg_accuracy_before=" in dlg[-1]
+    if dlg_lc["mode"] == "online":   # epochs 2-5 gated, with the threshold of the epoch before
+        assert all("dlg_threshold=" in line for line in dlg)
     from sslspk.extraction import load_encoder
 
     enc, _ = load_encoder(tmp_path / "exp")
@@ -131,7 +139,8 @@ def test_dlg_lc_corrects_labels_only_from_correct_start_epoch():
     labels = np.array([0, 1, 2, 0, 1, 2] * 4)
     task = SupervisedTask(build_model(TINY_MODEL), num_classes=3, num_utts=len(labels), loss=LossConfig(),
                           finetune=FinetuneConfig(), labels=labels,
-                          dlg_lc=DLGLCConfig(start_epoch=1, correct_start_epoch=3, threshold=0.5))
+                          dlg_lc=DLGLCConfig(mode="epoch", start_epoch=1, correct_start_epoch=3,
+                                             threshold=0.5))
     rng = np.random.default_rng(0)
     noisy = np.arange(len(labels)) % 4 == 0   # a quarter of the samples: high loss, confident other class
     task.last_loss[:] = torch.as_tensor(np.where(noisy, 8.0, 0.5) + rng.normal(0, 0.1, len(labels)))

@@ -123,7 +123,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     for sys_dir in ("ssl", "pl_iter1", "pl_iter2", "lmft"):   # lmft: stage 5's large-margin fine-tuning
         res = json.loads((exp / sys_dir / "results.json").read_text())
         assert {"test", "test_asnorm", "test_asnorm_eval_cal", "vox1_E", "vox1_E_asnorm", "vox1_H",
-                "vox1_H_asnorm"} <= set(res), (sys_dir, sorted(res))
+                "vox1_H_asnorm", "test_seg", "vox1_E_seg", "vox1_H_seg"} <= set(res), (sys_dir, sorted(res))
         assert res["vox1_H"]["num_target"] + res["vox1_H"]["num_nontarget"] == 4
         emb = kaldiio.load_scp(str(exp / sys_dir / "embeddings" / "vox1_all" / "embeddings.scp"))
         assert len(emb) == 20
@@ -138,7 +138,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     for name in ("test", "vox1_E", "vox1_H"):
         assert (exp / f"det_{name}.png").stat().st_size > 1000
     table = (exp / "results.md").read_text()
-    assert all(f"| {n} |" in table for n in ("test_asnorm", "vox1_E", "vox1_H_asnorm")), table
+    assert all(f"| {n} |" in table for n in ("test_asnorm", "vox1_E", "vox1_H_asnorm", "vox1_H_seg")), table
     assert "| 2 | pl_iter2 |" in (exp / "iterations.md").read_text()
 
     # The Slurm example of cmd.sh (uncommented) under the fake sbatch/srun: extraction as an array job.
@@ -231,7 +231,7 @@ def test_lmft_config_is_the_iteration_config_but_the_authors_lmft_values():
     assert lmft["loss"] == {"margin": 0.5, "scale": 30} and lmft["data"]["views"] == [{"seconds": 6.015, "count": 1}]
     for c, name in ((lmft, "lmft"), (it, "iteration")):
         parsed = check_config(c, "pseudo", name)
-        assert parsed["train"].scheduler == "step" and parsed["finetune"].l2_to_init == 0.01
+        assert parsed["train"].schedule == "step" and parsed["finetune"].l2_to_init == 0.01
 
 
 def test_help_lists_stages_and_options(recipe):

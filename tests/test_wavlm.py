@@ -17,18 +17,22 @@ from sslspk.utils.config import ConfigError
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def tiny_wavlm(tmp_path_factory) -> str:
+def _save_tiny_wavlm(path, **overrides) -> str:
     from transformers import WavLMConfig, WavLMModel
 
     torch.manual_seed(0)
-    cfg = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                      conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
-                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=16,
-                      max_bucket_distance=32, layerdrop=0.1, mask_time_prob=0.0)
-    path = tmp_path_factory.mktemp("tiny_wavlm")
+    cfg = WavLMConfig(**{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                         "conv_dim": (32, 32), "conv_kernel": (10, 3), "conv_stride": (5, 2),
+                         "num_feat_extract_layers": 2, "num_conv_pos_embeddings": 16,
+                         "num_conv_pos_embedding_groups": 2, "num_buckets": 16, "max_bucket_distance": 32,
+                         "layerdrop": 0.1, "mask_time_prob": 0.0, **overrides})
     WavLMModel(cfg).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory) -> str:
+    return _save_tiny_wavlm(tmp_path_factory.mktemp("tiny_wavlm"))
 
 
 def _model(path: str, seed: int = 0, **kw) -> WavLMEncoder:
@@ -57,7 +61,8 @@ def test_shapes_heads_and_weightings(tiny_wavlm, head, weighting):
     n_weights = sum(p.numel() for n, p in m.head.named_parameters() if "logits" in n)
     assert n_weights == (0 if weighting != "weighted_sum" else 3 * (2 if head == "mhfa" else 1))
     ids = {id(p) for p in m.backbone_parameters()} | {id(p) for p in head_params}
-    assert ids == {id(p) for p in m.parameters()}
+    assert ids.isdisjoint(id(p) for p in _cnn_params(m))                  # freeze_cnn (the default)
+    assert ids | {id(p) for p in _cnn_params(m)} == {id(p) for p in m.parameters()}
 
 
 def test_layer_weighting_values():
@@ -71,23 +76,8 @@ def test_layer_weighting_values():
     assert torch.allclose(lw.weights(), torch.tensor([0.25, 0.25, 0.5]))
 
 
-def test_cnn_gradient_is_scaled(tiny_wavlm):
-    wav = torch.randn(2, 4000, generator=torch.Generator().manual_seed(1))
-    grads = {}
-    for mult in (1.0, 0.1):
-        m = _model(tiny_wavlm, seed=3, cnn_grad_mult=mult).eval()   # eval: no dropout, same forward
-        m(wav).square().sum().backward()
-        grads[mult] = ([p.grad.clone() for p in _cnn_params(m)],
-                       [p.grad.clone() for p in m.backbone.encoder.parameters() if p.grad is not None])
-    for g1, g01 in zip(grads[1.0][0], grads[0.1][0]):
-        assert g1.abs().sum() > 0
-        torch.testing.assert_close(g01, 0.1 * g1, rtol=1e-4, atol=1e-8)
-    for g1, g01 in zip(grads[1.0][1], grads[0.1][1]):                 # the Transformer is not scaled
-        torch.testing.assert_close(g01, g1, rtol=1e-4, atol=1e-8)
-
-
-def test_zero_cnn_grad_mult_freezes_cnn(tiny_wavlm):
-    m = _model(tiny_wavlm, cnn_grad_mult=0.0).train()
+def test_frozen_cnn_builds_no_graph(tiny_wavlm):
+    m = _model(tiny_wavlm).train()                                    # freeze_cnn: true by default
     assert not any(p.requires_grad for p in _cnn_params(m))
     seen = {}
     m.backbone.feature_extractor.register_forward_hook(lambda mod, i, o: seen.update(grad=o.requires_grad))
@@ -95,12 +85,80 @@ def test_zero_cnn_grad_mult_freezes_cnn(tiny_wavlm):
     assert seen["grad"] is False                                      # no graph through the CNN
     assert all(p.grad is None for p in _cnn_params(m))
     assert m.backbone.feature_projection.projection.weight.grad is not None
+    m.set_backbone_trainable(False)
     m.set_backbone_trainable(True)                                    # the CNN stays frozen
     assert not any(p.requires_grad for p in _cnn_params(m))
+    m = _model(tiny_wavlm, freeze_cnn=False).train()
+    m(torch.randn(2, 4000)).sum().backward()
+    assert all(p.grad is not None for p in _cnn_params(m))
+
+
+def test_frozen_cnn_survives_adamw_step_bit_for_bit(tiny_wavlm):
+    m = _model(tiny_wavlm, head="mhfa", layerdrop=0.0).train()      # every layer gets a gradient
+    backbone, head = m.backbone_parameters(), list(m.head_parameters())
+    opt = torch.optim.AdamW([{"params": backbone, "lr": 1e-2}, {"params": head, "lr": 1e-2}], weight_decay=0.1)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt.isdisjoint(id(p) for p in _cnn_params(m))
+    cnn0 = [p.detach().clone() for p in _cnn_params(m)]
+    layers0 = [p.detach().clone() for p in m.backbone.encoder.layers.parameters()]
+    m(torch.randn(2, 4000)).square().sum().backward()
+    opt.step()
+    assert all(torch.equal(p, p0) for p, p0 in zip(_cnn_params(m), cnn0))
+    assert all(not torch.equal(p, p0) for p, p0 in zip(m.backbone.encoder.layers.parameters(), layers0))
+
+
+def test_layer_parameter_lists(tiny_wavlm):
+    m = _model(tiny_wavlm, mask_time_prob=0.1)
+    layers = m.backbone_layer_parameters()
+    assert len(layers) == 2
+    for layer, ps in zip(m.backbone.encoder.layers, layers):         # bottom layer first
+        assert [id(p) for p in ps] == [id(p) for p in layer.parameters()]
+    names = {id(p): n for n, p in m.backbone.named_parameters()}
+    other = sorted(names[id(p)] for p in m.backbone_other_parameters())
+    assert other == sorted(n for n in names.values() if not n.startswith(("encoder.layers.", "feature_extractor.")))
+    assert "masked_spec_embed" in other and "encoder.pos_conv_embed.conv.bias" in other
+    assert "feature_projection.projection.weight" in other and "encoder.layer_norm.weight" in other
+    together = [id(p) for ps in layers for p in ps] + [id(p) for p in m.backbone_other_parameters()]
+    assert sorted(together) == sorted(id(p) for p in m.backbone_parameters())
+    unfrozen = _model(tiny_wavlm, freeze_cnn=False)
+    assert {id(p) for p in unfrozen.backbone.feature_extractor.parameters()} <= {
+        id(p) for p in unfrozen.backbone_other_parameters()}
+
+
+def test_masking_options(tmp_path):
+    no_dropout = _save_tiny_wavlm(tmp_path, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                  feat_proj_dropout=0.0, layerdrop=0.0, mask_time_prob=0.05)  # the checkpoint masks
+    wav = torch.randn(2, 8000)
+    off = _model(no_dropout, head="mhfa").train()                     # the default: no masking
+    assert (off.backbone.config.mask_time_prob, off.backbone.config.mask_feature_prob) == (0.0, 0.0)
+    torch.testing.assert_close(off(wav), off(wav), rtol=0, atol=0)    # training mode, yet deterministic
+    on = _model(no_dropout, head="mhfa", mask_time_prob=0.5, mask_feature_prob=0.3)
+    assert (on.backbone.config.mask_time_prob, on.backbone.config.mask_feature_prob) == (0.5, 0.3)
+    on.load_state_dict(off.state_dict(), strict=False)                # + the masking vector
+    assert not torch.allclose(on.train()(wav), off(wav))              # masking on: the features change
+    torch.testing.assert_close(on.eval()(wav), off.eval()(wav))       # and never in evaluation
+
+
+def test_layerdrop_skips_layers_but_keeps_every_hidden_state(tmp_path):
+    no_dropout = _save_tiny_wavlm(tmp_path, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                  feat_proj_dropout=0.0, layerdrop=0.1)
+    assert _model(no_dropout).layerdrop == 0.1                        # null: the checkpoint's config.json
+    m = _model(no_dropout, layerdrop=0.999999, head="mhfa")
+    assert m.backbone.config.layerdrop == 0.0                         # transformers' own layer drop is off
+    wav = torch.randn(2, 4000)
+    kept = m.eval().hidden_states(wav)
+    assert len(kept) == 3 and not torch.equal(kept[2], kept[1])       # evaluation: no layer skipped
+    dropped = m.train().hidden_states(wav)
+    assert len(dropped) == 3
+    torch.testing.assert_close(dropped[1], kept[1], rtol=1e-5, atol=1e-5)   # the first layer is never skipped
+    assert torch.equal(dropped[2], dropped[1])                        # the second is: its output is its input
+    m(wav).sum().backward()
+    assert all(p.grad is not None and not p.grad.any() for p in m.backbone.encoder.layers[1].parameters())
+    assert m.backbone.encoder.layers[0].feed_forward.output_dense.weight.grad is not None
 
 
 def test_backbone_freezing_and_unfreezing(tiny_wavlm):
-    m = _model(tiny_wavlm, freeze_backbone=True).train()
+    m = _model(tiny_wavlm, head="ecapa", freeze_backbone=True, freeze_cnn=False, layerdrop=0.0).train()
     assert not any(p.requires_grad for p in m.backbone_parameters())
     assert all(p.requires_grad for p in m.head_parameters())
     assert not any(h.requires_grad for h in m.hidden_states(torch.randn(2, 4000)))   # no backbone graph
@@ -111,7 +169,7 @@ def test_backbone_freezing_and_unfreezing(tiny_wavlm):
     assert m.head.weighting.logits.grad is not None
     m.zero_grad()
     m.set_backbone_trainable(True)
-    assert m.backbone_trainable and all(p.requires_grad for p in m.backbone_parameters())
+    assert m.backbone_trainable and all(p.requires_grad for p in m.backbone.parameters())
     m(torch.randn(2, 4000)).square().sum().backward()
     assert all(p.grad is not None for p in _cnn_params(m))
     assert m.backbone.encoder.layers[1].feed_forward.output_dense.weight.grad is not None
@@ -151,8 +209,12 @@ def test_config_errors(tiny_wavlm, tmp_path):
         _model(tiny_wavlm, head="xvector")
     with pytest.raises(ConfigError, match="weighted_sum, average, last"):
         _model(tiny_wavlm, layer_weighting="max")
-    with pytest.raises(ConfigError, match="cnn_grad_mult"):
-        _model(tiny_wavlm, cnn_grad_mult=-1)
+    with pytest.raises(ConfigError, match="mask_time_prob"):
+        _model(tiny_wavlm, mask_time_prob=1.0)
+    with pytest.raises(ConfigError, match="layerdrop"):
+        _model(tiny_wavlm, layerdrop=-0.1)
+    with pytest.raises(ConfigError, match="valid keys"):              # the old gradient scale is gone
+        _model(tiny_wavlm, cnn_grad_mult=0.1)
     with pytest.raises(ConfigError, match="pretrained"):
         _model(str(tmp_path / "missing"))
 
@@ -184,7 +246,7 @@ def _separation(m: WavLMEncoder, wavs: torch.Tensor, labels: torch.Tensor) -> fl
 
 def test_aam_training_lowers_loss_and_separates_speakers(tiny_wavlm):
     torch.manual_seed(0)
-    m = _model(tiny_wavlm, head="ecapa", cnn_grad_mult=0.1)
+    m = _model(tiny_wavlm, head="ecapa")
     aam = AAMSoftmax(m.embedding_dim, 3, margin=0.2, scale=30.0)
     wavs, labels = _tone_set(6, seed=0)
     test_wavs, test_labels = _tone_set(4, seed=1)

@@ -3,7 +3,8 @@
 
 Usage: cluster.py [options] --k K EMB_SCP DATA_DIR OUT_DATA_DIR
 
-Embeddings are L2-normalised and clustered with faiss k-means (GPU with --gpu auto|yes when
+Embeddings are L2-normalised (--normalize l2; --normalize none: the raw embeddings, Euclidean
+k-means and Ward AHC as the authors) and clustered with faiss k-means (GPU with --gpu auto|yes when
 faiss sees one); --ahc-clusters N (or --ahc-threshold T) merges the k-means centroids with
 agglomerative clustering, every utterance following its centroid; clusters smaller than
 --min-cluster-size are dropped (their utterances leave OUT_DATA_DIR) or merged into the
@@ -15,8 +16,10 @@ the largest cluster); clusters.json and report.md (sizes; NMI, ARI, purity, inve
 --report-dir (default OUT_DATA_DIR). A complete, up-to-date OUT_DATA_DIR (same options,
 marker newer than the inputs) is not redone unless --force.
 
-Example (k-means 50k → AHC 7.5k, as in the paper):
-  cluster.py --k 50000 --ahc-clusters 7500 --min-cluster-size 5 \\
+Example (the authors' theolepage/wavlm_ssl_sv:pseudo_labeling.py: Euclidean k-means 50k of the raw
+embeddings, k-means++ seeding, 300 iterations, Ward AHC of the raw centroids to 7.5k, every cluster kept):
+  cluster.py --normalize none --spherical false --init kmeans++ --niter 300 --k 50000 \\
+      --ahc-clusters 7500 --ahc-linkage ward --min-cluster-size 1 \\
       exp/ssl/embeddings/train/embeddings.scp data/train data/train_pl_iter1
 """
 
@@ -43,18 +46,24 @@ def main(argv: list[str] | None = None) -> None:
                    help="subtract each dimension's mean and divide by its std over the data set before the L2 "
                         "normalisation (true|false, default false; e.g. for statistics embeddings, whose "
                         "dimensions have very different scales)")
+    p.add_argument("--normalize", choices=["l2", "none"], default="l2",
+                   help="l2: cluster unit-norm embeddings (cosine geometry; AHC on unit-norm centroids); none: "
+                        "the raw embeddings and centroids (Euclidean geometry, the authors'; default l2)")
     g = p.add_argument_group("k-means (faiss)")
     g.add_argument("--k", type=int, required=True,
                    help="number of k-means clusters; 0: no k-means, AHC of the embeddings (needs --ahc-*)")
-    g.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
+    g.add_argument("--niter", type=int, default=20,
+                   help="k-means iterations at most: faiss stops earlier once the objective is unchanged (default 20)")
     g.add_argument("--nredo", type=int, default=1, help="k-means runs, the best objective is kept (default 1)")
     g.add_argument("--seed", type=int, default=1234, help="random seed (default 1234)")
     g.add_argument("--spherical", type=_bool, default=True,
-                   help="normalise centroids each iteration: cosine k-means (true|false, default true)")
+                   help="normalise centroids each iteration: cosine k-means (true|false, default true; false: "
+                        "Euclidean k-means)")
     g.add_argument("--max-points-per-centroid", type=int, default=256,
                    help="faiss trains on at most k times this many sampled rows (default 256)")
     g.add_argument("--init", choices=["random", "kmeans++", "afkmc2"], default="random",
-                   help="centroid initialisation (default random)")
+                   help="centroid initialisation: random rows, kmeans++ (faiss's D^2 seeding) or afkmc2 "
+                        "(default random)")
     g.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto",
                    help="faiss GPU k-means: auto = when faiss sees a GPU (default auto)")
     g.add_argument("--num-threads", type=int, default=0, help="faiss/BLAS CPU threads (0 = library default)")
@@ -64,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--ahc-clusters", type=int, help="cut the AHC tree into this many clusters")
     a.add_argument("--ahc-threshold", type=float, help="merge centroids closer than this distance")
     g.add_argument("--ahc-linkage", choices=["average", "complete", "single", "ward"], default="average",
-                   help="average/complete/single use cosine distance, ward euclidean (default average)")
+                   help="average/complete/single use cosine distance, ward euclidean (of unit-norm centroids with "
+                        "--normalize l2, of the raw ones with none; default average)")
     g = p.add_argument_group("output")
     g.add_argument("--min-cluster-size", type=int, default=1, help="smaller clusters are dropped or merged (default 1)")
     g.add_argument("--small-clusters", choices=["drop", "merge"], default="drop",
@@ -90,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
 
             faiss.omp_set_num_threads(args.num_threads)
         cfg = ClusterConfig(
-            k=args.k, standardize=args.standardize, niter=args.niter, seed=args.seed, spherical=args.spherical,
-            nredo=args.nredo, max_points_per_centroid=args.max_points_per_centroid, init=args.init, gpu=args.gpu,
+            k=args.k, standardize=args.standardize, normalize=args.normalize, niter=args.niter, seed=args.seed,
+            spherical=args.spherical, nredo=args.nredo, max_points_per_centroid=args.max_points_per_centroid,
+            init=args.init, gpu=args.gpu,
             ahc_clusters=args.ahc_clusters, ahc_threshold=args.ahc_threshold, ahc_linkage=args.ahc_linkage,
             min_cluster_size=args.min_cluster_size, small_clusters=args.small_clusters, prefix=args.prefix,
             batch=args.batch_size)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Score a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps: cosine or AS-norm.
+"""Score a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps: cosine, AS-norm or the authors' protocol.
 
 Usage: score.py [--test-scp T] [--mean-scp M [--var-norm]] [--cohort-scp C [--cohort-utt2spk U] [--top-n 300]]
-                [--calibration cal.json [--utt2dur F]... ] [--skip-missing] TRIALS ENROLL_SCP OUT_SCORES
+                [--segments-scp S] [--calibration cal.json [--utt2dur F]... ] [--skip-missing]
+                TRIALS ENROLL_SCP OUT_SCORES
 
 Writes one line per trial: ``<enroll> <test> <score> [target|nontarget]`` (label copied
 from the trial list when it has one). ``--mean-scp`` (e.g. training-set embeddings)
@@ -11,6 +12,10 @@ subtracts their mean before length normalisation (``--var-norm``: and divides by
 closest cohort entries (clipped to the cohort size): training utterance embeddings, their
 speaker means (``--cohort-utt2spk``: averaged after the trials' normalisation), or any scp
 (``spk_embeddings.scp`` holds means of length-normalised embeddings: right without --mean-scp).
+``--segments-scp`` (``segments.scp`` of ``extract_embeddings.sh --segments N``) scores with the
+authors' protocol (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList): the mean of the cosine
+of the whole-utterance embeddings and of the mean cosine over all pairs of segment embeddings,
+with no mean subtraction (not combinable with the normalisation options or --test-scp).
 ``--calibration`` maps the scores to LLRs with a model from ``calibrate.py train``.
 Trial ids without an embedding are an error listing them; ``--skip-missing`` scores only the
 others (with a warning giving the count). Vectorised: no loop per trial.
@@ -38,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-n", type=int, default=300, help="AS-norm: closest cohort entries used (default 300)")
     p.add_argument("--block", type=int, default=4096,
                    help="AS-norm: embeddings scored against the cohort at a time (memory: block x cohort)")
+    p.add_argument("--segments-scp",
+                   help="the authors' protocol: mean of the whole-utterance cosine and of the mean cosine over "
+                        "all pairs of these per-utterance segment embeddings")
     p.add_argument("--calibration", help="calibration JSON (calibrate.py train): write LLRs")
     p.add_argument("--utt2dur", action="append", default=[],
                    help="utt2dur file(s), for a calibration with quality measures")
@@ -56,12 +64,20 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.utils.errors import InputError, MissingIdError
         from sslspk.utils.fileio import atomic_write
 
+        if args.segments_scp and (args.test_scp or args.mean_scp or args.var_norm or args.cohort_scp):
+            raise InputError("--segments-scp is the authors' protocol (no mean subtraction, no AS-norm, one scp of "
+                             "both sides): not combinable with --test-scp, --mean-scp, --var-norm or --cohort-scp")
         trials = read_trials(args.trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None
         source = f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else "")
+        if args.segments_scp:
+            from sslspk.scoring.segments import load_segment_means
+
+            segment_means = load_segment_means(args.segments_scp)
         if args.skip_missing:
-            keep = present_trials(trials.enroll, trials.test, emb[0], test[0] if test else None)
+            keys = emb[0] if not args.segments_scp else sorted(set(emb[0]) & set(segment_means[0]))
+            keep = present_trials(trials.enroll, trials.test, keys, test[0] if test else None)
             n_miss = int((~keep).sum())
             if n_miss:
                 if not keep.any():
@@ -77,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
         mean = ref.mean(axis=0) if ref is not None else None
         scale = ref.std(axis=0) if args.var_norm else None
-        if args.cohort_scp:
+        if args.segments_scp:
+            from sslspk.scoring.segments import full_and_segments_scores
+
+            scores = full_and_segments_scores(emb, segment_means, trials.enroll, trials.test, source)
+        elif args.cohort_scp:
             from sslspk.scoring.asnorm import asnorm_trials
 
             c_keys, cohort = load_embeddings(args.cohort_scp)

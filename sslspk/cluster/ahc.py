@@ -117,11 +117,13 @@ def check_ahc_memory(k: int, available: int | None = None) -> None:
 
 
 def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: float | None = None,
-                  linkage: str = "average") -> np.ndarray:
+                  linkage: str = "average", normalize: bool = True) -> np.ndarray:
     """Cluster the rows of ``c`` (k-means centroids) with AHC; returns each row's flat label.
 
-    ``average``/``complete``/``single`` use cosine distance, ``ward`` euclidean distance
-    between the unit-normalised centroids. Give ``num_clusters`` or a distance ``threshold``.
+    ``average``/``complete``/``single`` use cosine distance, ``ward`` euclidean distance between
+    the unit-normalised centroids, or between the raw ones with ``normalize=False`` (sklearn's
+    ``AgglomerativeClustering()`` defaults, as theolepage/wavlm_ssl_sv:pseudo_labeling.py).
+    Give ``num_clusters`` or a distance ``threshold``.
     """
     if linkage not in LINKAGES:
         raise ConfigError(f"AHC linkage must be one of {', '.join(LINKAGES)}, got {linkage!r}")
@@ -132,7 +134,8 @@ def ahc_centroids(c: np.ndarray, num_clusters: int | None = None, threshold: flo
         return np.zeros(1, dtype=np.int64)
     check_ahc_memory(k)
     c = np.asarray(c, dtype=np.float64)
-    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    if normalize:
+        c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     dist = condensed_distances(c, "euclidean" if linkage == "ward" else "cosine")
     z = linkage_in_place(dist, k, linkage)
     del dist  # overwritten by the linkage

@@ -1,4 +1,12 @@
-"""faiss k-means on (L2-normalised) embeddings and batched nearest-centroid assignment.
+"""faiss k-means (Euclidean, or spherical on L2-normalised embeddings) and batched nearest-centroid assignment.
+
+``init="kmeans++"`` is faiss's own k-means++ seeding (``ClusteringInitMethod::KMEANS_PLUS_PLUS``,
+in the faiss of requirements.txt: each centroid drawn with probability proportional to the squared distance to the
+nearest one already drawn, Arthur & Vassilvitskii 2007), seeded by ``seed``. cuML's default
+``scalable-k-means++`` (k-means||, Bahmani et al. 2012), which theolepage/wavlm_ssl_sv:pseudo_labeling.py
+uses, is the parallel approximation of that same D² sampling; with k = 50,000 of ~1.1M rows its
+2k-per-round oversampling draws a candidate set of the order of the data itself, so the exact
+sequential seeding is the same distribution at the same order of cost.
 
 Memory: faiss trains on at most ``k * max_points_per_centroid`` rows (a subsample it
 copies); assignment searches the centroid index in batches, so nothing of size ``n * k``
@@ -29,6 +37,7 @@ class KMeansResult:
     labels: np.ndarray
     distances: np.ndarray
     objective: float
+    iterations: int
     gpu: bool
 
 
@@ -50,7 +59,10 @@ def faiss_kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 1234, sp
     """Train ``faiss.Kmeans`` with ``k`` centroids on ``x`` [n, d] float32 and assign every row.
 
     ``spherical`` normalises the centroids after each iteration (cosine k-means for unit-norm
-    ``x``). Rows are assigned to the nearest centroid of the trained index in batches of ``batch``.
+    ``x``); without it this is Euclidean k-means (Lloyd) on ``x`` as given. faiss runs up to
+    ``niter`` iterations: it stops once an iteration leaves the objective unchanged (converged;
+    ``KMeansResult.iterations`` says how many ran). Rows are assigned to the nearest centroid of the
+    trained index in batches of ``batch``.
     """
     import faiss
 
@@ -74,7 +86,8 @@ def faiss_kmeans(x: np.ndarray, k: int, *, niter: int = 20, seed: int = 1234, sp
     km.train(x)
     labels, dist = assign(x, km.index, batch)
     obj = float(km.obj[-1]) if len(km.obj) else float("nan")
-    return KMeansResult(np.ascontiguousarray(km.centroids, dtype=np.float32), labels, dist, obj, bool(gpu))
+    return KMeansResult(np.ascontiguousarray(km.centroids, dtype=np.float32), labels, dist, obj,
+                        len(km.obj), bool(gpu))
 
 
 def assign(x: np.ndarray, index, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:

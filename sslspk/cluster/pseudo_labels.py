@@ -1,11 +1,11 @@
 """Stage 3 of the recipe: embeddings of a training data dir → pseudo speaker labels.
 
 :func:`cluster_embeddings` runs faiss k-means (optionally followed by AHC of the centroids
-and a minimum cluster size) on unit-norm embeddings, or, with ``k = 0``, AHC of the embeddings
-themselves (exact, O(n²) memory: small corpora); :func:`make_pseudo_labels` does the
-whole step from an scp and a data dir to a new data dir whose ``utt2spk``/``spk2utt`` hold
-pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus ``clusters.json`` and
-``report.md``. The ``.done`` marker (written last) records the settings, so a finished,
+and a minimum cluster size) on unit-norm (``normalize="l2"``) or raw (``"none"``) embeddings,
+or, with ``k = 0``, AHC of the embeddings themselves (exact, O(n²) memory: small corpora);
+:func:`make_pseudo_labels` does the whole step from an scp and a data dir to a new data dir whose
+``utt2spk``/``spk2utt`` hold pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus
+``clusters.json`` and ``report.md``. The ``.done`` marker (written last) records the settings, so a finished,
 up-to-date run is skipped.
 """
 
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 MARKER = ".done"
 SMALL_CLUSTER_POLICIES: tuple[str, ...] = ("drop", "merge")
+#: ``normalize`` values: ``l2`` clusters unit-norm embeddings (cosine geometry), ``none`` the raw ones
+#: (Euclidean geometry, as theolepage/wavlm_ssl_sv:pseudo_labeling.py).
+NORMALIZATIONS: tuple[str, ...] = ("l2", "none")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ClusterConfig:
 
     k: int                     # k-means clusters; 0: no k-means, AHC of the embeddings themselves
     standardize: bool = False  # per-dimension mean/std normalisation over the data set before the L2 one
+    normalize: str = "l2"      # l2: unit-norm embeddings and centroids before k-means/AHC; none: the raw ones
     niter: int = 20
     seed: int = 1234
     spherical: bool = True
@@ -65,6 +69,8 @@ class ClusterConfig:
             raise ConfigError("k=0 (no k-means) needs ahc_clusters or ahc_threshold: AHC of the embeddings")
         if self.niter < 1 or self.nredo < 1 or self.max_points_per_centroid < 1 or self.batch < 1:
             raise ConfigError("niter, nredo, max_points_per_centroid and batch must be >= 1")
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if self.init not in INIT_METHODS:
             raise ConfigError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
         if self.ahc_clusters is not None and self.ahc_threshold is not None:
@@ -101,6 +107,7 @@ class Clustering:
     num_dropped: int
     num_merged: int
     kmeans_objective: float
+    kmeans_iterations: int
     gpu: bool
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -123,13 +130,15 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
-    """Cluster unit-norm rows of ``x`` [n, d] float32 with faiss k-means (+ AHC, + min cluster size).
+    """Cluster the rows of ``x`` [n, d] float32 with faiss k-means (+ AHC, + min cluster size).
 
+    ``x`` is unit-norm for ``cfg.normalize == "l2"`` (the caller normalises it), raw for ``none``.
     With ``cfg.k == 0`` every row is its own "centroid": AHC runs on the rows themselves."""
     n = x.shape[0]
     cfg.check(n)
     seconds: dict[str, float] = {}
     gpu = False
+    iterations = 0
     if cfg.k:
         t = time.perf_counter()
         gpu = use_gpu(cfg.gpu)
@@ -137,7 +146,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
                           max_points_per_centroid=cfg.max_points_per_centroid, init=cfg.init, gpu=gpu,
                           batch=cfg.batch)
         seconds["kmeans"] = time.perf_counter() - t
-        kmeans_labels, centroids, objective = km.labels, km.centroids, km.objective
+        kmeans_labels, centroids, objective, iterations = km.labels, km.centroids, km.objective, km.iterations
     else:
         kmeans_labels, centroids, objective = np.arange(n, dtype=np.int64), x, float("nan")
     labels = kmeans_labels
@@ -148,7 +157,8 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
         if cfg.ahc_clusters is not None and cfg.ahc_clusters > used.size:
             raise InputError(f"ahc_clusters={cfg.ahc_clusters} exceeds the {used.size} non-empty k-means clusters")
         c2s = np.full(len(centroids), -1, dtype=np.int64)
-        c2s[used] = ahc_centroids(centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage)
+        c2s[used] = ahc_centroids(centroids[used], cfg.ahc_clusters, cfg.ahc_threshold, cfg.ahc_linkage,
+                                normalize=cfg.normalize == "l2")
         labels = c2s[labels]
         num_ahc = int(c2s.max()) + 1
         seconds["ahc"] = time.perf_counter() - t
@@ -166,10 +176,14 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
             num_dropped = rows.size
         elif rows.size:
             big = np.flatnonzero(~small)
-            means = l2_normalize_(group_means(x, labels, sizes.size, batch=cfg.batch)[big].astype(np.float32))
+            means = group_means(x, labels, sizes.size, batch=cfg.batch)[big].astype(np.float32)
             import faiss
 
-            index = faiss.IndexFlatIP(x.shape[1])
+            if cfg.normalize == "l2":   # the highest cosine to a cluster's mean direction
+                index = faiss.IndexFlatIP(x.shape[1])
+                means = l2_normalize_(means)
+            else:                       # the nearest cluster mean in Euclidean distance
+                index = faiss.IndexFlatL2(x.shape[1])
             index.add(np.ascontiguousarray(means))
             nearest = np.empty(rows.size, dtype=np.int64)
             for b in range(0, rows.size, cfg.batch):
@@ -179,7 +193,7 @@ def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig) -> Clustering:
         labels = _by_size(labels)
         seconds["min_cluster_size"] = time.perf_counter() - t
     return Clustering(labels, kmeans_labels, int(np.unique(kmeans_labels).size), num_ahc, num_dropped,
-                      num_merged, objective, gpu, seconds)
+                      num_merged, objective, iterations, gpu, seconds)
 
 
 # ----------------------------------------------------------------------------- the pipeline step
@@ -259,7 +273,8 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
     cfg.check(x.shape[0])
     if cfg.standardize:
         standardize_(x, cfg.batch)
-    l2_normalize_(x, cfg.batch)
+    if cfg.normalize == "l2":
+        l2_normalize_(x, cfg.batch)
     load_s = time.perf_counter() - t0
     log.info("loaded %d embeddings of dim %d in %.1fs; clustering into k=%d", x.shape[0], x.shape[1], load_s, cfg.k)
 
@@ -281,7 +296,8 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
         "num_utts_in": len(utts), "num_extra_embeddings": int(num_extra), "dim": dim,
         "num_utts_out": len(utt2spk), "num_dropped": result.num_dropped, "num_merged": result.num_merged,
         "num_kmeans_clusters": result.num_kmeans_clusters, "num_ahc_clusters": result.num_ahc_clusters,
-        "num_clusters": result.num_clusters, "kmeans_objective": result.kmeans_objective, "gpu": result.gpu,
+        "num_clusters": result.num_clusters, "kmeans_objective": result.kmeans_objective,
+        "kmeans_iterations": result.kmeans_iterations, "gpu": result.gpu,
         "config": dataclasses.asdict(cfg), "sizes": size_summary(sizes),
         "seconds": {"load": load_s, **result.seconds, "write": save_s},
     }
@@ -321,6 +337,8 @@ def _write_report(report_dir: Path, s: dict) -> None:
              + (f" ({s['num_dropped']} dropped, {s['num_merged']} merged from clusters smaller than "
                 f"{cfg['min_cluster_size']}, --small-clusters {cfg['small_clusters']})"
                 if cfg["min_cluster_size"] > 1 else ""),
+             f"- clustered: {'L2-normalised' if cfg['normalize'] == 'l2' else 'raw (not normalised)'} embeddings"
+             + (", standardised first" if cfg["standardize"] else ""),
              (f"- k-means (faiss, {'GPU' if s['gpu'] else 'CPU'}): k={cfg['k']}, niter={cfg['niter']}, "
               f"nredo={cfg['nredo']}, spherical={cfg['spherical']}, init={cfg['init']}, seed={cfg['seed']}, "
               f"max_points_per_centroid={cfg['max_points_per_centroid']}: {s['num_kmeans_clusters']} non-empty "

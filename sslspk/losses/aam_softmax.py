@@ -7,6 +7,12 @@ logit becomes ``s·cos(θ_y + m)``, the others stay ``s·cos θ_c``; the loss is
 When ``θ_y + m > π`` the margin would make ``cos`` increase again, so (unless ``easy_margin``)
 ``cos θ_y - m·sin m`` is used for ``cos θ_y <= cos(π - m)`` (the usual ``th``/``mm`` fallback);
 with ``easy_margin`` the margin is applied only where ``cos θ_y > 0``.
+
+theolepage/wavlm_ssl_sv:loss/aamsoftmax.py is this loss with ``easy_margin`` off (the ``th``/``mm``
+fallback), one centre per class, class weights initialised ``xavier_normal`` (``weight_init``), and
+scale 30 with margin 0.2 (theolepage/wavlm_ssl_sv:configs/wavlm_mhfa_dlg_lc.yaml; 0.5 in its
+large-margin stage, configs/wavlm_mhfa_dlg_lc_lmft.yaml). It computes in the model's precision
+and clamps ``1 - cos²`` to [0, 1]; here the cosines are float32 and clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ def margin_at(epoch: float, margin: float, warmup_start: float, warmup_end: floa
     return float(margin) * (epoch - warmup_start) / (warmup_end - warmup_start)
 
 
+#: Class-weight initialisations (both of variance 2 / (fan_in + fan_out); their raw norms matter to
+#: the online DLG-LC's label correction, which uses the un-normalised ``x·W``).
+WEIGHT_INITS = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
+
+
 class AAMSoftmax(nn.Module):
     """AAM-softmax classifier; ``forward(emb, labels) -> (per_sample_loss [B], logits [B, C])``.
 
@@ -41,18 +52,20 @@ class AAMSoftmax(nn.Module):
     """
 
     def __init__(self, embedding_dim: int, num_classes: int, margin: float = 0.2, scale: float = 30.0,
-                 subcenters: int = 1, easy_margin: bool = False):
+                 subcenters: int = 1, easy_margin: bool = False, weight_init: str = "xavier_uniform"):
         super().__init__()
         if embedding_dim < 1 or num_classes < 1 or subcenters < 1:
             raise ValueError("embedding_dim, num_classes and subcenters must be >= 1")
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {sorted(WEIGHT_INITS)}, got {weight_init!r}")
         self.num_classes = num_classes
         self.subcenters = subcenters
         self.scale = float(scale)
         self.easy_margin = easy_margin
         self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
+        WEIGHT_INITS[weight_init](self.weight)
         self.set_margin(margin)
 
     def set_margin(self, margin: float) -> None:
@@ -86,7 +99,21 @@ class AAMSoftmax(nn.Module):
             cos = cos.view(-1, self.num_classes, self.subcenters).amax(dim=2)
         return cos.clamp(-1.0, 1.0)
 
+    def linear_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        """Raw ``emb·W`` ``[B, C]`` (no normalisation, margin or scale; max over sub-centres), in float32:
+        what the online DLG-LC's label correction sharpens (theolepage/wavlm_ssl_sv:loss/aamsoftmax.py)."""
+        out = F.linear(emb.float(), self.weight.float())
+        if self.subcenters > 1:
+            out = out.view(-1, self.num_classes, self.subcenters).amax(dim=2)
+        return out
+
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, _, logits = self.forward_with_margin_logits(emb, labels)
+        return loss, logits
+
+    def forward_with_margin_logits(self, emb: torch.Tensor,
+                                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward`, also returning the logits with the margin at each label (``[B, C]``)."""
         cos = self.cosine(emb)
         logits = self.scale * cos
         labels = labels.long()
@@ -103,7 +130,7 @@ class AAMSoftmax(nn.Module):
             phi = torch.where(cos_y > self.th, phi, cos_y - self.mm)
         margin_logits = logits.scatter(1, target[:, None], (self.scale * phi)[:, None])
         loss = F.cross_entropy(margin_logits, target, reduction="none")
-        return torch.where(valid, loss, torch.zeros_like(loss)), logits
+        return torch.where(valid, loss, torch.zeros_like(loss)), margin_logits, logits
 
     def extra_repr(self) -> str:
         return (f"classes={self.num_classes}, subcenters={self.subcenters}, margin={self.margin}, "

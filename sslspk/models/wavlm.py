@@ -14,9 +14,22 @@ pooling head over its hidden states:
   ``mhfa_compression`` dims; ``mhfa_heads`` attention distributions over time are computed
   from the keys; each head's weighted mean of the values is concatenated → Linear.
 
-``cnn_grad_mult`` scales the gradient flowing into the CNN feature encoder (0 freezes it and
-builds no graph through it). :meth:`backbone_parameters` / :meth:`head_parameters` and
-:meth:`set_backbone_trainable` support a head-only phase followed by full fine-tuning.
+``freeze_cnn`` (default true, as theolepage/wavlm_ssl_sv:models/Baseline/WavLM.py runs its CNN
+under ``torch.no_grad`` and leaves it out of the optimiser) keeps the CNN feature encoder at its
+pretrained weights: ``requires_grad`` false, no graph built through it, and not in
+:meth:`backbone_parameters`. (A gradient *scale* on the CNN would not do this: Adam(W) divides each
+parameter's step by its own gradient's RMS, so a constant scale changes nothing but the relative
+weight of Adam's epsilon.)
+:meth:`backbone_layer_parameters` (one list per Transformer layer, bottom first) and
+:meth:`backbone_other_parameters` (the rest of the trainable backbone) let an optimiser give each
+layer its own learning rate; :meth:`head_parameters` and :meth:`set_backbone_trainable` support a
+head-only phase followed by full fine-tuning.
+
+``mask_time_prob`` / ``mask_feature_prob`` set the SpecAugment-style masking that ``transformers``
+applies to the projected CNN features in training (``WavLMConfig``'s own default turns time
+masking on, at 0.05); both default to 0 whatever the checkpoint's ``config.json`` says, as the
+authors' fine-tuning calls ``extract_features`` without ``mask=True``. The dropout rates are the checkpoint's own, as in
+the authors' code (which reads them from the checkpoint's ``cfg``).
 
 Input: raw 16 kHz waveforms ``[B, T]``: equal-length crops in training; zero-padded
 utterances with their ``lengths`` in extraction, which embed as one at a time only when the CNN
@@ -28,8 +41,14 @@ then batches equal-length utterances only). ``normalize`` applies the
 per-utterance zero-mean/unit-variance normalisation of ``Wav2Vec2FeatureExtractor``
 (``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus`` ships
 ``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
-Layer drop is disabled at load time (``layerdrop=0``) so every forward pass returns the
-same number of hidden states for the layer weighting.
+``layerdrop`` (default: the checkpoint's ``config.json`` value, as the authors' code takes
+``encoder_layerdrop`` from the checkpoint's ``cfg`` and applies it in training) skips each
+Transformer layer but the first with that probability in training: the skipped layer's output is
+its input, so the layer weighting still gets every hidden state. It is applied here rather than by
+``transformers`` (whose own layer drop is disabled at load time), since ``transformers`` records
+the hidden states with hooks on the layers and a skipped layer would shorten their list. The first
+layer is never skipped (as in ``transformers``: it computes the relative position bias the others
+reuse); the authors' WavLM.py may skip it too, which then runs that step without position bias.
 """
 
 from __future__ import annotations
@@ -55,8 +74,8 @@ class WavLMEncoderConfig:
 
     pretrained: str = "microsoft/wavlm-base-plus"  # HF hub name or local dir (save_pretrained)
     layer_weighting: str = "weighted_sum"          # weighted_sum | average | last
-    cnn_grad_mult: float = 0.1                     # gradient scale into the CNN; 0 = frozen CNN
-    head: str = "ecapa"                            # ecapa | mhfa
+    freeze_cnn: bool = True                        # CNN feature encoder kept at its pretrained weights
+    head: str = "mhfa"                             # mhfa (the authors' back-end) | ecapa
     embedding_dim: int = 256
     head_channels: int = 512                       # ecapa: TDNN channels
     attention_channels: int = 128                  # ecapa: attentive-pooling bottleneck
@@ -64,7 +83,9 @@ class WavLMEncoderConfig:
     mhfa_compression: int = 128
     freeze_backbone: bool = False                  # start with the backbone frozen (head only)
     normalize: bool = False                        # per-utterance zero mean / unit variance
-    mask_time_prob: float | None = None            # WavLM time masking in training; null = checkpoint's
+    mask_time_prob: float = 0.0                    # transformers' time masking of the CNN features (training)
+    mask_feature_prob: float = 0.0                 # transformers' channel masking of the CNN features (training)
+    layerdrop: float | None = None                 # P(skip a Transformer layer) in training; null = checkpoint's
 
     def __post_init__(self) -> None:
         if self.layer_weighting not in LAYER_WEIGHTINGS:
@@ -72,32 +93,15 @@ class WavLMEncoderConfig:
                               f"{', '.join(LAYER_WEIGHTINGS)}")
         if self.head not in HEADS:
             raise ConfigError(f"model.head: {self.head!r} is not one of {', '.join(HEADS)}")
-        if not 0.0 <= self.cnn_grad_mult:
-            raise ConfigError(f"model.cnn_grad_mult must be >= 0, got {self.cnn_grad_mult}")
         if min(self.embedding_dim, self.head_channels, self.attention_channels, self.mhfa_heads,
                self.mhfa_compression) < 1:
             raise ConfigError("model: embedding_dim, head_channels, attention_channels, mhfa_heads and "
                               "mhfa_compression must be >= 1")
-        if self.mask_time_prob is not None and not 0.0 <= self.mask_time_prob < 1.0:
-            raise ConfigError(f"model.mask_time_prob must be in [0, 1) or null, got {self.mask_time_prob}")
-
-
-class _GradScale(torch.autograd.Function):
-    """Identity in the forward pass; multiplies the incoming gradient by ``mult`` backwards."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, mult: float) -> torch.Tensor:
-        ctx.mult = mult
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad * ctx.mult, None
-
-
-def scale_grad(x: torch.Tensor, mult: float) -> torch.Tensor:
-    """``x`` unchanged, with its gradient multiplied by ``mult`` in the backward pass."""
-    return _GradScale.apply(x, mult)
+        for key in ("mask_time_prob", "mask_feature_prob"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.layerdrop is not None and not 0.0 <= self.layerdrop < 1.0:
+            raise ConfigError(f"model.layerdrop must be in [0, 1) or null, got {self.layerdrop}")
 
 
 class LayerWeighting(nn.Module):
@@ -170,7 +174,10 @@ class MhfaHead(nn.Module):
 
     ``K = W_k (sum_l a_l h_l)``, ``V = W_v (sum_l b_l h_l)`` with two separate layer
     weightings ``a``, ``b``; ``A = softmax_t(W_a K)`` gives ``heads`` distributions over time;
-    head ``h`` pools ``sum_t A[t, h] V[t]``; the ``heads x compression`` vector → Linear.
+    head ``h`` pools ``sum_t A[t, h] V[t]``; the ``heads x compression`` vector (head-major) → Linear.
+    The back-end of theolepage/wavlm_ssl_sv:models/Baseline/Spk_Encoder.py (``MHFA``) computes the
+    same function with the same parameters; its layer logits start at 1 where ours start at 0
+    (the same softmax).
     """
 
     def __init__(self, num_states: int, hidden: int, heads: int, compression: int, embedding_dim: int,
@@ -202,17 +209,22 @@ class WavLMEncoder(nn.Module):
 
     def __init__(self, cfg: WavLMEncoderConfig):
         super().__init__()
-        from transformers import WavLMModel
+        from transformers import WavLMConfig, WavLMModel
 
         self.cfg = cfg
-        overrides: dict[str, Any] = {"layerdrop": 0.0}
-        if cfg.mask_time_prob is not None:
-            overrides["mask_time_prob"] = cfg.mask_time_prob
         try:
-            self.backbone = WavLMModel.from_pretrained(cfg.pretrained, **overrides)
+            hf_cfg = WavLMConfig.from_pretrained(cfg.pretrained)
+            self.layerdrop = float(hf_cfg.layerdrop if cfg.layerdrop is None else cfg.layerdrop)
+            hf_cfg.layerdrop = 0.0  # applied by _drop_layer instead
+            hf_cfg.mask_time_prob, hf_cfg.mask_feature_prob = cfg.mask_time_prob, cfg.mask_feature_prob
+            if cfg.mask_feature_prob > 0 and "mask_feature_min_masks" not in hf_cfg.to_dict():
+                hf_cfg.mask_feature_min_masks = 0  # read by channel masking, not in WavLMConfig
+            self.backbone = WavLMModel.from_pretrained(cfg.pretrained, config=hf_cfg)
         except OSError as e:
             raise ConfigError(f"model.pretrained: cannot load WavLM from {cfg.pretrained!r}: {e}") from e
         hcfg = self.backbone.config
+        for layer in list(self.backbone.encoder.layers)[1:]:
+            layer.register_forward_hook(self._drop_layer, prepend=True)  # before transformers' capture hooks
         num_states = hcfg.num_hidden_layers + 1
         if cfg.head == "ecapa":
             self.head: nn.Module = EcapaHead(num_states, hcfg.hidden_size, cfg.head_channels,
@@ -220,9 +232,6 @@ class WavLMEncoder(nn.Module):
         else:
             self.head = MhfaHead(num_states, hcfg.hidden_size, cfg.mhfa_heads, cfg.mhfa_compression,
                                  cfg.embedding_dim, cfg.layer_weighting)
-        self._cnn_hook = None
-        if 0.0 < cfg.cnn_grad_mult != 1.0:
-            self._cnn_hook = self.backbone.feature_extractor.register_forward_hook(self._scale_cnn_output)
         self._backbone_trainable = True
         self.set_backbone_trainable(not cfg.freeze_backbone)
 
@@ -242,27 +251,59 @@ class WavLMEncoder(nn.Module):
     def embedding_dim(self) -> int:
         return self.cfg.embedding_dim
 
-    # ------------------------------------------------------------ parameters
-    def _scale_cnn_output(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return scale_grad(output, self.cfg.cnn_grad_mult)
+    def _drop_layer(self, layer: nn.Module, args: tuple[Any, ...], output: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Forward hook of the Transformer layers but the first: in training, with probability
+        ``layerdrop``, the layer's output is replaced by its input (the layer is skipped).
 
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the pretrained WavLM (CNN feature encoder included)."""
-        return self.backbone.parameters()
+        The skipped layer stays in the graph with a zero weight, so its parameters get zero
+        gradients rather than none: DistributedDataParallel (without ``find_unused_parameters``)
+        needs every trainable parameter to get one in every step.
+        """
+        if layer.training and self.layerdrop > 0 and float(torch.rand(())) < self.layerdrop:
+            return (args[0] + 0.0 * output[0], *output[1:])
+        return None
+
+    # ------------------------------------------------------------ parameters
+    def backbone_layer_parameters(self) -> list[list[nn.Parameter]]:
+        """The parameters of each Transformer layer of the backbone, one list per layer, bottom layer first.
+
+        For layer-wise learning rates: theolepage/wavlm_ssl_sv:SpeakerNet.py (ModelTrainer) gives layer
+        ``i`` (0-based) ``LR_Transformer * LLRD_factor ** i`` and puts no other backbone parameter in its
+        optimiser (see :meth:`backbone_other_parameters`).
+        """
+        return [list(layer.parameters()) for layer in self.backbone.encoder.layers]
+
+    def backbone_other_parameters(self) -> list[nn.Parameter]:
+        """The trainable backbone parameters outside the Transformer layers: the feature projection
+        (LayerNorm + Linear), the positional convolution, the encoder's LayerNorm and the masking
+        vector (when masking is on); the CNN feature encoder too when ``freeze_cnn`` is false.
+
+        The authors' optimiser holds none of these (only the layers and the back-end), so their
+        training leaves them at the pretrained values; an optimiser reproducing that leaves this list out.
+        """
+        in_layers = {id(p) for ps in self.backbone_layer_parameters() for p in ps}
+        return [p for p in self.backbone_parameters() if id(p) not in in_layers]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone parameters that training may update: all of the pretrained WavLM but the
+        CNN feature encoder when ``freeze_cnn`` is set (:meth:`backbone_layer_parameters` +
+        :meth:`backbone_other_parameters`)."""
+        cnn = {id(p) for p in self.backbone.feature_extractor.parameters()} if self.cfg.freeze_cnn else set()
+        return [p for p in self.backbone.parameters() if id(p) not in cnn]
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters trained from scratch: layer weights and pooling head."""
         return self.head.parameters()
 
     def set_backbone_trainable(self, flag: bool) -> None:
-        """(Un)freeze the backbone; the CNN stays frozen when ``cnn_grad_mult`` is 0.
+        """(Un)freeze the backbone; the CNN stays frozen when ``freeze_cnn`` is set.
 
         A frozen backbone runs under ``torch.no_grad`` (no activations kept for backward).
         """
         self._backbone_trainable = bool(flag)
         for p in self.backbone.parameters():
             p.requires_grad = self._backbone_trainable
-        cnn_trainable = self._backbone_trainable and self.cfg.cnn_grad_mult > 0
+        cnn_trainable = self._backbone_trainable and not self.cfg.freeze_cnn
         fe = self.backbone.feature_extractor
         for p in fe.parameters():
             p.requires_grad = cnn_trainable

@@ -1,4 +1,5 @@
-"""Self-supervised methods (DINO, SimCLR, MoCo), optionally with SSPS positive sampling.
+"""Self-supervised methods (DINO, SimCLR, MoCo), optionally with SSPS positive sampling or
+cluster-aware positives (``cluster_positives``).
 
 :func:`build_ssl_task` makes the :class:`~sslspk.train.task.TrainTask` described by the
 ``ssl:`` block of a config around an encoder.
@@ -20,6 +21,13 @@ def parse_ssl_config(ssl_cfg: dict[str, Any] | None, where: str = "ssl") -> tupl
     cfg = dict(ssl_cfg or {})
     method = cfg.pop("method", None)
     ssps_cfg = cfg.pop("ssps", None)
+    cp_cfg = cfg.pop("cluster_positives", None)
+    if cp_cfg is not None:
+        from sslspk.ssl.cluster_positives import ClusterPositivesConfig
+
+        if ssps_cfg is not None:
+            raise ConfigError(f"{where}: ssps and cluster_positives both choose the positives: keep one")
+        from_dict(ClusterPositivesConfig, cp_cfg, f"{where}.cluster_positives")
     if method == "dino":
         from sslspk.ssl.dino import DINOConfig as C
     elif method == "simclr":
@@ -38,7 +46,19 @@ def parse_ssl_config(ssl_cfg: dict[str, Any] | None, where: str = "ssl") -> tupl
 
 
 def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
-    """The SSL task of ``ssl_cfg`` (``method`` + its options + optional ``ssps`` block)."""
+    """The SSL task of ``ssl_cfg`` (``method`` + its options + optional ``ssps`` or ``cluster_positives`` block)."""
+    task = _build_method_task(ssl_cfg, encoder, dataset, total_epochs, seed)
+    if ssl_cfg.get("cluster_positives") is not None:
+        from sslspk.ssl.cluster_positives import ClusterPositives, ClusterPositivesConfig
+
+        cp = from_dict(ClusterPositivesConfig, ssl_cfg["cluster_positives"], "ssl.cluster_positives")
+        clusters = np.unique([dataset.data.utt2spk[u] for u in dataset.utts], return_inverse=True)[1]
+        task.positives = ClusterPositives(cp, clusters, len(dataset.views), seed)
+    return task
+
+
+def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
+    """The method's task with its optional SSPS."""
     method, mcfg, scfg = parse_ssl_config(ssl_cfg)
     ssps = None
     if scfg is not None:

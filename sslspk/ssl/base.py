@@ -27,6 +27,7 @@ class SSLTask(TrainTask):
         super().__init__()
         self.encoder = encoder
         self.ssps = ssps
+        self.positives: Any = None   # ClusterPositives (sslspk.ssl.cluster_positives), set by build_ssl_task
         self._std_sum = 0.0
         self._std_n = 0
 
@@ -44,6 +45,8 @@ class SSLTask(TrainTask):
             self.ssps.update(index, emb)
 
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
+        if self.positives is not None:
+            return self.positives.on_epoch_start(epoch, trainer.dataset)
         return self.ssps.on_epoch_start(epoch, trainer.dataset) if self.ssps is not None else {}
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:

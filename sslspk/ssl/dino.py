@@ -26,15 +26,29 @@ class DINOConfig:
     out_dim: int = 65536              # head output (prototypes); small in mini configs
     hidden: int = 2048
     bottleneck: int = 256
+    head_bn: bool = False             # BatchNorm after the head's two hidden layers (sslsv's DINOHead)
+    head_trunc_normal_init: bool = False   # head MLP weights ~ truncated normal (std 0.02), biases 0 (DINO's and
+                                           # sslsv's init); false: torch's default Linear init
     student_temp: float = 0.1
     teacher_temp: float = 0.07        # after the warm-up
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 30
     center_momentum: float = 0.9
     teacher_momentum: float = 0.996   # EMA momentum, cosine-increased to 1 over training
+    teacher_copies_student_buffers: bool = True   # after each step the teacher takes the student's BatchNorm
+                                      # running statistics; false: the teacher keeps those of its own forward
+                                      # passes, the EMA covering parameters only (sslsv's MomentumUpdater)
     freeze_last_layer_epochs: int = 1
+    clip_grad: float | None = None    # each parameter's gradient norm clipped to this, before the trainer's
+                                      # global train.grad_clip (DINO's and sslsv's clip_grad); null: none
     collapse_min_kl: float = 1e-3     # warn when the teacher's per-sample KL to its batch mean falls below
     stop_on_collapse: bool = False
+
+    def __post_init__(self) -> None:
+        from sslspk.utils.config import ConfigError
+
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"ssl.clip_grad must be > 0 or null, got {self.clip_grad}")
 
 
 class DINO(SSLTask):
@@ -51,7 +65,12 @@ class DINO(SSLTask):
         super().__init__(encoder, ssps)
         self.cfg = cfg
         self.total_epochs = total_epochs
-        self.head = DINOHead(encoder.embedding_dim, cfg.out_dim, cfg.hidden, cfg.bottleneck)
+        self.head = DINOHead(encoder.embedding_dim, cfg.out_dim, cfg.hidden, cfg.bottleneck, cfg.head_bn)
+        if cfg.head_trunc_normal_init:
+            for m in self.head.mlp:
+                if isinstance(m, torch.nn.Linear):
+                    torch.nn.init.trunc_normal_(m.weight, std=0.02)
+                    torch.nn.init.zeros_(m.bias)
         self.teacher = copy.deepcopy(encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in [*self.teacher.parameters(), *self.teacher_head.parameters()]:
@@ -102,6 +121,10 @@ class DINO(SSLTask):
         return entropy
 
     def before_optimizer_step(self, epoch: int) -> None:
+        if self.cfg.clip_grad is not None:
+            for p in [*self.encoder.parameters(), *self.head.parameters()]:
+                if p.grad is not None:
+                    p.grad.mul_((self.cfg.clip_grad / (p.grad.norm() + 1e-6)).clamp(max=1.0))
         if epoch < self.cfg.freeze_last_layer_epochs:
             for p in self.head.last_layer.parameters():
                 p.grad = None
@@ -112,8 +135,9 @@ class DINO(SSLTask):
         for s, t in zip([*self.encoder.parameters(), *self.head.parameters()],
                         [*self.teacher.parameters(), *self.teacher_head.parameters()]):
             t.mul_(m).add_(s.detach(), alpha=1 - m)
-        for s, t in zip(self.encoder.buffers(), self.teacher.buffers()):
-            t.copy_(s)
+        if self.cfg.teacher_copies_student_buffers:
+            for s, t in zip(self.encoder.buffers(), self.teacher.buffers()):
+                t.copy_(s)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         logs = super().on_epoch_end(epoch)

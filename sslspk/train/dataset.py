@@ -63,6 +63,9 @@ class CropDataset(Dataset):
     the view's length, or, with ``skip``, left out of the dataset (counted and logged; durations from
     ``utt2dur`` when present, else from the audio headers). ``channel``: ``mix`` or ``first`` channel
     of multi-channel audio. ``threads``: threads preparing the items of a batch (:meth:`__getitems__`).
+    ``clean_views`` adds ``"clean_views"``: the same crops before augmentation, shaped as ``"views"``
+    (the online DLG-LC corrects labels from them, as the loader of theolepage/wavlm_ssl_sv:
+    DatasetLoader.py returns each crop clean and augmented); off, nothing more is made or returned.
     """
 
     data_dir: str | os.PathLike
@@ -77,6 +80,7 @@ class CropDataset(Dataset):
     too_short: str = "repeat"
     channel: str = "mix"
     threads: int = 1
+    clean_views: bool = False
     _augmenter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,17 +136,24 @@ class CropDataset(Dataset):
             j = int(self.positive_of[index])
             pos = wav if j == index else self.load(j)
         out: list[torch.Tensor] = []
+        clean_out: list[torch.Tensor] = []
         for v, spec in enumerate(self.views):
             src = pos if v in self.positive_views else wav
             length = int(round(spec.seconds * self.sample_rate))
-            crops = []
+            crops, clean = [], []
             for _ in range(spec.count):
                 c = random_crop(src, length, rng, self.too_short)
+                if self.clean_views:
+                    clean.append(torch.from_numpy(np.array(c, dtype=np.float32)))
                 if spec.augment and self._augmenter is not None:
                     c = self._augmenter(c, rng)
                 crops.append(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)))
             out.append(torch.stack(crops))
+            if self.clean_views:
+                clean_out.append(torch.stack(clean))
         item: dict[str, Any] = {"views": out, "index": index}
+        if self.clean_views:
+            item["clean_views"] = clean_out
         if self.labels is not None:
             item["label"] = int(self.labels[index])
         return item
@@ -165,11 +176,11 @@ class CropDataset(Dataset):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items: ``views[v]`` becomes ``Tensor[B, count_v, T_v]``; index/label become tensors."""
-    batch: dict[str, Any] = {
-        "views": [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"]))],
-        "index": torch.tensor([it["index"] for it in items]),
-    }
+    """Stack items: ``views[v]`` (and ``clean_views[v]``) becomes ``Tensor[B, count_v, T_v]``; index/label
+    become tensors."""
+    batch: dict[str, Any] = {key: [torch.stack([it[key][v] for it in items]) for v in range(len(items[0][key]))]
+                             for key in ("views", "clean_views") if key in items[0]}
+    batch["index"] = torch.tensor([it["index"] for it in items])
     if "label" in items[0]:
         batch["label"] = torch.tensor([it["label"] for it in items])
     return batch

@@ -40,18 +40,22 @@ class TrainConfig:
     num_workers: int = 2            # loader processes (0: loading in this process)
     loader_threads: int = 1         # num_workers 0: threads preparing each batch; >1 pays when numpy/scipy
                                     # augmentation dominates (egs/mini SSL: 1.35x), not for light loading
-    optimizer: str = "sgd"          # sgd | adamw
+    optimizer: str = "sgd"          # sgd | adamw | adam (L2 weight decay, as sslsv's default optimizer)
     lr: float = 0.2                 # peak learning rate, reached after the warm-up (groups with their own
                                     # absolute ``lr``, e.g. finetune.backbone_lr/head_lr, follow the same schedule)
-    scheduler: str = "cosine"       # cosine: warm-up then cosine decay to min_lr, per step;
-                                    # step: lr x lr_decay after every epoch, no warm-up (torch StepLR, step_size 1)
+    schedule: str = "cosine"        # cosine: warm-up then cosine decay to min_lr; step: lr x step_gamma every
+                                    # step_epochs epochs, no warm-up (sslsv's default schedule)
     min_lr: float = 1e-5            # end of the cosine decay
-    warmup_epochs: float = 1.0      # cosine only (step: must be 0)
-    lr_decay: float = 0.95          # step only: the factor applied after each epoch
+    warmup_epochs: float = 1.0
+    step_epochs: int = 5            # step schedule
+    step_gamma: float = 0.95        # step schedule
     weight_decay: float = 5e-5
     decay_biases_and_norms: bool = False  # false: weight decay spares 1-D parameters (biases, norms);
                                           # true: every parameter decays (torch AdamW's plain use)
     momentum: float = 0.9           # sgd only
+    nesterov: bool = True           # sgd only (sslsv's SGD: false)
+    sync_bn: bool = False           # under DDP, BatchNorm layers become SyncBatchNorm (batch statistics over
+                                    # all processes; sslsv's trainer.ddp_sync_batchnorm); CUDA only
     grad_clip: float | None = 3.0   # max gradient norm, or null
     amp: bool = True                # mixed precision on CUDA (bf16)
     cpu_amp: bool = False           # bf16 autocast on CPU too, where the CPU computes bf16 natively
@@ -69,15 +73,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from sslspk.utils.config import ConfigError
 
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"train.optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.scheduler not in ("cosine", "step"):
-            raise ConfigError(f"train.scheduler must be cosine or step, got {self.scheduler!r}")
-        if self.scheduler == "step" and self.warmup_epochs != 0:
-            raise ConfigError(f"train.warmup_epochs must be 0 with train.scheduler step (no warm-up), "
-                              f"got {self.warmup_epochs}")
-        if not 0.0 < self.lr_decay <= 1.0:
-            raise ConfigError(f"train.lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.optimizer not in ("sgd", "adamw", "adam"):
+            raise ConfigError(f"train.optimizer must be sgd, adamw or adam, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step") or self.step_epochs < 1:
+            raise ConfigError(f"train.schedule must be cosine or step (step_epochs >= 1), got {self.schedule!r}")
         if self.sampler not in ("random", "speaker_distinct") or self.max_per_speaker < 1:
             raise ConfigError(f"train.sampler must be random or speaker_distinct and train.max_per_speaker >= 1, "
                               f"got {self.sampler!r}, {self.max_per_speaker}")
@@ -91,9 +90,10 @@ class TrainConfig:
 def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, epoch: int = 0) -> float:
     """The scheduled learning rate at optimiser step ``step`` (0-based) of ``total``, in ``epoch`` (0-based).
     cosine: linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``;
-    step: ``cfg.lr * cfg.lr_decay ** epoch``."""
-    if cfg.scheduler == "step":
-        return cfg.lr * cfg.lr_decay ** epoch
+    step: ``cfg.lr`` times ``step_gamma`` per ``step_epochs`` completed epochs (counted by epoch, so that
+    epochs of different lengths or skipped steps do not shift it)."""
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (epoch // cfg.step_epochs)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -139,6 +139,16 @@ def average_checkpoints(paths: list[Path], task: TrainTask) -> dict[str, torch.T
             else:
                 avg[k] = v
     return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in avg.items()}
+
+
+def sync_batchnorm(task: TrainTask, enabled: bool, device: torch.device) -> TrainTask:
+    """``task`` with its BatchNorm layers turned into SyncBatchNorm when ``enabled`` under DDP (the same
+    parameter objects: the optimizer, EMA teachers and checkpoints are unaffected); else ``task``."""
+    if not (enabled and is_distributed()):
+        return task
+    if device.type != "cuda":
+        raise TrainingError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm); set it false on CPU")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
 
 
 class Trainer:
@@ -235,7 +245,10 @@ class Trainer:
                        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
         groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                   nesterov=self.cfg.nesterov)
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.cfg.lr)
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _use_amp(self) -> bool:
@@ -279,6 +292,7 @@ class Trainer:
                                 f"batch{what} of {cfg.batch_size}: lower train.batch_size")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
+        task = sync_batchnorm(task, cfg.sync_bn, self.device)
         task = task.to(self.device)
         opt = self._optimizer(task)
         use_amp = self._use_amp()

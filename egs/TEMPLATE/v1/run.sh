@@ -23,6 +23,13 @@ set -euo pipefail
 corpus=mycorpus           # data/<corpus>, exp/<corpus>
 num_clusters=60           # k-means clusters (about 5-10x the number of speakers you expect)
 ahc_clusters=0            # AHC of the centroids down to this many clusters (0: none)
+# The shared defaults are the authors' (theolepage/wavlm_ssl_sv:pseudo_labeling.py); this skeleton keeps
+# the small-corpus values it had before (./run.sh --help lists the options):
+cluster_normalize=l2      # cluster the unit-norm embeddings (kept from before)
+kmeans_spherical=true     # spherical (cosine) k-means (kept from before)
+kmeans_init=random        # random rows as initial centroids (kept from before)
+kmeans_iters=20           # k-means iterations (kept from before)
+min_cluster_size=2        # singleton clusters dropped (kept from before)
 
 prepare_data() {  # stage 0: replace with your corpus preparation, e.g. local/prepare_<corpus>.py ... data/$corpus
   echo "$0: write stage 0 (prepare_data in run.sh: see docs/adapting.md); with data dirs already" \

@@ -33,6 +33,10 @@ num_trials=20000
 corpus=mini               # data/<corpus>, exp/<corpus>
 num_clusters=0            # no k-means: AHC of the utterances themselves (640 of them)
 ahc_clusters=60           # AHC down to 60 clusters (the corpus has 40 training speakers)
+# Kept from before the shared defaults became the authors' (Ward of raw embeddings, every cluster kept):
+cluster_normalize=l2      # AHC of the unit-norm embeddings (kept from before)
+ahc_linkage=average       # average linkage of cosine distances (kept from before)
+min_cluster_size=2        # singleton clusters dropped (kept from before)
 
 prepare_data() {
   [ "$corpus" = mini ] || { echo "$0: stage 0 generates only the mini corpus; for '$corpus' pass" \

@@ -43,6 +43,8 @@ num_clusters=0            # no k-means: AHC of the 1,500 utterances
 ahc_linkage=ward          # Ward linkage of the standardised embeddings
 standardize=true
 ahc_threshold=1.4         # Ward AHC merges below this distance (iteration 1; later ones: as many clusters); chosen on the dev split
+cluster_normalize=l2      # Ward of the unit-norm (standardised) embeddings: the scale ahc_threshold was chosen on (kept from before)
+min_cluster_size=2        # singleton clusters dropped (kept from before)
 
 prepare_data() {
   if [ "$download" = true ]; then

@@ -11,14 +11,16 @@
 #      MUSAN and RIRS_NOISES -> data/augment/{noise,music,babble,rirs}
 #   1  lists: utt2dur, validation
 #   2  SSL pretraining (--ssl-conf: DINO ECAPA-TDNN 1024 by default)      -> <exp>/ssl
-#   3  embeddings of the training data -> k-means (--num-clusters) -> AHC (--ahc-clusters)
-#      -> pseudo speakers <exp>/pl_iter1/data
+#   3  embeddings of the training data (or the authors' file of them: --init-embeddings FILE.pt) -> k-means
+#      (--num-clusters) -> AHC (--ahc-clusters) -> pseudo speakers <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf: WavLM Base+ by default) -> <exp>/pl_iter1
 #   5  iterations 2..num_iters of stages 3-4, each fine-tuning the pretrained WavLM again (--retrain-from
 #      initial) on its new pseudo-labels; then large-margin fine-tuning of the last iteration's model
 #      on its pseudo-labels (--lmft-conf: margin 0.5, 6-s crops, 5 epochs)   -> <exp>/lmft
 #   6  evaluation of every system on Vox1-O (cosine, AS-norm, calibration) and Vox1-E/H (cosine,
-#      AS-norm) -> <exp>/results.md, <exp>/iterations.md, DET plots <exp>/det_{test,vox1_E,vox1_H}.png
+#      AS-norm), each also with the authors' protocol (rows *_seg: the utterance's first 43.75 s, as
+#      in every row, + 15 windows of 4.015 s, theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList) -> <exp>/results.md,
+#      <exp>/iterations.md, DET plots <exp>/det_{test,vox1_E,vox1_H}.png
 #
 # Examples:
 #   ./run.sh --raw-dir /data/voxceleb_raw --download true      # everything, downloading first
@@ -26,7 +28,14 @@
 #   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --retrain-from previous \
 #     --lmft-conf '' --exp exp/ecapa_pl      # ECAPA iterations chained as before, no WavLM LMFT step
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
+#   ./run.sh --stage 2 --ssl-conf conf/ssl_cluster_dino.yaml --train-data exp/voxceleb/pl_iter1/data \
+#            --exp exp/voxceleb_cadino                         # Cluster-Aware DINO on a first run's clusters
 #   ./run.sh --raw-dir /tmp/fake_vox --tiny true --nj 1        # all stages at toy size (a smoke test)
+#   # the authors' published final model (theolepage/wavlm_ssl_sv README: wavlm_mhfa_dlg_lc_lmft) scored
+#   # in stage 6 beside ours: convert their SpeakerNet state dict into an exp dir, then evaluate it
+#   local/convert_wavlm_ssl_sv_checkpoint.py /path/to/wavlm_mhfa_dlg_lc_lmft/model0000000NN.model \
+#     microsoft/wavlm-base-plus exp/authors_lmft
+#   ./run.sh --stage 6 --eval-systems "exp/authors_lmft exp/voxceleb/pl_iter5"
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
 set -euo pipefail
 . ./path.sh
@@ -51,10 +60,20 @@ pseudo_conf=conf/pseudo_wavlm_base_plus.yaml # stages 4-5
 init_from_ssl=false       # WavLM starts from its pretrained weights (true for conf/pseudo_ecapa.yaml)
 retrain_from=initial      # each iteration fine-tunes the pretrained WavLM again: theolepage/wavlm_ssl_sv:README.md (Iterative process: new save_path, no initial_model)
 lmft_conf=conf/pseudo_wavlm_base_plus_lmft.yaml  # stage 5's last step: theolepage/wavlm_ssl_sv:README.md (Step 4); '' for none
-num_clusters=50000        # k-means clusters (Miara, Lepage, Dehak 2024)
-ahc_clusters=7500         # AHC of the k-means centroids down to this many (Miara, Lepage, Dehak 2024)
+init_embeddings=          # stage 3 from the authors' DINO embeddings file (dino_vox2_embeddings.pt, theolepage/wavlm_ssl_sv:README.md) instead of our SSL model's
+# Clustering (stages 3 and 5): theolepage/wavlm_ssl_sv:pseudo_labeling.py value by value
+num_clusters=50000        # k-means clusters: --n_clusters default 50000 (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+cluster_normalize=none    # k-means on the raw embeddings, no normalisation (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_spherical=false    # Euclidean k-means: cuML KMeans (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_init=kmeans++      # cuML's default init scalable-k-means++ (k-means||), of which this is the exact form (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+kmeans_iters=300          # at most: cuML's default max_iter=300 (theolepage/wavlm_ssl_sv:pseudo_labeling.py; cuML stops at tol 1e-4, faiss once the objective is unchanged)
+ahc_clusters=7500         # AHC of the k-means centroids: --n_clusters_ahc default 7500 (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+ahc_linkage=ward          # sklearn AgglomerativeClustering defaults: Ward, Euclidean, of the raw centroids (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
+min_cluster_size=1        # every cluster kept: each file gets its label (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
 eval_untrained=false      # a random encoder is not worth a Vox1-E/H extraction
 cohort_size=20000         # stage 6: training utterances for score normalisation and AS-norm (chosen)
+eval_segments=15          # stage 6 rows *_seg, the authors' protocol: num_eval=15 (theolepage/wavlm_ssl_sv:SpeakerNet.py)
+eval_max_seconds=43.75    # test utterances cut at 700000 samples (theolepage/wavlm_ssl_sv:SpeakerNet.py)
 
 adjust_options() {  # --tiny true overrides the configs and sizes set above or on the command line
   [ "$tiny" = true ] || return 0
