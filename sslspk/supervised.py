@@ -160,11 +160,11 @@ def l2_to_init_loss(task_loss: torch.Tensor, params: list[nn.Parameter], init: l
     ``u_k`` the unit vector from ``init_k`` to ``param_k`` (0 while they are equal): that of
     ``log(task_loss) + weight * log(R + eps)``, i.e. each term's gradient divided by its value, so the
     task gradient has a scale-free size and every moved tensor is pulled back with the same strength.
-    A task loss of exactly 0 (e.g. DLG-LC left every sample of the batch out) adds 0, not their 0/0 = NaN.
+    The task loss is divided by at least ``eps``: where it underflows (a batch left out by DLG-LC, or
+    fp32 cross-entropies that round to 0 while their gradients do not) theirs gives NaN or inf.
     Returns ``(loss, R)``."""
     dist = torch.stack([torch.linalg.vector_norm(p.float() - p0) for p, p0 in zip(params, init)]).sum()
-    scale = task_loss.detach().clamp_min(torch.finfo(task_loss.dtype).tiny)
-    loss = task_loss / scale + weight * dist / (dist.detach() + eps)
+    loss = task_loss / task_loss.detach().clamp_min(eps) + weight * dist / (dist.detach() + eps)
     return loss, dist.detach()
 
 

@@ -161,13 +161,19 @@ def test_l2_to_init_at_the_init_point_is_the_normalised_task_gradient():
 
 
 def test_l2_to_init_with_no_sample_kept_is_the_pull_alone():
-    """A batch whose task loss is 0 (every sample left out) gets the pull's gradient only, no NaN."""
+    """A batch whose task loss is 0 (every sample left out) gets the pull's gradient only, no NaN; a task
+    loss below eps is divided by eps."""
     a = [nn.Parameter(torch.tensor([3.0, 4.0]))]
     task_loss = (a[0] * 0.0).sum()
     loss, _ = l2_to_init_loss(task_loss, a, [torch.zeros(2)], 0.01)
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.01 * 5 / (5 + 1e-5))
     np.testing.assert_allclose(a[0].grad.numpy(), 0.01 * np.array([0.6, 0.8]) / (5 + 1e-5), rtol=1e-6)
+    # A task loss that underflowed to 0 while its gradient did not: divided by eps, finite.
+    b = [nn.Parameter(torch.tensor([1.0]))]
+    loss, _ = l2_to_init_loss(b[0].sum() * 1e-8 - (b[0].detach().sum() * 1e-8), b, [torch.ones(1)], 0.01)
+    loss.backward()
+    np.testing.assert_allclose(b[0].grad.numpy(), [1e-8 / 1e-5], rtol=1e-5)
 
 
 def test_l2_to_init_keeps_training_closer_to_the_init(tmp_path):
