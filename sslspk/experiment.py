@@ -82,6 +82,29 @@ def changed_inputs(exp_dir: Path, inputs: dict[str, str], cfg: dict[str, Any]) -
     return []
 
 
+def load_classifier_from_init(task: Any, init: str | os.PathLike | None, where: str) -> None:
+    """finetune.classifier_from_init: the AAM classes of ``init``'s last epoch checkpoint into ``task``
+    (trained on the same pseudo-labels: the number of classes must agree)."""
+    import torch
+
+    from sslspk.train.trainer import last_checkpoint
+
+    if init is None:
+        raise ConfigError(f"{where}: finetune.classifier_from_init needs an initial model (--init)")
+    ckpt = last_checkpoint(Path(init))
+    if ckpt is None:
+        raise ConfigError(f"{where}: finetune.classifier_from_init: no checkpoint in {Path(init) / 'checkpoints'}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["task"]
+    classes = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
+    own = task.classifier.state_dict()
+    if {k: v.shape for k, v in classes.items()} != {k: v.shape for k, v in own.items()}:
+        raise ConfigError(f"{where}: finetune.classifier_from_init: the classifier of {ckpt} "
+                          f"({tuple(classes.get('weight', torch.empty(0)).shape)}) does not fit this training's "
+                          f"({tuple(own['weight'].shape)}): train on the same pseudo-labels")
+    task.classifier.load_state_dict(classes)
+    print(f"classifier: {task.classifier.num_classes} classes from {ckpt}")
+
+
 def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, exp_dir: str | os.PathLike,
                       kind: str = "ssl", force: bool = False, init: str | os.PathLike | None = None,
                       ref_utt2spk: str | os.PathLike | None = None) -> Path:
@@ -128,6 +151,11 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     sample_rate = config_sample_rate(cfg, str(config))
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
     encoder = build_model(with_sample_rate(cfg["model"], sample_rate, str(config)))
+    pretrained = None
+    if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them
+        from sslspk.supervised import backbone_snapshot
+
+        pretrained = backbone_snapshot(encoder)
     if init is not None:
         state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
         encoder.load_state_dict(state["model"])
@@ -156,7 +184,9 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             true_index: dict[str, int] = {}
             true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
         task = SupervisedTask(encoder, len(spks), len(dataset), parsed["loss"], parsed["finetune"], parsed["dlg_lc"],
-                              labels=labels, true_labels=true)
+                              labels=labels, true_labels=true, pretrained=pretrained)
+        if parsed["finetune"].classifier_from_init:
+            load_classifier_from_init(task, init, str(config))
     trainer = Trainer(train_cfg, exp_dir)
     if trainer.is_main:
         if force:

@@ -1,5 +1,6 @@
 """Supervised fine-tuning on (pseudo) speaker labels: AAM-softmax, margin warm-up, optional
-frozen-backbone first phase, and DLG-LC (dynamic loss-gate + label correction)."""
+frozen-backbone first phase, per-group learning rates, an L2 pull towards the pretrained weights,
+and DLG-LC (dynamic loss-gate + label correction)."""
 
 from __future__ import annotations
 
@@ -45,10 +46,38 @@ class LossConfig:
 
 @dataclass
 class FinetuneConfig:
-    """``finetune:`` block: the paper's two phases for pretrained backbones such as WavLM."""
+    """``finetune:`` block: how a pretrained backbone such as WavLM is fine-tuned.
 
-    freeze_backbone_epochs: int = 0   # phase 1: train the head only
-    backbone_lr_scale: float = 1.0    # phase 2: backbone LR = scheduled LR × this
+    Learning rates are either relative (``backbone_lr_scale`` x the scheduled ``train.lr``, the head
+    at ``train.lr``) or absolute (``backbone_lr`` and ``head_lr``, both following the schedule's shape):
+    with absolute ones, transformer layer ``i`` (0 = the lowest, as wavlm_ssl_sv indexes them) gets
+    ``backbone_lr * layer_decay ** i``; the head group holds the pooling head and the AAM classifier.
+    """
+
+    freeze_backbone_epochs: int = 0   # a first phase training the head only (0: none)
+    backbone_lr_scale: float = 1.0    # relative: backbone LR = scheduled LR x this
+    backbone_lr: float | None = None  # absolute LR of the backbone's transformer layers (with head_lr)
+    head_lr: float | None = None      # absolute LR of the pooling head + classifier (with backbone_lr)
+    layer_decay: float = 1.0          # layer-wise LR decay factor (needs the encoder's per-layer split)
+    backbone_layers_only: bool = False  # optimise only the backbone's transformer layers (its CNN, feature
+                                        # projection, positional convolution and final norm stay as built)
+    l2_to_init: float = 0.0           # weight of the normalised L2 pull towards the built (pretrained)
+                                      # backbone weights (see l2_to_init_loss); 0: none
+    classifier_from_init: bool = False  # with --init: the AAM classes start from the init model's last
+                                        # checkpoint (same pseudo-labels), not at random
+
+    def __post_init__(self) -> None:
+        absolute = (self.backbone_lr is not None, self.head_lr is not None)
+        if absolute[0] != absolute[1]:
+            raise ConfigError("finetune: backbone_lr and head_lr go together (absolute learning rates)")
+        if absolute[0] and (self.backbone_lr <= 0 or self.head_lr <= 0 or self.backbone_lr_scale != 1.0):
+            raise ConfigError(f"finetune: need backbone_lr > 0 and head_lr > 0 and no backbone_lr_scale with them, "
+                              f"got {self.backbone_lr}, {self.head_lr}, backbone_lr_scale {self.backbone_lr_scale}")
+        if (self.layer_decay != 1.0 or self.backbone_layers_only) and not absolute[0]:
+            raise ConfigError("finetune: layer_decay and backbone_layers_only need backbone_lr and head_lr")
+        if not 0.0 < self.layer_decay <= 1.0 or self.l2_to_init < 0 or self.freeze_backbone_epochs < 0:
+            raise ConfigError(f"finetune: need 0 < layer_decay <= 1, l2_to_init >= 0 and freeze_backbone_epochs >= 0, "
+                              f"got {self.layer_decay}, {self.l2_to_init}, {self.freeze_backbone_epochs}")
 
 
 DLG_MODES = ("online", "epoch")
@@ -96,12 +125,56 @@ def backbone_and_head(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.P
     return list(encoder.parameters()), []
 
 
+def finetune_param_groups(encoder: nn.Module, classifier: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Optimizer groups of :class:`SupervisedTask` (see :class:`FinetuneConfig`)."""
+    backbone, head = backbone_and_head(encoder)
+    head = head + list(classifier.parameters())
+    if cfg.backbone_lr is None:
+        return [{"params": backbone, "lr_scale": cfg.backbone_lr_scale}, {"params": head}]
+    per_layer = getattr(encoder, "backbone_layer_parameters", None)
+    if per_layer is None:
+        if cfg.layer_decay != 1.0 or cfg.backbone_layers_only:
+            raise ConfigError(f"finetune: layer_decay and backbone_layers_only need an encoder with per-layer "
+                              f"backbone parameters ({type(encoder).__name__} has none)")
+        return [{"params": backbone, "lr": cfg.backbone_lr}, {"params": head, "lr": cfg.head_lr}]
+    layers = [list(ps) for ps in per_layer()]
+    groups = [{"params": head, "lr": cfg.head_lr}]
+    groups += [{"params": ps, "lr": cfg.backbone_lr * cfg.layer_decay ** i} for i, ps in enumerate(layers)]
+    if not cfg.backbone_layers_only:
+        in_layers = {id(p) for ps in layers for p in ps}
+        groups.append({"params": [p for p in backbone if id(p) not in in_layers], "lr": cfg.backbone_lr})
+    return groups
+
+
+def backbone_snapshot(encoder: nn.Module) -> list[torch.Tensor]:
+    """Copies of the backbone's weights as they are now (call right after building, i.e. the pretrained ones)."""
+    return [p.detach().clone() for p in backbone_and_head(encoder)[0]]
+
+
+def l2_to_init_loss(task_loss: torch.Tensor, params: list[nn.Parameter], init: list[torch.Tensor],
+                    weight: float, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """wavlm_ssl_sv's loss with an L2 pull towards the initial weights (SpeakerNet.forward there):
+    ``task_loss / sg(task_loss) + weight * R / (sg(R) + eps)``, ``R = sum_k ||param_k - init_k||_2``
+    (the Euclidean norm of each tensor, not squared; ``sg``: no gradient). Its value is about
+    ``1 + weight``; its gradient is ``grad(task_loss) / task_loss + weight * sum_k u_k / (R + eps)``,
+    ``u_k`` the unit vector from ``init_k`` to ``param_k`` (0 while they are equal): that of
+    ``log(task_loss) + weight * log(R + eps)``, i.e. each term's gradient divided by its value, so the
+    task gradient has a scale-free size and every moved tensor is pulled back with the same strength.
+    The task loss is divided by at least ``eps``: where it underflows (a batch left out by DLG-LC, or
+    fp32 cross-entropies that round to 0 while their gradients do not) theirs gives NaN or inf.
+    Returns ``(loss, R)``."""
+    dist = torch.stack([torch.linalg.vector_norm(p.float() - p0) for p, p0 in zip(params, init)]).sum()
+    loss = task_loss / task_loss.detach().clamp_min(eps) + weight * dist / (dist.detach() + eps)
+    return loss, dist.detach()
+
+
 class SupervisedTask(TrainTask):
     """Encoder + AAM-softmax classifier over ``num_classes`` (pseudo) speakers."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, num_utts: int, loss: LossConfig,
                  finetune: FinetuneConfig, dlg_lc: DLGLCConfig | None = None,
-                 labels: np.ndarray | None = None, true_labels: np.ndarray | None = None):
+                 labels: np.ndarray | None = None, true_labels: np.ndarray | None = None,
+                 pretrained: list[torch.Tensor] | None = None):
         super().__init__()
         from sslspk.losses.aam_softmax import AAMSoftmax
 
@@ -121,11 +194,28 @@ class SupervisedTask(TrainTask):
             self.register_buffer("dlg_log_threshold", torch.tensor(float("inf"), dtype=torch.float64))
             self.register_buffer("step_label", torch.full((num_utts,), -1, dtype=torch.long))
             self.register_buffer("step_kept", torch.zeros(num_utts, dtype=torch.bool))
+        # finetune.l2_to_init: the backbone's weights to pull towards (a plain list, neither saved in
+        # checkpoints nor broadcast by DDP: a resumed run takes them again from the built model).
+        self.pretrained: list[torch.Tensor] | None = None
+        if finetune.l2_to_init > 0:
+            self.pretrained = pretrained if pretrained is not None else backbone_snapshot(encoder)
+            self.pulled = backbone_and_head(encoder)[0]
+            if [p.shape for p in self.pulled] != [p.shape for p in self.pretrained]:
+                raise ValueError("finetune.l2_to_init: the snapshot does not match the backbone's parameters")
 
     def param_groups(self) -> list[dict[str, Any]]:
-        backbone, head = backbone_and_head(self.encoder)
-        return [{"params": backbone, "lr_scale": self.finetune.backbone_lr_scale},
-                {"params": head + list(self.classifier.parameters())}]
+        return finetune_param_groups(self.encoder, self.classifier, self.finetune)
+
+    def with_l2_to_init(self, loss: torch.Tensor, logs: dict[str, float]) -> torch.Tensor:
+        """``loss`` with finetune.l2_to_init's pull (:func:`l2_to_init_loss`); logs the task loss and distance."""
+        if self.pretrained is None:
+            return loss
+        device = self.pulled[0].device
+        if self.pretrained[0].device != device:
+            self.pretrained = [t.to(device) for t in self.pretrained]
+        total, dist = l2_to_init_loss(loss, self.pulled, self.pretrained, self.finetune.l2_to_init)
+        logs.update(task_loss=float(loss.detach()), l2_to_init=float(dist))
+        return total
 
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:
         logs: dict[str, float] = {}
@@ -262,8 +352,8 @@ class SupervisedTask(TrainTask):
         else:
             loss, pred, labels = self._epoch_gated_loss(batch, emb)
         keep = labels >= 0
-        acc = float(((pred == labels) & keep).sum() / keep.sum().clamp_min(1))
-        return loss, {"accuracy": acc}
+        logs = {"accuracy": float(((pred == labels) & keep).sum() / keep.sum().clamp_min(1))}
+        return self.with_l2_to_init(loss, logs), logs
 
     def _epoch_gated_loss(self, batch: dict, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss on this epoch's labels (``mode: epoch`` or no DLG-LC); records what the epoch gate needs.

@@ -13,6 +13,8 @@
 #   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
 #   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
+#      then, with --lmft-conf, large-margin fine-tuning of the last iteration's model on its
+#      pseudo-labels (the authors' last step; also with --num-iters 1)       -> <exp>/lmft
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
 #      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg)
 #      -> <exp>/<system>/results.md, <exp>/results.md,
@@ -35,7 +37,8 @@ refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a shor
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
 init_embeddings=${init_embeddings-}     # or a torch.save file {<spk>/<video>/<file>.wav: tensor} (the authors' DINO embeddings): stage 3 clusters these
 init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
-retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (the last iteration's model) or initial
+retrain_from=${retrain_from-previous}   # iterations >= 2 start from: previous (the last iteration's model) or initial (as iteration 1: --init-from-ssl's start, false: the config's pretrained model, new head and classes)
+lmft_conf=${lmft_conf-}                 # stage 5, last: large-margin fine-tuning config, from <exp>/pl_iter<num_iters> on its pseudo-labels -> <exp>/lmft (empty: none)
 num_iters=${num_iters-2}                # pseudo-label iterations (the first in stages 3-4, the others in stage 5)
 # Clustering: the defaults are theolepage/wavlm_ssl_sv:pseudo_labeling.py's (cuML KMeans and sklearn
 # AgglomerativeClustering with their defaults); a recipe that differs sets its own values in run.sh.
@@ -52,7 +55,7 @@ min_cluster_size=${min_cluster_size-1}  # smaller clusters are dropped (1: every
 true_speakers=${true_speakers-true}     # the training utt2spk holds real speakers: report NMI/purity, DLG-LC accuracy
 oracle=${oracle-false}                  # stage 4 also trains on the true labels (supervised reference) -> <exp>/oracle
 eval_untrained=${eval_untrained-true}   # stage 6 also evaluates the SSL encoder's initial weights (<exp>/ssl_untrained)
-eval_systems=${eval_systems-}           # systems evaluated in stage 6 (default: baseline, ssl_untrained, ssl, pl_iter*, oracle)
+eval_systems=${eval_systems-}           # systems evaluated in stage 6 (default: baseline, ssl_untrained, ssl, pl_iter*, lmft, oracle)
 cohort_size=${cohort_size-20000}        # stage 6: score normalisation and AS-norm cohort of this many training utterances
 asnorm_cohort=${asnorm_cohort-utt}      # AS-norm cohort: utt (cohort embeddings) or spk (their true-speaker means)
 asnorm_top_n=${asnorm_top_n-300}        # AS-norm: closest cohort entries (clipped to the cohort size)
@@ -65,6 +68,7 @@ force=${force-false}                    # true: redo the finished steps of the s
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (options are --name value; see --help)" >&2; exit 1; }
 ! declare -F adjust_options > /dev/null || adjust_options
+case $retrain_from in previous|initial) ;; *) echo "$0: --retrain-from must be previous or initial, got '$retrain_from'" >&2; exit 1;; esac
 
 train_data=${train_data:-data/$corpus/train}
 test_data=${test_data:-data/$corpus/test}
@@ -159,6 +163,12 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     cluster_iteration $it $exp/pl_iter$((it - 1))
     if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
   done
+  if [ -n "$lmft_conf" ]; then
+    last=$exp/pl_iter$num_iters
+    echo "Stage 5: large-margin fine-tuning ($lmft_conf) of $last on its pseudo-labels -> $exp/lmft"
+    steps/train.sh train_pseudo.py "${tforce[@]}" --config $lmft_conf --data $last/data --exp-dir $exp/lmft \
+      --init $last "${ref[@]}"
+  fi
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
@@ -171,7 +181,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       cmp -s $exp/ssl/config.yaml $exp/ssl_untrained/config.yaml || cp $exp/ssl/config.yaml $exp/ssl_untrained/
       systems+=($exp/ssl_untrained)
     fi
-    for d in $exp/ssl $(ls -d $exp/pl_iter* 2> /dev/null | sort -V) $exp/oracle; do
+    for d in $exp/ssl $(ls -d $exp/pl_iter* 2> /dev/null | sort -V) $exp/lmft $exp/oracle; do
       [ ! -f $d/model.pt ] || systems+=($d)
     done
   fi

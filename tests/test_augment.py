@@ -131,6 +131,40 @@ def test_deterministic_and_probability(sources):
     np.testing.assert_array_equal(identity(x, np.random.default_rng(0)), x)
 
 
+def test_babble_snr_per_source(sources):
+    """snr_per_source: k sources each at the drawn SNR relative to the view (uncorrelated: the sum is
+    10 log10(k) dB louder); by default their equal-power sum is at the drawn SNR."""
+    x = _view(1.0)
+    for per_source in (True, False):
+        aug = Augmenter.from_config({"prob": 1.0, "babble": {"source": str(sources["babble"]), "snr": [13, 13],
+                                                             "num_speakers": [3, 5], "snr_per_source": per_source}}, SR)
+        for seed in range(6):
+            y, info = aug.apply(x, np.random.default_rng(seed))
+            k = len(info["sources"])
+            want = 13 - 10 * np.log10(k) if per_source else 13.0
+            assert abs(_snr(x, y) - want) < 0.6, (per_source, k, _snr(x, y))
+            assert info["snr_db"] == ([13.0] * k if per_source else 13.0)
+
+
+def test_reverb_drawn_among_the_additive_categories(sources):
+    """reverb.weight: each augmented view gets one effect, reverb or an additive category, drawn by weight
+    (voxceleb_trainer's scheme: clean, reverb, music, babble, noise, music again, each 1/6)."""
+    cfg = {"prob": 5 / 6, "noise": {"source": str(sources["noise"]), "weight": 1},
+           "music": {"source": str(sources["music"]), "weight": 2}, "babble": {"source": str(sources["babble"]),
+           "weight": 1}, "reverb": {"source": str(sources["rirs"]), "weight": 1}}
+    aug = Augmenter.from_config(cfg, SR)
+    x = _view(0.2)
+    infos = [aug.apply(x, np.random.default_rng(s))[1] for s in range(1200)]
+    effect = ["clean" if not i["augmented"] else i.get("additive", "reverb" if "reverb" in i else "none")
+              for i in infos]
+    assert not any("reverb" in i and "additive" in i for i in infos)
+    freq = {k: effect.count(k) / len(effect) for k in ("clean", "reverb", "music", "babble", "noise")}
+    want = {"clean": 1 / 6, "reverb": 1 / 6, "music": 2 / 6, "babble": 1 / 6, "noise": 1 / 6}
+    assert all(abs(freq[k] - want[k]) < 0.04 for k in want), freq
+    with pytest.raises(ConfigError, match="weight .* replaces prob"):
+        Augmenter.from_config({"reverb": {"source": str(sources["rirs"]), "weight": 1, "prob": 0.5}}, SR)
+
+
 def test_list_file_relative_paths_and_cache(tmp_path, monkeypatch, sources):
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "clips/a.wav", np.full(1000, 0.25))

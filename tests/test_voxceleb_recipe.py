@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, recipe_runner, write_wav
+from conftest import REPO, copy_recipe, recipe_runner, write_wav
 
 RECIPE = REPO / "egs" / "voxceleb" / "v1"
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None
@@ -120,7 +120,7 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     # Stage 6 normalises with a seeded subset of the training data (--cohort-size, 8 with --tiny).
     assert len(read_kv(data / "voxceleb" / "cohort" / "utt2spk")) == 8
 
-    for sys_dir in ("ssl", "pl_iter1", "pl_iter2"):
+    for sys_dir in ("ssl", "pl_iter1", "pl_iter2", "lmft"):   # lmft: stage 5's large-margin fine-tuning
         res = json.loads((exp / sys_dir / "results.json").read_text())
         assert {"test", "test_asnorm", "test_asnorm_eval_cal", "vox1_E", "vox1_E_asnorm", "vox1_H",
                 "vox1_H_asnorm", "test_seg", "vox1_E_seg", "vox1_H_seg"} <= set(res), (sys_dir, sorted(res))
@@ -129,6 +129,9 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
         assert len(emb) == 20
     assert (exp / "pl_iter1" / "data" / "utt2spk").exists() and (exp / "pl_iter2" / "data" / "utt2spk").exists()
     assert json.loads((exp / "pl_iter1" / "clusters" / "clusters.json").read_text())["num_clusters"] <= 3
+    lmft = yaml.safe_load((exp / "lmft" / "config.yaml").read_text())
+    assert lmft["init"] == "exp/voxceleb/pl_iter2" and lmft["loss"]["margin"] == 0.5
+    assert "| exp/voxceleb/lmft |" in (exp / "results.md").read_text()
     model = yaml.safe_load((exp / "pl_iter1" / "config.yaml").read_text())["model"]
     assert model["type"] == "wavlm" and model["pretrained"] == "data/tiny_wavlm"
     assert (d / "data" / "tiny_wavlm" / "config.json").exists()
@@ -150,6 +153,85 @@ def test_voxceleb_recipe_all_stages(recipe, tmp_path, monkeypatch):
     r = recipe(*opts, "--stage", "6", "--nj", "2", "--eval-systems", "exp/voxceleb/ssl", extra_env=fake)
     assert "--array=1-2" in log.read_text()
     assert len(kaldiio.load_scp(str(exp / "ssl" / "embeddings" / "vox1_all" / "embeddings.scp"))) == 20
+
+
+def _recipe_logging_steps(tmp_path: Path, env: dict) -> tuple[Path, Path]:
+    """A copy of the voxceleb recipe whose steps/{train,extract_embeddings,cluster}.sh only log their command
+    lines (to the returned log file) and write the outputs the next steps look for; stages.sh is the real one."""
+    d = copy_recipe(RECIPE, tmp_path / "voxceleb")
+    (d / "steps").unlink()
+    (d / "steps").mkdir()
+    for f in (REPO / "steps").iterdir():
+        (d / "steps" / f.name).symlink_to(f)
+    log = tmp_path / "steps.log"
+    fakes = {"extract_embeddings.sh": "", "cluster.sh": 'out=${@: -1}; mkdir -p $out; touch $out/utt2spk',
+             "train.sh": 'exp=$(echo "$@" | sed "s/.*--exp-dir \\([^ ]*\\).*/\\1/"); mkdir -p $exp; '
+                         'touch $exp/model.pt'}
+    for name, body in fakes.items():
+        (d / "steps" / name).unlink()
+        (d / "steps" / name).write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> {log}\n{body}\n')
+        (d / "steps" / name).chmod(0o755)
+    return d, log
+
+
+def _trainings(log: Path) -> list[list[str]]:
+    """The train_pseudo.py command lines logged, as option lists."""
+    return [line.split()[2:] for line in log.read_text().splitlines() if line.startswith("train.sh train_pseudo.py")]
+
+
+def test_iterations_restart_from_pretrained_then_lmft(tmp_path, recipe_env):
+    """Stages 4-5 of egs/voxceleb/v1 (steps logged, not run): every iteration trains from the config's
+    pretrained model (no --init: retrain_from=initial with init_from_ssl=false), each on its own pseudo-labels;
+    then the large-margin fine-tuning starts from the last iteration's model on its pseudo-labels -> exp/lmft.
+    --retrain-from previous still chains the iterations; --lmft-conf '' drops the last step."""
+    d, log = _recipe_logging_steps(tmp_path, recipe_env)
+    env = dict(recipe_env, SSLSPK_ROOT=str(REPO))
+
+    def run(*args: str) -> list[list[str]]:
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["./run.sh", "--tiny", "true", "--stage", "4", "--stop-stage", "5", *args], cwd=d, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return _trainings(log)
+
+    def opt(cmd: list[str], name: str) -> str | None:
+        return cmd[cmd.index(name) + 1] if name in cmd else None
+
+    got = run("--num-iters", "3")
+    assert len(got) == 4, got
+    for it, cmd in enumerate(got[:3], 1):
+        assert opt(cmd, "--config") == "conf/tiny/pseudo_wavlm.yaml" and opt(cmd, "--init") is None
+        assert (opt(cmd, "--data"), opt(cmd, "--exp-dir")) == (f"exp/voxceleb/pl_iter{it}/data",
+                                                               f"exp/voxceleb/pl_iter{it}")
+    lmft = got[3]
+    assert (opt(lmft, "--config"), opt(lmft, "--data"), opt(lmft, "--exp-dir"), opt(lmft, "--init")) == (
+        "conf/tiny/pseudo_wavlm_lmft.yaml", "exp/voxceleb/pl_iter3/data", "exp/voxceleb/lmft", "exp/voxceleb/pl_iter3")
+    got = run("--num-iters", "2", "--retrain-from", "previous", "--lmft-conf", "")
+    assert [opt(c, "--init") for c in got] == [None, "exp/voxceleb/pl_iter1"], got
+    r = subprocess.run(["./run.sh", "--stage", "5", "--retrain-from", "last"], cwd=d, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "--retrain-from must be previous or initial" in r.stderr
+
+
+def test_lmft_config_is_the_iteration_config_but_the_authors_lmft_values():
+    """conf/pseudo_wavlm_base_plus_lmft.yaml differs from conf/pseudo_wavlm_base_plus.yaml only where
+    theolepage/wavlm_ssl_sv:configs/wavlm_mhfa_dlg_lc_lmft.yaml differs (and the carried classes, DLG-LC epochs),
+    has no model block (inherited from --init) and parses as a pseudo-label config."""
+    from sslspk.experiment import check_config
+
+    conf = RECIPE / "conf"
+    it, lmft = (yaml.safe_load((conf / n).read_text()) for n in ("pseudo_wavlm_base_plus.yaml",
+                                                                 "pseudo_wavlm_base_plus_lmft.yaml"))
+    assert "model" not in lmft
+    assert lmft["data"]["augment"] == it["data"]["augment"]
+    assert {k: v for k, v in lmft["finetune"].items() if k != "classifier_from_init"} == it["finetune"]
+    assert lmft["finetune"]["classifier_from_init"] is True
+    diff = {k for k in it["train"] if lmft["train"].get(k) != it["train"][k]}
+    assert diff == {"epochs", "batch_size"} and (lmft["train"]["epochs"], lmft["train"]["batch_size"]) == (5, 50)
+    assert lmft["loss"] == {"margin": 0.5, "scale": 30} and lmft["data"]["views"] == [{"seconds": 6.015, "count": 1}]
+    for c, name in ((lmft, "lmft"), (it, "iteration")):
+        parsed = check_config(c, "pseudo", name)
+        assert parsed["train"].schedule == "step" and parsed["finetune"].l2_to_init == 0.01
 
 
 def test_help_lists_stages_and_options(recipe):
@@ -200,10 +282,11 @@ def test_tiny_configs_have_the_paper_scale_keys():
                              for k, v in d.items()))
     conf = RECIPE / "conf"
     for tiny, full in (("ssl_dino_ecapa.yaml", "ssl_dino_ecapa1024.yaml"),
-                       ("pseudo_wavlm.yaml", "pseudo_wavlm_base_plus.yaml")):
+                       ("pseudo_wavlm.yaml", "pseudo_wavlm_base_plus.yaml"),
+                       ("pseudo_wavlm_lmft.yaml", "pseudo_wavlm_base_plus_lmft.yaml")):
         t, f = (yaml.safe_load((p).read_text()) for p in (conf / "tiny" / tiny, conf / full))
         assert keys(t) == keys(f), (tiny, keys(t) ^ keys(f))
-        assert t["model"]["type"] == f["model"]["type"]
+        assert t.get("model", {}).get("type") == f.get("model", {}).get("type")
         assert t.get("ssl", {}).get("method") == f.get("ssl", {}).get("method")
 
 

@@ -7,7 +7,9 @@ speed perturbation (a factor drawn from ``speed``), reverberation (with probabil
 view, so that crops cannot be matched by their recording's frequency response), one additive
 category drawn by ``weight`` among ``noise``/``music``/``babble`` (``num_speakers`` sources summed,
 each at equal power, then scaled to an SNR drawn uniformly from ``snr`` dB relative to the view),
-and a gain drawn from ``volume`` dB. The output has the input's length.
+and a gain drawn from ``volume`` dB. With ``reverb.weight`` set, reverberation is instead one of the
+drawn effects (reverb or one additive category, never both: voxceleb_trainer's scheme). The output
+has the input's length.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class AdditiveConfig:
     snr: list[float] = field(default_factory=lambda: [0.0, 15.0])  # dB range
     weight: float = 1.0  # relative probability of this category
     num_speakers: list[int] = field(default_factory=lambda: [1, 1])  # sources summed (babble: 3-7)
+    snr_per_source: bool = False  # true: each source at its own SNR drawn from ``snr`` relative to the view, then
+                                  # summed (voxceleb_trainer's babble); false: their equal-power sum at one SNR
 
 
 @dataclass
@@ -45,7 +49,9 @@ class ReverbConfig:
     """``augment.reverb``: room impulse responses."""
 
     source: str | None = None
-    prob: float = 0.3  # probability that an augmented view is reverberated
+    prob: float = 0.3  # probability that an augmented view is reverberated (before its additive noise)
+    weight: float | None = None  # set: reverb is drawn by this weight among the additive categories
+                                 # instead (one effect per augmented view); prob is then not used
 
 
 @dataclass
@@ -216,6 +222,9 @@ class Augmenter:
             if not r.source:
                 raise ConfigError("augment.reverb: 'source' is required (a data dir or list file of RIRs)")
             r.prob = _check_prob(r.prob, "augment.reverb.prob")
+            if r.weight is not None and ("prob" in c.reverb or not r.weight > 0):
+                raise ConfigError(f"augment.reverb: weight (a positive number, got {r.weight!r}) replaces prob: "
+                                  "give one of them")
             reverb = (r, AudioSource(r.source, sample_rate, "reverb", c.cache_mb))
         eq = None
         if c.eq is not None:
@@ -239,6 +248,12 @@ class Augmenter:
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.apply(wav, rng)[0]
 
+    def _reverberate(self, x: np.ndarray, rng: np.random.Generator, info: dict[str, Any]) -> np.ndarray:
+        src = self.reverb[1]
+        i = int(rng.integers(len(src)))
+        info["reverb"] = src.id(i)
+        return reverberate(x, src.load(i))
+
     def apply(self, wav: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
         """Augment one view; returns ``(float32 samples of the same length, info)``."""
         wav = np.asarray(wav)
@@ -254,28 +269,35 @@ class Augmenter:
             factor = float(self.speed[int(rng.integers(len(self.speed)))])
             x = change_speed(x, factor, rng)
             info["speed"] = factor
-        if self.reverb is not None and rng.uniform() < self.reverb[0].prob:
-            src = self.reverb[1]
-            i = int(rng.integers(len(src)))
-            x = reverberate(x, src.load(i))
-            info["reverb"] = src.id(i)
+        reverb_drawn = self.reverb is not None and self.reverb[0].weight is not None
+        if self.reverb is not None and not reverb_drawn and rng.uniform() < self.reverb[0].prob:
+            x = self._reverberate(x, rng, info)
         if self.eq is not None and rng.uniform() < self.eq.prob:
             x, info["eq"] = random_eq(x, self.eq, self.sample_rate, rng)
-        if self.additive:
-            names = list(self.additive)
-            weights = np.array([self.additive[k][0].weight for k in names], dtype=np.float64)
-            name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        names = list(self.additive) + (["reverb"] if reverb_drawn else [])
+        if names:
+            weights = np.array([self.additive[k][0].weight if k != "reverb" else self.reverb[0].weight
+                                for k in names], dtype=np.float64)
+        name = names[int(rng.choice(len(names), p=weights / weights.sum()))] if names else None
+        if name == "reverb":
+            x = self._reverberate(x, rng, info)
+        elif name is not None:
             a, src = self.additive[name]
             k = int(rng.integers(a.num_speakers[0], a.num_speakers[1] + 1))
             picks = rng.choice(len(src), size=k, replace=k > len(src))
-            noise = np.zeros(n)
-            for i in picks:
-                seg = src.segment(int(i), n, rng).astype(np.float64)
-                p = float(np.mean(seg ** 2))
-                noise += seg / np.sqrt(p) if p > 0 else seg
-            snr = float(rng.uniform(a.snr[0], a.snr[1]))
-            x = mix_at_snr(x, noise, snr)
-            info.update(additive=name, snr_db=snr, sources=[src.id(int(i)) for i in picks])
+            segs = [src.segment(int(i), n, rng).astype(np.float64) for i in picks]
+            if a.snr_per_source:
+                snrs = [float(rng.uniform(a.snr[0], a.snr[1])) for _ in segs]
+                x = x + sum(mix_at_snr(x, seg, snr) - x for seg, snr in zip(segs, snrs))
+                info.update(additive=name, snr_db=snrs, sources=[src.id(int(i)) for i in picks])
+            else:
+                noise = np.zeros(n)
+                for seg in segs:
+                    p = float(np.mean(seg ** 2))
+                    noise += seg / np.sqrt(p) if p > 0 else seg
+                snr = float(rng.uniform(a.snr[0], a.snr[1]))
+                x = mix_at_snr(x, noise, snr)
+                info.update(additive=name, snr_db=snr, sources=[src.id(int(i)) for i in picks])
         if self.volume is not None:
             gain = float(rng.uniform(*self.volume))
             x = x * 10.0 ** (gain / 20.0)

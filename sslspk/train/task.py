@@ -19,7 +19,8 @@ class TrainTask(nn.Module):
     export_prefix = "encoder."
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups; a group's ``lr_scale`` multiplies the scheduled learning rate."""
+        """Optimizer groups; a group's ``lr_scale`` multiplies the scheduled learning rate, or its ``lr``
+        (absolute, at the schedule's peak) replaces ``train.lr`` for it."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def on_fit_start(self, trainer: Any) -> None:

@@ -1,4 +1,4 @@
-"""The trainer: torchrun/DDP, AMP, warm-up + cosine LR, atomic checkpoints, automatic resume,
+"""The trainer: torchrun/DDP, AMP, warm-up + cosine or per-epoch step-decay LR, atomic checkpoints, automatic resume,
 checkpoint averaging, TensorBoard + text logs, tqdm progress, NaN/inf guard.
 
 An experiment dir holds ``config.yaml`` (the full config), ``inputs.json`` (digests of the config,
@@ -41,14 +41,17 @@ class TrainConfig:
     loader_threads: int = 1         # num_workers 0: threads preparing each batch; >1 pays when numpy/scipy
                                     # augmentation dominates (egs/mini SSL: 1.35x), not for light loading
     optimizer: str = "sgd"          # sgd | adamw | adam (L2 weight decay, as sslsv's default optimizer)
-    lr: float = 0.2                 # peak learning rate, reached after the warm-up
+    lr: float = 0.2                 # peak learning rate, reached after the warm-up (groups with their own
+                                    # absolute ``lr``, e.g. finetune.backbone_lr/head_lr, follow the same schedule)
     schedule: str = "cosine"        # cosine: warm-up then cosine decay to min_lr; step: lr x step_gamma every
                                     # step_epochs epochs, no warm-up (sslsv's default schedule)
     min_lr: float = 1e-5            # end of the cosine decay
     warmup_epochs: float = 1.0
     step_epochs: int = 5            # step schedule
     step_gamma: float = 0.95        # step schedule
-    weight_decay: float = 5e-5      # not applied to biases and norm parameters
+    weight_decay: float = 5e-5
+    decay_biases_and_norms: bool = False  # false: weight decay spares 1-D parameters (biases, norms);
+                                          # true: every parameter decays (torch AdamW's plain use)
     momentum: float = 0.9           # sgd only
     nesterov: bool = True           # sgd only (sslsv's SGD: false)
     sync_bn: bool = False           # under DDP, BatchNorm layers become SyncBatchNorm (batch statistics over
@@ -63,6 +66,9 @@ class TrainConfig:
     log_every: int = 10             # steps between TensorBoard points
     nan_policy: str = "stop"        # stop | skip (with a count): what a non-finite loss or gradient does
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, quick runs)
+    sampler: str = "random"         # random: every utterance once per epoch; speaker_distinct (labelled data): at
+                                    # most max_per_speaker per speaker, no speaker twice in a batch (train/sampler.py)
+    max_per_speaker: int = 500      # speaker_distinct only
 
     def __post_init__(self) -> None:
         from sslspk.utils.config import ConfigError
@@ -71,6 +77,9 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer must be sgd, adamw or adam, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step") or self.step_epochs < 1:
             raise ConfigError(f"train.schedule must be cosine or step (step_epochs >= 1), got {self.schedule!r}")
+        if self.sampler not in ("random", "speaker_distinct") or self.max_per_speaker < 1:
+            raise ConfigError(f"train.sampler must be random or speaker_distinct and train.max_per_speaker >= 1, "
+                              f"got {self.sampler!r}, {self.max_per_speaker}")
         if self.nan_policy not in ("stop", "skip"):
             raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
         if min(self.epochs, self.batch_size, self.average_last, self.loader_threads) < 1:
@@ -78,11 +87,13 @@ class TrainConfig:
                               "must be >= 1")
 
 
-def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, steps_per_epoch: int = 1) -> float:
-    """cosine: linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``;
-    step: ``cfg.lr`` times ``step_gamma`` per ``step_epochs`` completed epochs."""
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, epoch: int = 0) -> float:
+    """The scheduled learning rate at optimiser step ``step`` (0-based) of ``total``, in ``epoch`` (0-based).
+    cosine: linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``;
+    step: ``cfg.lr`` times ``step_gamma`` per ``step_epochs`` completed epochs (counted by epoch, so that
+    epochs of different lengths or skipped steps do not shift it)."""
     if cfg.schedule == "step":
-        return cfg.lr * cfg.step_gamma ** (step // steps_per_epoch // cfg.step_epochs)
+        return cfg.lr * cfg.step_gamma ** (epoch // cfg.step_epochs)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -96,6 +107,12 @@ def _checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def last_checkpoint(exp_dir: Path) -> Path | None:
+    """The latest ``checkpoints/epoch_N.pt`` of an experiment dir, or None."""
+    found = _checkpoints(Path(exp_dir))
+    return found[-1][1] if found else None
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -213,10 +230,16 @@ class Trainer:
 
     # -------------------------------------------------------------------- fit
     def _optimizer(self, task: TrainTask) -> torch.optim.Optimizer:
+        """One optimiser group per task group (two unless ``decay_biases_and_norms``: 1-D parameters
+        without weight decay). A group's ``lr_scale`` is its learning rate over the scheduled ``train.lr``
+        (a task group with an absolute ``lr`` gets ``lr / train.lr``), so every group follows the schedule."""
         groups = []
         for g in task.param_groups():
             params = [p for p in g["params"] if p.requires_grad]
-            scale = g.get("lr_scale", 1.0)
+            scale = g["lr"] / self.cfg.lr if "lr" in g else g.get("lr_scale", 1.0)
+            if self.cfg.decay_biases_and_norms:
+                groups.append({"params": params, "weight_decay": self.cfg.weight_decay, "lr_scale": scale})
+                continue
             groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.cfg.weight_decay,
                         "lr_scale": scale},
                        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
@@ -253,11 +276,20 @@ class Trainer:
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
         self.dataset = dataset
-        sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
+        if cfg.sampler == "speaker_distinct":
+            from sslspk.train.sampler import SpeakerDistinctSampler
+
+            if getattr(dataset, "labels", None) is None:
+                raise TrainingError("train.sampler speaker_distinct needs labelled data (pseudo-label training)")
+            sampler = SpeakerDistinctSampler(dataset.labels, cfg.batch_size, cfg.max_per_speaker, self.rank,
+                                             self.world, cfg.seed)
+        else:
+            sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                         seed=cfg.seed, drop_last=True)
         if len(sampler) < cfg.batch_size:
+            what = " of distinct speakers (train.sampler)" if cfg.sampler == "speaker_distinct" else ""
             raise TrainingError(f"{len(dataset)} utterances over {self.world} process(es) cannot fill one "
-                                f"batch of {cfg.batch_size}: lower train.batch_size")
+                                f"batch{what} of {cfg.batch_size}: lower train.batch_size")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
         task = sync_batchnorm(task, cfg.sync_bn, self.device)
@@ -289,7 +321,7 @@ class Trainer:
             for i, batch in enumerate(bar):
                 if i >= steps_per_epoch:
                     break
-                lr = lr_at(self.global_step, total, warmup, cfg, steps_per_epoch)
+                lr = lr_at(self.global_step, total, warmup, cfg, epoch)
                 for g in opt.param_groups:
                     g["lr"] = lr * g["lr_scale"]
                 batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)

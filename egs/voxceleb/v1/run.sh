@@ -14,7 +14,9 @@
 #   3  embeddings of the training data (or the authors' file of them: --init-embeddings FILE.pt) -> k-means
 #      (--num-clusters) -> AHC (--ahc-clusters) -> pseudo speakers <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf: WavLM Base+ by default) -> <exp>/pl_iter1
-#   5  iterations 2..num_iters of stages 3-4
+#   5  iterations 2..num_iters of stages 3-4, each fine-tuning the pretrained WavLM again (--retrain-from
+#      initial) on its new pseudo-labels; then large-margin fine-tuning of the last iteration's model
+#      on its pseudo-labels (--lmft-conf: margin 0.5, 6-s crops, 5 epochs)   -> <exp>/lmft
 #   6  evaluation of every system on Vox1-O (cosine, AS-norm, calibration) and Vox1-E/H (cosine,
 #      AS-norm), each also with the authors' protocol (rows *_seg: the utterance's first 43.75 s, as
 #      in every row, + 15 windows of 4.015 s, theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList) -> <exp>/results.md,
@@ -23,7 +25,8 @@
 # Examples:
 #   ./run.sh --raw-dir /data/voxceleb_raw --download true      # everything, downloading first
 #   ./run.sh --raw-dir /data/voxceleb_raw --stage 1            # archives already unpacked there
-#   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --exp exp/ecapa_pl
+#   ./run.sh --stage 4 --pseudo-conf conf/pseudo_ecapa.yaml --init-from-ssl true --retrain-from previous \
+#     --lmft-conf '' --exp exp/ecapa_pl      # ECAPA iterations chained as before, no WavLM LMFT step
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --exp exp/simclr_ssps --stage 2
 #   ./run.sh --stage 2 --ssl-conf conf/ssl_cluster_dino.yaml --train-data exp/voxceleb/pl_iter1/data \
 #            --exp exp/voxceleb_cadino                         # Cluster-Aware DINO on a first run's clusters
@@ -55,6 +58,8 @@ baseline_conf=            # no non-learned baseline at this scale
 ssl_conf=conf/ssl_dino_ecapa1024.yaml        # stage 2
 pseudo_conf=conf/pseudo_wavlm_base_plus.yaml # stages 4-5
 init_from_ssl=false       # WavLM starts from its pretrained weights (true for conf/pseudo_ecapa.yaml)
+retrain_from=initial      # each iteration fine-tunes the pretrained WavLM again: theolepage/wavlm_ssl_sv:README.md (Iterative process: new save_path, no initial_model)
+lmft_conf=conf/pseudo_wavlm_base_plus_lmft.yaml  # stage 5's last step: theolepage/wavlm_ssl_sv:README.md (Step 4); '' for none
 init_embeddings=          # stage 3 from the authors' DINO embeddings file (dino_vox2_embeddings.pt, theolepage/wavlm_ssl_sv:README.md) instead of our SSL model's
 # Clustering (stages 3 and 5): theolepage/wavlm_ssl_sv:pseudo_labeling.py value by value
 num_clusters=50000        # k-means clusters: --n_clusters default 50000 (theolepage/wavlm_ssl_sv:pseudo_labeling.py)
@@ -73,6 +78,7 @@ eval_max_seconds=43.75    # test utterances cut at 700000 samples (theolepage/wa
 adjust_options() {  # --tiny true overrides the configs and sizes set above or on the command line
   [ "$tiny" = true ] || return 0
   ssl_conf=conf/tiny/ssl_dino_ecapa.yaml; pseudo_conf=conf/tiny/pseudo_wavlm.yaml
+  [ -z "$lmft_conf" ] || lmft_conf=conf/tiny/pseudo_wavlm_lmft.yaml
   num_clusters=4; ahc_clusters=3; min_cluster_size=1; cohort_size=8; asnorm_top_n=5
 }
 
