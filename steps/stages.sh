@@ -14,7 +14,8 @@
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
 #   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
-#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg)
+#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg;
+#      --plda true: + Kaldi's LDA/PLDA back-end trained on pseudo-labels, rows *_plda and *_lda)
 #      -> <exp>/<system>/results.md, <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
 
@@ -60,6 +61,10 @@ cal_p_target=${cal_p_target-0.5}        # prior of the score calibration objecti
 eval_max_seconds=${eval_max_seconds-}   # stage 6: test embeddings of the first S seconds of each utterance (empty: all)
 eval_segments=${eval_segments-0}        # stage 6: > 0 adds rows *_seg, the authors' protocol with this many windows per utterance
 eval_segment_seconds=${eval_segment_seconds-4.015}  # their length (theolepage/wavlm_ssl_sv:DatasetLoader.py)
+plda=${plda-false}                      # stage 6: + rows *_plda (LDA + PLDA, kaldi-asr/kaldi:egs/voxceleb/v2) and *_lda (cosine
+                                        # after LDA), trained on the cohort with a pl_iterN system's own pseudo-labels, the last
+                                        # iteration's for the label-free systems (ssl, baseline), the true ones for oracle only
+lda_dim=${lda_dim-200}                  # stage 6 back-end: LDA dimension (Kaldi's egs/voxceleb/v2 value; 0: no LDA)
 force=${force-false}                    # true: redo the finished steps of the stages run
 
 . utils/parse_options.sh
@@ -107,6 +112,21 @@ train_iteration() {  # <iteration> [<model dir to start from>]
   local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=$refine_conf
   steps/train.sh train_pseudo.py "${tforce[@]}" --config $conf --data $exp/pl_iter$1/data \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
+}
+backend_labels() {  # <system dir>: sets backend_opts, the evaluate.sh options of its LDA/PLDA back-end (or none)
+  backend_opts=(); [ "$plda" = true ] || return 0
+  local last labels what
+  last=$(ls -d $exp/pl_iter* 2> /dev/null | sort -V | tail -n 1)
+  case $(basename $1) in   # never the true labels for a label-free system
+    pl_iter*) labels=$1/data/utt2spk; what="pseudo-labels of $(basename $1)";;
+    oracle) labels=$train_data/utt2spk; what="true labels";;
+    *) labels=${last:+$last/data/utt2spk}; what="pseudo-labels of $(basename "${last:-none}")";;
+  esac
+  if [ -n "$labels" ] && [ -f "$labels" ]; then
+    backend_opts=(--plda-utt2spk "$labels" --plda-labels "$what" --lda-dim $lda_dim)
+  else
+    echo "$0: no pseudo-labels for the LDA/PLDA back-end of $1 (no $exp/pl_iter*/data): no *_plda rows" >&2
+  fi
 }
 cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded random subset of it
   local n; n=$(wc -l < "$train_data/utt2spk")
@@ -178,7 +198,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   [ ${#systems[@]} -gt 0 ] || { echo "$0: no system to evaluate in $exp" >&2; exit 1; }
   cohort=$(cohort_data)
   for sys in "${systems[@]}"; do
-    steps/evaluate.sh --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+    backend_labels $sys
+    steps/evaluate.sh "${backend_opts[@]}" --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
       --cal-p-target $cal_p_target --extra-trials "$extra_trials" --max-seconds "$eval_max_seconds" \
       --segments $eval_segments --segment-seconds $eval_segment_seconds $sys "$cohort" "$test_data" "$trials"
   done
@@ -187,6 +208,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     name=$(basename $t)
     rows+=(--trials $name --trials ${name}_asnorm)
     [ "$eval_segments" -eq 0 ] || rows+=(--trials ${name}_seg)
+    [ "$plda" != true ] || rows+=(--trials ${name}_plda --trials ${name}_lda)
     det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
     plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
   done

@@ -207,3 +207,42 @@ def test_train_backend_and_score_cli(tmp_path):
                              "--backend-model", str(model), str(tmp_path / "trials"), str(tmp_path / "e.scp"),
                              str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "--backend plda" in r.stderr
+
+
+@pytest.mark.slow
+def test_mini_stage6_plda_rows(tmp_path, recipe_env, monkeypatch):
+    """Stage 6 --plda true: the label-free baseline gets rows test_plda/test_lda from a back-end trained on the last
+    pseudo-label iteration's labels (never the true ones); the back-end is retrained only when its labels change."""
+    import json
+    import os
+
+    from conftest import recipe_runner
+
+    recipe = recipe_runner("mini", tmp_path, recipe_env)
+    monkeypatch.chdir(recipe.dir)
+    recipe("--stage", "0", "--stop-stage", "1", "--num-train-speakers", "12", "--num-test-speakers", "8",
+           "--utts-per-speaker", "8")
+    pl = recipe.dir / "exp" / "mini" / "pl_iter1" / "data"   # pseudo-labels: a clustering with other names
+    pl.mkdir(parents=True)
+    lines = (recipe.dir / "data" / "mini" / "train" / "utt2spk").read_text().splitlines()
+    (pl / "utt2spk").write_text("".join(f"{u} cluster_{s}\n" for u, s in (line.split() for line in lines)))
+    opts = ("--stage", "6", "--plda", "true", "--lda-dim", "10")
+    recipe(*opts)
+    sys_dir = recipe.dir / "exp" / "mini" / "baseline"
+    res = json.loads((sys_dir / "results.json").read_text())
+    assert res["test_plda"]["backend"] == "plda" and res["test_lda"]["backend"] == "lda-cosine"
+    assert res["test_plda"]["num_target"] == res["test"]["num_target"]
+    info = Backend.load(sys_dir / "backend" / "plda.npz").info
+    assert info["utt2spk"] == str(pl / "utt2spk") and info["labels"] == "pseudo-labels of pl_iter1"
+    assert info["lda_dim"] == 10 and info["num_speakers"] == 12
+    overview = (recipe.dir / "exp" / "mini" / "results.md").read_text()
+    assert "test_plda" in overview and "test_lda" in overview
+    mtime = (sys_dir / "backend" / "plda.npz").stat().st_mtime_ns
+    r = recipe(*opts)
+    assert (sys_dir / "backend" / "plda.npz").stat().st_mtime_ns == mtime
+    assert "test_plda.score is up to date" in r.stdout
+    future = (sys_dir / "backend" / "plda.npz").stat().st_mtime + 10
+    os.utime(pl / "utt2spk", (future, future))   # new pseudo-labels: retrained and rescored
+    r = recipe(*opts)
+    assert (sys_dir / "backend" / "plda.npz").stat().st_mtime_ns != mtime
+    assert "test_plda.score is up to date" not in r.stdout
