@@ -29,9 +29,11 @@ extra_trials=          # more trial lists on <test-data> (space-separated), scor
 max_seconds=           # test embeddings of the first S seconds of each utterance only (empty: all of it)
 segments=0             # > 0: also the rows *_seg of the authors' protocol with this many windows per test utterance
 segment_seconds=4.015  # their length (400 x 160 + 240 samples at 16 kHz, theolepage/wavlm_ssl_sv:DatasetLoader.py)
-plda_utt2spk=           # labels of the cohort utterances to train the LDA/PLDA back-end on (empty: no *_plda, *_lda rows)
+plda_utt2spk=          # labels of the cohort utterances to train the LDA/PLDA back-end on (empty: no *_plda, *_lda rows)
 plda_labels=           # what they are (e.g. pseudo-labels of pl_iter2), recorded in the back-end model
 lda_dim=200            # back-end LDA dimension (Kaldi's egs/voxceleb/v2 value; 0: no LDA)
+lda_dim_dev=           # or LDA dimensions (space-separated) to choose from: the lowest PLDA EER on the dev half of the
+                       # trials wins, + row test_plda_eval (the other half)
 force=false            # redo every step even if up to date (true|false)
 
 . utils/parse_options.sh
@@ -63,12 +65,22 @@ if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/tria
   split_trials.py "$test_data/utt2spk" "$trials" $sys/trials/dev $sys/trials/eval
   echo "$split_source" > $sys/trials/source
 fi
+steps/score.sh "${asnorm[@]}" $sys $sys/trials/dev $emb test_asnorm_dev
+steps/score.sh "${asnorm[@]}" --llr true $sys $sys/trials/eval $emb test_asnorm_eval
+if [ "$force" = true ] || [ ! -f $sys/calibration.json ] || [ $sys/scores/test_asnorm_dev.score -nt $sys/calibration.json ]; then
+  calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
+fi
+steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
 backend=$sys/backend/plda.npz
-if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings or labels are newer, or its options changed
-  backend_opts="--lda-dim $lda_dim --labels $plda_labels $cohort_emb/embeddings.scp $plda_utt2spk"
-  if [ "$force" = true ] || ! [ $backend -nt $cohort_emb/embeddings.scp ] || ! [ $backend -nt "$plda_utt2spk" ] \
-     || [ "$(cat $backend.opts 2> /dev/null)" != "$backend_opts" ]; then
-    train_backend.py --lda-dim $lda_dim --labels "$plda_labels" $cohort_emb/embeddings.scp "$plda_utt2spk" $backend
+if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings, labels (or dev trials) are newer, or its options changed
+  dims=$lda_dim dev=()
+  [ -z "$lda_dim_dev" ] || { dims=$lda_dim_dev; dev=(--dev-trials $sys/trials/dev --dev-scp $emb); }
+  backend_opts="--lda-dim $dims ${dev[*]} --labels $plda_labels $cohort_emb/embeddings.scp $plda_utt2spk"
+  if [ "$force" = true ] || [ "$(cat $backend.opts 2> /dev/null)" != "$backend_opts" ] \
+     || ! [ $backend -nt $cohort_emb/embeddings.scp ] || ! [ $backend -nt "$plda_utt2spk" ] \
+     || { [ ${#dev[@]} -gt 0 ] && ! { [ $backend -nt $sys/trials/dev ] && [ $backend -nt $emb ]; }; }; then
+    train_backend.py --lda-dim $dims "${dev[@]}" --labels "$plda_labels" $cohort_emb/embeddings.scp \
+      "$plda_utt2spk" $backend
     echo "$backend_opts" > $backend.opts
   fi
   for t in "$trials" $extra_trials; do
@@ -76,13 +88,9 @@ if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings or labels are 
     steps/score.sh --force $force --backend plda --backend-model $backend $sys "$t" $emb ${name}_plda
     steps/score.sh --force $force --backend lda-cosine --backend-model $backend $sys "$t" $emb ${name}_lda
   done
+  [ ${#dev[@]} -eq 0 ] || steps/score.sh --force $force --backend plda --backend-model $backend \
+    $sys $sys/trials/eval $emb test_plda_eval   # the half not used to choose --lda-dim
 fi
-steps/score.sh "${asnorm[@]}" $sys $sys/trials/dev $emb test_asnorm_dev
-steps/score.sh "${asnorm[@]}" --llr true $sys $sys/trials/eval $emb test_asnorm_eval
-if [ "$force" = true ] || [ ! -f $sys/calibration.json ] || [ $sys/scores/test_asnorm_dev.score -nt $sys/calibration.json ]; then
-  calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
-fi
-steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
 for t in $extra_trials; do
   steps/score.sh "${norm[@]}" $sys "$t" $emb "$(basename "$t")"
   steps/score.sh "${asnorm[@]}" $sys "$t" $emb "$(basename "$t")_asnorm"

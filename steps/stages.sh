@@ -65,6 +65,8 @@ plda=${plda-false}                      # stage 6: + rows *_plda (LDA + PLDA, ka
                                         # after LDA), trained on the cohort with a pl_iterN system's own pseudo-labels, the last
                                         # iteration's for the label-free systems (ssl, baseline), the true ones for oracle only
 lda_dim=${lda_dim-200}                  # stage 6 back-end: LDA dimension (Kaldi's egs/voxceleb/v2 value; 0: no LDA)
+lda_dim_dev=${lda_dim_dev-}             # or LDA dimensions to choose from ("100 200"): the best on the dev half of the trials
+                                        # (+ row test_plda_eval, the other half); empty: --lda-dim
 force=${force-false}                    # true: redo the finished steps of the stages run
 
 . utils/parse_options.sh
@@ -123,7 +125,7 @@ backend_labels() {  # <system dir>: sets backend_opts, the evaluate.sh options o
     *) labels=${last:+$last/data/utt2spk}; what="pseudo-labels of $(basename "${last:-none}")";;
   esac
   if [ -n "$labels" ] && [ -f "$labels" ]; then
-    backend_opts=(--plda-utt2spk "$labels" --plda-labels "$what" --lda-dim $lda_dim)
+    backend_opts=(--plda-utt2spk "$labels" --plda-labels "$what" --lda-dim $lda_dim --lda-dim-dev "$lda_dim_dev")
   else
     echo "$0: no pseudo-labels for the LDA/PLDA back-end of $1 (no $exp/pl_iter*/data): no *_plda rows" >&2
   fi
@@ -212,6 +214,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
     plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
   done
+  [ "$plda" != true ] || [ -z "$lda_dim_dev" ] || rows+=(--trials test_plda_eval)
   compare_results.py "${rows[@]}" "${systems[@]}" > $exp/results.md
   if ls -d $exp/pl_iter* > /dev/null 2>&1; then
     loop_report.py --start $(basename $seed) $exp > $exp/iterations.md && cat $exp/iterations.md

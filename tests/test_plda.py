@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 from sslspk.data.embeddings import write_embeddings
 from sslspk.scoring.cosine import score_trials
 from sslspk.scoring.metrics import compute_metrics
-from sslspk.scoring.plda import Backend, Plda, fit_lda, fit_plda, train_backend
+from sslspk.scoring.plda import Backend, Plda, fit_lda, fit_plda, train_backend, train_backend_on_dev
 from sslspk.utils.errors import InputError
 
 
@@ -144,6 +144,27 @@ def test_lda_finds_the_speaker_subspace():
     assert eer(after, target) < 0.6 * eer(raw, target)
 
 
+def test_lda_dimension_chosen_on_dev_trials():
+    rng = np.random.default_rng(9)
+    d, k = 10, 2
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    between = basis[:, :k] @ np.diag([4.0, 3.0]) @ basis[:, :k].T + 0.05 * basis[:, k:] @ basis[:, k:].T
+    within = basis @ np.diag([0.3, 0.3] + [3.0] * (d - k)) @ basis.T
+    x, labels = two_covariance_data(rng, between, within, np.full(30, 4))
+    dev_x, dev_labels = two_covariance_data(rng, between, within, np.full(200, 4))
+    i, j, target = pair_trials(dev_labels, rng, 1000)
+    keys = [str(n) for n in range(len(dev_x))]
+    enroll, test = [keys[n] for n in i], [keys[n] for n in j]
+    want = {str(dim): eer(train_backend(x, labels, dim).score_trials("plda", (keys, dev_x), enroll, test), target)
+            for dim in (8, k, 5)}
+    chosen = train_backend_on_dev(x, labels, [8, k, 5], (keys, dev_x), enroll, test, target, info={"labels": "p"})
+    assert chosen.info["dev_eer"] == want
+    assert chosen.info["lda_dim"] == int(min(want, key=want.get)) and chosen.lda.shape[0] == chosen.info["lda_dim"]
+    assert chosen.info["labels"] == "p"
+    with pytest.raises(InputError, match="both target and non-target"):
+        train_backend_on_dev(x, labels, [2, 3], (keys, dev_x), enroll[:1], test[:1], target[:1])
+
+
 def test_plda_beats_cosine_with_anisotropic_within_class():
     rng = np.random.default_rng(6)
     d = 8
@@ -246,3 +267,8 @@ def test_mini_stage6_plda_rows(tmp_path, recipe_env, monkeypatch):
     r = recipe(*opts)
     assert (sys_dir / "backend" / "plda.npz").stat().st_mtime_ns != mtime
     assert "test_plda.score is up to date" not in r.stdout
+    r = recipe("--stage", "6", "--plda", "true", "--lda-dim-dev", "4 10")   # chosen on the dev half of the trials
+    info = Backend.load(sys_dir / "backend" / "plda.npz").info
+    assert set(info["dev_eer"]) == {"4", "10"} and info["lda_dim"] == int(min(info["dev_eer"], key=info["dev_eer"].get))
+    assert "test_plda_eval" in json.loads((sys_dir / "results.json").read_text())
+    assert "test_plda_eval" in (recipe.dir / "exp" / "mini" / "results.md").read_text()

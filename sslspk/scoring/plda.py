@@ -35,6 +35,7 @@ import numpy as np
 
 from sslspk.data.embeddings import l2_normalize
 from sslspk.scoring.cosine import paired_dot, trial_rows
+from sslspk.scoring.metrics import compute_metrics
 from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write
 
@@ -232,3 +233,24 @@ def train_backend(x: np.ndarray, labels: Sequence[str], lda_dim: int = 200, num_
     info = dict(info or {}, lda_dim=lda_dim, num_em_iters=num_em_iters, num_embeddings=len(x),
                 num_speakers=class_indices(labels)[1])
     return Backend(mean=mean, lda=lda, plda=plda, info=info)
+
+
+def train_backend_on_dev(x: np.ndarray, labels: Sequence[str], lda_dims: Sequence[int],
+                         dev_emb: tuple[list[str], np.ndarray], dev_enroll: Sequence[str], dev_test: Sequence[str],
+                         dev_target: np.ndarray, num_em_iters: int = 10, info: dict | None = None) -> Backend:
+    """:func:`train_backend` with the LDA dimension of ``lda_dims`` whose PLDA scores have the lowest EER on the
+    dev trials (the first listed on a tie); ``info["dev_eer"]`` records each dimension's EER."""
+    if not lda_dims:
+        raise InputError("no LDA dimension to choose from")
+    dev_target = np.asarray(dev_target)
+    if dev_target.min() == dev_target.max():
+        raise InputError("the dev trials need both target and non-target trials to choose the LDA dimension")
+    best, dev_eer = None, {}
+    for dim in lda_dims:
+        backend = train_backend(x, labels, dim, num_em_iters, info)
+        dev_eer[str(dim)] = compute_metrics(backend.score_trials("plda", dev_emb, dev_enroll, dev_test,
+                                                                 source="the dev embeddings"), dev_target).eer
+        if best is None or dev_eer[str(dim)] < dev_eer[str(best.info["lda_dim"])]:
+            best = backend
+    best.info["dev_eer"] = dev_eer
+    return best
