@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         from sslspk.data.embeddings import load_embeddings
         from sslspk.scoring.plda import train_backend, train_backend_on_dev
         from sslspk.utils.errors import InputError, MissingIdError
-        from sslspk.utils.fileio import read_kv
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
 
+        check_outputs_are_not_inputs([args.emb_scp, args.utt2spk, args.dev_trials, args.dev_scp], [args.out_model])
         if len(args.lda_dim) > 1 and not (args.dev_trials and args.dev_scp):
             raise InputError("several --lda-dim values need --dev-trials and --dev-scp to choose among them")
         keys, mat = load_embeddings(args.emb_scp)
