@@ -13,7 +13,9 @@
 # each of --extra-trials adds rows <list name> and <list name>_asnorm. With --segments N, rows test_seg
 # and <list name>_seg: the authors' protocol (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList:
 # mean of the whole-utterance cosine and of the mean cosine over the N x N pairs of --segment-seconds
-# windows, no mean subtraction, no AS-norm).
+# windows, no mean subtraction, no AS-norm). With --plda-utt2spk, rows test_plda (Kaldi's LDA + PLDA back-end,
+# kaldi-asr/kaldi:egs/voxceleb/v2/run.sh, trained on the cohort embeddings with these labels -> <model-dir>/backend/plda.npz)
+# and test_lda (cosine after its mean subtraction and LDA), and <list name>_plda, <list name>_lda.
 # Every step is skipped when its output is up to date (--force true redoes them all).
 set -euo pipefail
 
@@ -27,6 +29,11 @@ extra_trials=          # more trial lists on <test-data> (space-separated), scor
 max_seconds=           # test embeddings of the first S seconds of each utterance only (empty: all of it)
 segments=0             # > 0: also the rows *_seg of the authors' protocol with this many windows per test utterance
 segment_seconds=4.015  # their length (400 x 160 + 240 samples at 16 kHz, theolepage/wavlm_ssl_sv:DatasetLoader.py)
+plda_utt2spk=          # labels of the cohort utterances to train the LDA/PLDA back-end on (empty: no *_plda, *_lda rows)
+plda_labels=           # what they are (e.g. pseudo-labels of pl_iter2), recorded in the back-end model
+lda_dim=200            # back-end LDA dimension (Kaldi's egs/voxceleb/v2 value; 0: no LDA)
+lda_dim_dev=           # or LDA dimensions (space-separated) to choose from: the lowest PLDA EER on the dev half of the
+                       # trials wins, + row test_plda_eval (the other half)
 force=false            # redo every step even if up to date (true|false)
 
 . utils/parse_options.sh
@@ -64,6 +71,26 @@ if [ "$force" = true ] || [ ! -f $sys/calibration.json ] || [ $sys/scores/test_a
   calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
 fi
 steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
+backend=$sys/backend/plda.npz
+if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings, labels (or dev trials) are newer, or its options changed
+  dims=$lda_dim dev=()
+  [ -z "$lda_dim_dev" ] || { dims=$lda_dim_dev; dev=(--dev-trials $sys/trials/dev --dev-scp $emb); }
+  backend_opts="--lda-dim $dims ${dev[*]} --labels $plda_labels $cohort_emb/embeddings.scp $plda_utt2spk"
+  if [ "$force" = true ] || [ "$(cat $backend.opts 2> /dev/null)" != "$backend_opts" ] \
+     || ! [ $backend -nt $cohort_emb/embeddings.scp ] || ! [ $backend -nt "$plda_utt2spk" ] \
+     || { [ ${#dev[@]} -gt 0 ] && ! { [ $backend -nt $sys/trials/dev ] && [ $backend -nt $emb ]; }; }; then
+    train_backend.py --lda-dim $dims "${dev[@]}" --labels "$plda_labels" $cohort_emb/embeddings.scp \
+      "$plda_utt2spk" $backend
+    echo "$backend_opts" > $backend.opts
+  fi
+  for t in "$trials" $extra_trials; do
+    name=test; [ "$t" = "$trials" ] || name=$(basename "$t")
+    steps/score.sh --force $force --backend plda --backend-model $backend $sys "$t" $emb ${name}_plda
+    steps/score.sh --force $force --backend lda-cosine --backend-model $backend $sys "$t" $emb ${name}_lda
+  done
+  [ ${#dev[@]} -eq 0 ] || steps/score.sh --force $force --backend plda --backend-model $backend \
+    $sys $sys/trials/eval $emb test_plda_eval   # the half not used to choose --lda-dim
+fi
 for t in $extra_trials; do
   steps/score.sh "${norm[@]}" $sys "$t" $emb "$(basename "$t")"
   steps/score.sh "${asnorm[@]}" $sys "$t" $emb "$(basename "$t")_asnorm"

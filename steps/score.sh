@@ -17,6 +17,8 @@ var_norm=false # also divide by their per-dimension std (true|false)
 cohort_scp=    # AS-norm cohort (e.g. training embeddings or speaker means); empty = plain cosine
 cohort_utt2spk= # with --cohort-scp of utterances: use per-speaker means as the cohort
 top_n=300      # AS-norm: closest cohort entries (clipped to the cohort size)
+backend=cosine # cosine (AS-norm with --cohort-scp), or plda|lda-cosine of --backend-model (bin/train_backend.py)
+backend_model= # LDA/PLDA back-end model for --backend plda|lda-cosine
 segments_scp=  # the authors' protocol with these segment embeddings (theolepage/wavlm_ssl_sv:SpeakerNet.py)
 calibration=   # calibration JSON (bin/calibrate.py train): scores become LLRs
 utt2dur=       # utt2dur file for a calibration with quality measures
@@ -41,11 +43,12 @@ opts=()
 [ -z "$cohort_scp" ] || opts+=(--cohort-scp "$cohort_scp" --top-n "$top_n")
 [ -z "$cohort_utt2spk" ] || opts+=(--cohort-utt2spk "$cohort_utt2spk")
 [ -z "$segments_scp" ] || opts+=(--segments-scp "$segments_scp")
+[ "$backend" = cosine ] || opts+=(--backend "$backend" --backend-model "$backend_model")
 [ -z "$calibration" ] || opts+=(--calibration "$calibration")
 [ -z "$utt2dur" ] || opts+=(--utt2dur "$utt2dur")
 [ "$skip_missing" != true ] || opts+=(--skip-missing)
 newer=true   # are the scores newer than every input?
-for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $segments_scp $calibration $utt2dur; do
+for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $segments_scp $backend_model $calibration $utt2dur; do
   [ "$scores" -nt "$f" ] || newer=false
 done
 # Rescore unless the scores are newer than their inputs and were made with the same options.

@@ -16,7 +16,8 @@
 #      then, with --lmft-conf, large-margin fine-tuning of the last iteration's model on its
 #      pseudo-labels (the authors' last step; also with --num-iters 1)       -> <exp>/lmft
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
-#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg)
+#      (+ calibration) and of --extra-trials (--eval-segments N: + the authors' protocol, rows *_seg;
+#      --plda true: + Kaldi's LDA/PLDA back-end trained on pseudo-labels, rows *_plda and *_lda)
 #      -> <exp>/<system>/results.md, <exp>/results.md,
 #      <exp>/iterations.md, DET plots <exp>/det_<trial list>.png
 
@@ -63,6 +64,12 @@ cal_p_target=${cal_p_target-0.5}        # prior of the score calibration objecti
 eval_max_seconds=${eval_max_seconds-}   # stage 6: test embeddings of the first S seconds of each utterance (empty: all)
 eval_segments=${eval_segments-0}        # stage 6: > 0 adds rows *_seg, the authors' protocol with this many windows per utterance
 eval_segment_seconds=${eval_segment_seconds-4.015}  # their length (theolepage/wavlm_ssl_sv:DatasetLoader.py)
+plda=${plda-false}                      # stage 6: + rows *_plda (LDA + PLDA, kaldi-asr/kaldi:egs/voxceleb/v2) and *_lda (cosine
+                                        # after LDA), trained on the cohort with a pl_iterN system's own pseudo-labels, the last
+                                        # iteration's for the label-free systems (ssl, baseline), the true ones for oracle only
+lda_dim=${lda_dim-200}                  # stage 6 back-end: LDA dimension (Kaldi's egs/voxceleb/v2 value; 0: no LDA)
+lda_dim_dev=${lda_dim_dev-}             # or LDA dimensions to choose from ("100 200"): the best on the dev half of the trials
+                                        # (+ row test_plda_eval, the other half); empty: --lda-dim
 force=${force-false}                    # true: redo the finished steps of the stages run
 
 . utils/parse_options.sh
@@ -111,6 +118,21 @@ train_iteration() {  # <iteration> [<model dir to start from>]
   local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=$refine_conf
   steps/train.sh train_pseudo.py "${tforce[@]}" --config $conf --data $exp/pl_iter$1/data \
     --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
+}
+backend_labels() {  # <system dir>: sets backend_opts, the evaluate.sh options of its LDA/PLDA back-end (or none)
+  backend_opts=(); [ "$plda" = true ] || return 0
+  local last labels what
+  last=$(ls -d $exp/pl_iter* 2> /dev/null | sort -V | tail -n 1)
+  case $(basename $1) in   # never the true labels for a label-free system
+    pl_iter*) labels=$1/data/utt2spk; what="pseudo-labels of $(basename $1)";;
+    oracle) labels=$train_data/utt2spk; what="true labels";;
+    *) labels=${last:+$last/data/utt2spk}; what="pseudo-labels of $(basename "${last:-none}")";;
+  esac
+  if [ -n "$labels" ] && [ -f "$labels" ]; then
+    backend_opts=(--plda-utt2spk "$labels" --plda-labels "$what" --lda-dim $lda_dim --lda-dim-dev "$lda_dim_dev")
+  else
+    echo "$0: no pseudo-labels for the LDA/PLDA back-end of $1 (no $exp/pl_iter*/data): no *_plda rows" >&2
+  fi
 }
 cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded random subset of it
   local n; n=$(wc -l < "$train_data/utt2spk")
@@ -188,7 +210,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   [ ${#systems[@]} -gt 0 ] || { echo "$0: no system to evaluate in $exp" >&2; exit 1; }
   cohort=$(cohort_data)
   for sys in "${systems[@]}"; do
-    steps/evaluate.sh --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
+    backend_labels $sys
+    steps/evaluate.sh "${backend_opts[@]}" --nj $nj --cmd "$cmd" --device $device --force $force --asnorm-cohort $asnorm_cohort --asnorm-top-n $asnorm_top_n \
       --cal-p-target $cal_p_target --extra-trials "$extra_trials" --max-seconds "$eval_max_seconds" \
       --segments $eval_segments --segment-seconds $eval_segment_seconds $sys "$cohort" "$test_data" "$trials"
   done
@@ -197,9 +220,11 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     name=$(basename $t)
     rows+=(--trials $name --trials ${name}_asnorm)
     [ "$eval_segments" -eq 0 ] || rows+=(--trials ${name}_seg)
+    [ "$plda" != true ] || rows+=(--trials ${name}_plda --trials ${name}_lda)
     det=(); for s in "${systems[@]}"; do det+=("$(basename $s)=$s/scores/${name}_asnorm.score"); done
     plot_det.py --title "$name (AS-norm)" --out $exp/det_$name.png "${det[@]}"
   done
+  [ "$plda" != true ] || [ -z "$lda_dim_dev" ] || rows+=(--trials test_plda_eval)
   compare_results.py "${rows[@]}" "${systems[@]}" > $exp/results.md
   if ls -d $exp/pl_iter* > /dev/null 2>&1; then
     loop_report.py --start $(basename $seed) $exp > $exp/iterations.md && cat $exp/iterations.md

@@ -74,6 +74,7 @@ def _workspace(d: Path) -> None:
 WRITERS = {
     "split_trials": (["split_trials.py", "utt2spk", "trials", "trials", "eval"], "trials"),
     "score": (["score.py", "trials", "emb.scp", "emb.scp"], "emb.scp"),
+    "train_backend": (["train_backend.py", "emb.scp", "utt2spk", "utt2spk"], "utt2spk"),
     "calibrate_train": (["calibrate.py", "train", "scores", "scores"], "scores"),
     "calibrate_apply": (["calibrate.py", "apply", "exp/config.yaml", "scores", "scores"], "scores"),
     "compute_metrics": (["compute_metrics.py", "exp/results.json", "--results-dir", "exp", "--name", "x"],

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         opts = Path(f"{args.scores}.opts")
         opts = opts.read_text().split() if opts.exists() else []
         llr = args.llr or "--calibration" in opts
-        backend = args.backend or ("as-norm" if "--cohort-scp" in opts else "cosine") \
+        trained = opts[opts.index("--backend") + 1] if "--backend" in opts[:-1] else None   # plda, lda-cosine
+        backend = args.backend or (trained or ("as-norm" if "--cohort-scp" in opts else "cosine")) \
             + ("+cal" if "--calibration" in opts else "")
         scores, labels = read_scores(args.scores, args.trials, args.drop_bad_trials)
         m = compute_metrics(scores, labels, tuple(args.p_target), args.c_miss, args.c_fa, llr=llr)

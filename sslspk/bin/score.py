@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Score a trial list (Kaldi or VoxCeleb format) from Kaldi embedding scps: cosine, AS-norm or the authors' protocol.
+"""Score a trial list (Kaldi or VoxCeleb format) from embedding scps: cosine, AS-norm, PLDA or the authors' protocol.
 
 Usage: score.py [--test-scp T] [--mean-scp M [--var-norm]] [--cohort-scp C [--cohort-utt2spk U] [--top-n 300]]
-                [--segments-scp S] [--calibration cal.json [--utt2dur F]... ] [--skip-missing]
+                [--segments-scp S] [--backend plda|lda-cosine --backend-model MODEL]
+                [--calibration cal.json [--utt2dur F]... ] [--skip-missing]
                 TRIALS ENROLL_SCP OUT_SCORES
 
 Writes one line per trial: ``<enroll> <test> <score> [target|nontarget]`` (label copied
@@ -16,6 +17,10 @@ speaker means (``--cohort-utt2spk``: averaged after the trials' normalisation), 
 authors' protocol (theolepage/wavlm_ssl_sv:SpeakerNet.py evaluateFromList): the mean of the cosine
 of the whole-utterance embeddings and of the mean cosine over all pairs of segment embeddings,
 with no mean subtraction (not combinable with the normalisation options or --test-scp).
+``--backend plda`` scores with Kaldi's PLDA log-likelihood ratio (one enrollment utterance) and
+``--backend lda-cosine`` with the cosine after the model's mean subtraction and LDA, the model being
+``--backend-model`` of ``train_backend.py`` (it holds its own normalisation: not combinable with the
+other normalisation options, AS-norm or --segments-scp).
 ``--calibration`` maps the scores to LLRs with a model from ``calibrate.py train``.
 Trial ids without an embedding are an error listing them; ``--skip-missing`` scores only the
 others (with a warning giving the count). Vectorised: no loop per trial.
@@ -46,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--segments-scp",
                    help="the authors' protocol: mean of the whole-utterance cosine and of the mean cosine over "
                         "all pairs of these per-utterance segment embeddings")
+    p.add_argument("--backend", choices=["cosine", "plda", "lda-cosine"], default="cosine",
+                   help="cosine (default; AS-norm with --cohort-scp), or a --backend-model's plda LLR or "
+                        "cosine after its LDA (lda-cosine)")
+    p.add_argument("--backend-model", help="back-end of train_backend.py, for --backend plda|lda-cosine")
     p.add_argument("--calibration", help="calibration JSON (calibrate.py train): write LLRs")
     p.add_argument("--utt2dur", action="append", default=[],
                    help="utt2dur file(s), for a calibration with quality measures")
@@ -69,9 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.segments_scp and (args.test_scp or args.mean_scp or args.var_norm or args.cohort_scp):
             raise InputError("--segments-scp is the authors' protocol (no mean subtraction, no AS-norm, one scp of "
                              "both sides): not combinable with --test-scp, --mean-scp, --var-norm or --cohort-scp")
+        if (args.backend == "cosine") == bool(args.backend_model):
+            raise InputError("--backend plda|lda-cosine needs --backend-model, and --backend-model needs one of them")
+        if args.backend != "cosine" and (args.mean_scp or args.var_norm or args.cohort_scp or args.segments_scp):
+            raise InputError(f"--backend {args.backend} uses the normalisation of its --backend-model: not combinable "
+                             "with --mean-scp, --var-norm, --cohort-scp or --segments-scp")
         check_outputs_are_not_inputs([args.trials, args.enroll_scp, args.test_scp, args.mean_scp, args.cohort_scp,
-                                      args.cohort_utt2spk, args.calibration, args.segments_scp, *args.utt2dur],
-                                     [args.out_scores])
+                                      args.cohort_utt2spk, args.calibration, args.segments_scp, args.backend_model,
+                                      *args.utt2dur], [args.out_scores])
         trials = read_trials(args.trials, args.drop_bad_trials)
         emb = load_embeddings(args.enroll_scp)
         test = load_embeddings(args.test_scp) if args.test_scp else None
@@ -98,7 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
         mean = ref.mean(axis=0) if ref is not None else None
         scale = ref.std(axis=0) if args.var_norm else None
-        if args.segments_scp:
+        if args.backend != "cosine":
+            from sslspk.scoring.plda import Backend
+
+            scores = Backend.load(args.backend_model).score_trials(args.backend, emb, trials.enroll, trials.test,
+                                                                   test_emb=test, source=source)
+        elif args.segments_scp:
             from sslspk.scoring.segments import full_and_segments_scores
 
             scores = full_and_segments_scores(emb, segment_means, trials.enroll, trials.test, source)
