@@ -370,11 +370,11 @@ def feature_extractor(model_dir: Path, config: Any) -> Any:
 
 def build_model(model_dir: str | Path) -> tuple[Any, Any]:
     """(``WhisperModel`` in float32 holding MODEL_DIR's weights, its feature extractor)."""
+    model_dir = Path(model_dir)
+    ct2 = read_ctranslate2(model_dir / "model.bin")
     import torch
     from transformers import WhisperModel
 
-    model_dir = Path(model_dir)
-    ct2 = read_ctranslate2(model_dir / "model.bin")
     config = whisper_config(ct2, model_dir)
     weights = hf_weights(ct2)
     model = WhisperModel(config).eval()
