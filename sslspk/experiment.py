@@ -7,12 +7,15 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslspk.data.datadir import MANAGED_FILES
-from sslspk.extraction import MODEL_FILES
+from sslspk.extraction import DATA_FILES, MODEL_FILES
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
-from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, files_digest
+from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files, files_digest
+
+if TYPE_CHECKING:
+    from sslspk.utils.stamp import Stamp
 
 
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
@@ -59,24 +62,44 @@ def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str
     return init_model
 
 
-def training_inputs(cfg: dict[str, Any], data_dir: str | os.PathLike,
-                    init: str | os.PathLike | None) -> dict[str, str]:
-    """SHA-256 digests of what a training depends on: its full config (with the inherited model block),
-    the data dir's tables and the initial model's weights (``-`` without one)."""
-    from sslspk.extraction import DATA_FILES
+def training_stamp(cfg: dict[str, Any], data_dir: str | os.PathLike, init: str | os.PathLike | None) -> Stamp:
+    """What a training depends on (the stamp ``<exp>/model.pt.stamp``): its full config (with the inherited
+    model block), the data dir's tables and the initial model's weights."""
+    from sslspk.utils.stamp import Stamp
 
-    return {"config": hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest(),
-            "data": files_digest(Path(data_dir) / f for f in DATA_FILES),
-            "initial model": files_digest([Path(init) / "model.pt"]) if init is not None else "-"}
+    return Stamp([*(Path(data_dir) / f for f in DATA_FILES), Path(init) / "model.pt" if init is not None else None],
+                 {"config": json.dumps(cfg, sort_keys=True, default=str)})
 
 
-def changed_inputs(exp_dir: Path, inputs: dict[str, str], cfg: dict[str, Any]) -> list[str]:
-    """Which of ``inputs`` differ from those recorded in ``exp_dir/inputs.json`` (by an earlier
-    training there); an exp dir from before that record is judged by its ``config.yaml`` alone."""
+def changed_inputs(exp_dir: Path, stamp: Stamp, cfg: dict[str, Any], data_dir: str | os.PathLike,
+                   init: str | os.PathLike | None) -> list[str]:
+    """What changed since the training in ``exp_dir`` started (its stamp), in words: ``config``,
+    ``data``, ``initial model``. An exp dir from before stamps is judged once by its old record
+    (``inputs.json``, or without one its ``config.yaml``) and, when that finds no change, stamped."""
+    changed = stamp.changes(exp_dir / "model.pt", need_output=False)
+    if changed is None:
+        if not (exp_dir / "model.pt").exists() and not (exp_dir / "checkpoints").is_dir():
+            return []
+        legacy = _legacy_changes(exp_dir, cfg, data_dir, init)
+        if not legacy:
+            stamp.write(exp_dir / "model.pt")
+            (exp_dir / "inputs.json").unlink(missing_ok=True)
+        return legacy
+    data = {os.fspath(Path(data_dir) / f) for f in DATA_FILES}
+    return sorted({"config" if k == "config" else "data" if k in data else "initial model" for k in changed})
+
+
+def _legacy_changes(exp_dir: Path, cfg: dict[str, Any], data_dir: str | os.PathLike,
+                    init: str | os.PathLike | None) -> list[str]:
+    """The rule of before stamps (migration only): which of the digests in ``exp_dir/inputs.json`` differ;
+    without that record, ``config`` when ``config.yaml`` differs."""
     record = exp_dir / "inputs.json"
     if record.is_file():
+        now = {"config": hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest(),
+               "data": files_digest(Path(data_dir) / f for f in DATA_FILES),
+               "initial model": files_digest([Path(init) / "model.pt"]) if init is not None else "-"}
         old = json.loads(record.read_text())
-        return [k for k, v in inputs.items() if old.get(k) != v]
+        return [k for k, v in now.items() if old.get(k) != v]
     if (exp_dir / "config.yaml").is_file() and load_yaml(exp_dir / "config.yaml") != cfg:
         return ["config"]
     return []
@@ -132,9 +155,9 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
                                   f"model {init} ({init_rate})")
     check_outputs_are_not_inputs(
         [config, *dir_and_files(data_dir, MANAGED_FILES), *dir_and_files(init, MODEL_FILES), ref_utt2spk],
-        dir_and_files(exp_dir, (*MODEL_FILES, "inputs.json", "train.log")))
-    inputs = training_inputs(cfg, data_dir, init)
-    changed = changed_inputs(exp_dir, inputs, cfg)
+        dir_and_files(exp_dir, (*MODEL_FILES, "model.pt.stamp", "train.log")))
+    stamp = training_stamp(cfg, data_dir, init)
+    changed = changed_inputs(exp_dir, stamp, cfg, data_dir, init)
     if changed and not force and (out.exists() or (exp_dir / "checkpoints").is_dir()):
         print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
         force = True
@@ -194,6 +217,6 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             out.unlink(missing_ok=True)
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, exp_dir / "config.yaml")
-        with atomic_write(exp_dir / "inputs.json") as f:
-            json.dump(inputs, f, indent=1)
+        stamp.write(exp_dir / "model.pt")   # before model.pt: it also tells whether the checkpoints can resume
+        (exp_dir / "inputs.json").unlink(missing_ok=True)
     return trainer.fit(task, dataset)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from sslspk.utils.config import check_sections, config_sample_rate, load_yaml
 from sslspk.utils.errors import InputError
+
+if TYPE_CHECKING:
+    from sslspk.utils.stamp import Stamp
 
 GPU_BATCH_SIZE = 64   # default utterances per forward pass on a GPU (one at a time is fastest on a CPU)
 #: what a data dir's embeddings depend on: files of the model dir, then of the data dir (see inputs_digest)
@@ -34,11 +37,21 @@ def default_batch_size(device: str) -> int:
     return 1 if device == "cpu" else GPU_BATCH_SIZE
 
 
+def extraction_stamp(model_dir: str | os.PathLike, data_dir: str | os.PathLike, options: str = "") -> Stamp:
+    """The stamp of a data dir's embeddings: the model dir's :data:`MODEL_FILES`, the data dir's
+    :data:`DATA_FILES` and ``options`` (see :func:`extraction_options`); ``steps/extract_embeddings.sh``
+    gives ``stamp.py`` the same."""
+    from sslspk.utils.stamp import Stamp
+
+    return Stamp([Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES],
+                 dict(o.split("=", 1) for o in options.split()))
+
+
 def inputs_digest(model_dir: str | os.PathLike, data_dir: str | os.PathLike, options: str = "") -> str:
-    """SHA-256 naming the inputs of a data dir's embeddings: the model dir's :data:`MODEL_FILES` and
+    """The ``<scp>.inputs`` record of an extraction made before stamps (migration only: such an scp is
+    accepted once when it holds this, then stamped): SHA-256 of the model dir's :data:`MODEL_FILES` and
     the data dir's :data:`DATA_FILES` (one line per file, its SHA-256 or ``-`` when absent, hashed
-    again; ``steps/extract_embeddings.sh`` computes the same with ``sha256sum``), followed by
-    ``options`` (see :func:`extraction_options`) when they are not empty."""
+    again), followed by ``options`` when they are not empty."""
     from sslspk.utils.fileio import files_digest
 
     digest = files_digest([Path(model_dir) / f for f in MODEL_FILES] + [Path(data_dir) / f for f in DATA_FILES])

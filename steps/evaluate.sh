@@ -59,29 +59,36 @@ steps/score.sh "${norm[@]}" $sys "$trials" $emb test
 steps/score.sh "${asnorm[@]}" $sys "$trials" $emb test_asnorm
 seg=(--force $force --segments-scp $test_emb/segments.scp)
 [ "$segments" -eq 0 ] || steps/score.sh "${seg[@]}" $sys "$trials" $emb test_seg
-split_source="$(cd "$(dirname "$trials")" && pwd)/$(basename "$trials") $(cksum < "$trials")"   # what the halves split
-if [ "$force" = true ] || [ ! -f $sys/trials/eval ] || [ "$trials" -nt $sys/trials/eval ] \
-   || [ "$(cat $sys/trials/source 2> /dev/null)" != "$split_source" ]; then
+fresh() {  # <output> <stamp.py options>: true when <output>'s stamp holds these inputs and options (not with --force)
+  local out=$1; shift
+  [ "$force" != true ] && stamp.py check "$@" "$out" > /dev/null
+}
+split=(--input "$test_data/utt2spk" --input "$trials")   # the halves: redone when the trial list's content changes
+if ! fresh $sys/trials/eval "${split[@]}"; then
+  rm -f $sys/trials/eval.stamp $sys/trials/source   # (source: the record of before stamps)
   split_trials.py "$test_data/utt2spk" "$trials" $sys/trials/dev $sys/trials/eval
-  echo "$split_source" > $sys/trials/source
+  stamp.py write "${split[@]}" $sys/trials/eval
 fi
 steps/score.sh "${asnorm[@]}" $sys $sys/trials/dev $emb test_asnorm_dev
 steps/score.sh "${asnorm[@]}" --llr true $sys $sys/trials/eval $emb test_asnorm_eval
-if [ "$force" = true ] || [ ! -f $sys/calibration.json ] || [ $sys/scores/test_asnorm_dev.score -nt $sys/calibration.json ]; then
+cal=(--input $sys/scores/test_asnorm_dev.score --option p_target=$cal_p_target)
+if ! fresh $sys/calibration.json "${cal[@]}"; then
+  rm -f $sys/calibration.json.stamp
   calibrate.py train --p-target $cal_p_target $sys/scores/test_asnorm_dev.score $sys/calibration.json
+  stamp.py write "${cal[@]}" $sys/calibration.json
 fi
 steps/score.sh "${asnorm[@]}" --calibration $sys/calibration.json $sys $sys/trials/eval $emb test_asnorm_eval_cal
 backend=$sys/backend/plda.npz
-if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings, labels (or dev trials) are newer, or its options changed
+if [ -n "$plda_utt2spk" ]; then   # retrained when its embeddings, labels (or dev trials) or options change
   dims=$lda_dim dev=()
   [ -z "$lda_dim_dev" ] || { dims=$lda_dim_dev; dev=(--dev-trials $sys/trials/dev --dev-scp $emb); }
-  backend_opts="--lda-dim $dims ${dev[*]} --labels $plda_labels $cohort_emb/embeddings.scp $plda_utt2spk"
-  if [ "$force" = true ] || [ "$(cat $backend.opts 2> /dev/null)" != "$backend_opts" ] \
-     || ! [ $backend -nt $cohort_emb/embeddings.scp ] || ! [ $backend -nt "$plda_utt2spk" ] \
-     || { [ ${#dev[@]} -gt 0 ] && ! { [ $backend -nt $sys/trials/dev ] && [ $backend -nt $emb ]; }; }; then
+  made=(--input $cohort_emb/embeddings.scp --input "$plda_utt2spk" --option "lda_dim=$dims" --option "labels=$plda_labels")
+  [ ${#dev[@]} -eq 0 ] || made+=(--input $sys/trials/dev --input $emb)
+  if ! fresh $backend "${made[@]}"; then
+    rm -f $backend.stamp $backend.opts   # (.opts: the record of before stamps)
     train_backend.py --lda-dim $dims "${dev[@]}" --labels "$plda_labels" $cohort_emb/embeddings.scp \
       "$plda_utt2spk" $backend
-    echo "$backend_opts" > $backend.opts
+    stamp.py write "${made[@]}" $backend
   fi
   for t in "$trials" $extra_trials; do
     name=test; [ "$t" = "$trials" ] || name=$(basename "$t")

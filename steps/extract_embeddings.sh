@@ -8,10 +8,11 @@
 # <out-dir>/segments.scp ([N, D] matrices of window embeddings, the authors' test-time segments:
 # theolepage/wavlm_ssl_sv:DatasetLoader.py loadWAV) and, with --spk-mean true,
 # <out-dir>/spk_embeddings.scp (speaker means). Logs: <out-dir>/log/.
-# Each scp is recorded with the SHA-256 of its inputs (<scp>.inputs: the model's config.yaml and
-# model.pt, the data dir's wav.scp, utt2spk and segments, then the options --max-seconds or
-# --segments/--segment-seconds when set): an extraction from the same inputs is not redone
-# (--force true redoes it), one from other inputs is; after a crash only the unfinished jobs run again.
+# Each scp has a stamp (<scp>.stamp, bin/stamp.py: the SHA-256 of the model's config.yaml and model.pt
+# and of the data dir's wav.scp, utt2spk and segments, and the options --max-seconds or
+# --segments/--segment-seconds): an extraction from the same inputs is not redone (--force true redoes
+# it), one from other inputs is; after a crash only the unfinished jobs run again. An scp made before
+# stamps (with its old <scp>.inputs record) is accepted once when that record matches, then stamped.
 set -euo pipefail
 
 nj=4              # number of parallel jobs
@@ -45,7 +46,7 @@ for f in "$model_dir/config.yaml" "$data/wav.scp" "$data/utt2spk"; do
   [ -f "$f" ] || { echo "$0: missing $f" >&2; exit 1; }
 done
 
-inputs_digest() {  # <options>: sslspk.extraction.inputs_digest(model_dir, data, options)
+legacy_digest() {  # <options>: the <scp>.inputs record of before stamps (sslspk.extraction.inputs_digest)
   local f digest
   digest=$(for f in "$model_dir/config.yaml" "$model_dir/model.pt" "$data/wav.scp" "$data/utt2spk" "$data/segments"; do
     if [ -f "$f" ]; then sha256sum < "$f" | cut -d' ' -f1; else echo -; fi
@@ -54,25 +55,33 @@ inputs_digest() {  # <options>: sslspk.extraction.inputs_digest(model_dir, data,
 }
 
 tmp=; trap 'rm -f "$tmp"' EXIT
+jforce=(); [ "$force" != true ] || jforce=(--force)
+stamp_inputs=()   # what every scp is made from (sslspk.extraction.extraction_stamp)
+for f in "$model_dir/config.yaml" "$model_dir/model.pt" "$data/wav.scp" "$data/utt2spk" "$data/segments"; do
+  stamp_inputs+=(--input "$f")
+done
 extract() {  # <name> <options record> [extract_embeddings.py options]: writes $dir/<name>.scp
-  local name=$1 options=$2 log=$dir/log/${1/embeddings/extract}.JOB.log digest num_utts missing extra j
+  local name=$1 options=$2 log=$dir/log/${1/embeddings/extract}.JOB.log num_utts missing extra j o
+  local stamp=("${stamp_inputs[@]}")
   shift 2
-  digest=$(inputs_digest "$options")
-  if [ -f "$dir/$name.scp" ] && [ "$(cat "$dir/$name.scp.inputs" 2>/dev/null)" = "$digest" ]; then
+  for o in $options; do stamp+=(--option "$o"); done
+  local legacy=()   # an scp made before stamps: accepted once when its old record matches
+  [ ! -f "$dir/$name.scp.inputs" ] || legacy=(--legacy-marker "$dir/$name.scp.inputs" --legacy-content "$(legacy_digest "$options")")
+  if [ "$force" != true ] && [ -f "$dir/$name.scp" ] && stamp.py check "${stamp[@]}" "${legacy[@]}" "$dir/$name.scp" > /dev/null; then
     echo "$0: $dir/$name.scp exists, skipping extraction"
     return
   fi
   if [ -f "$dir/$name.scp" ]; then
     echo "$0: $dir/$name.scp was not made from $model_dir and $data ${options:+($options) }as they are now: extracting again"
   fi
-  rm -f "$dir/$name.scp.inputs"
+  rm -f "$dir/$name.scp.stamp" "$dir/$name.scp.inputs"
   num_utts=$(wc -l < "$data/utt2spk")
   [ "$nj" -le "$num_utts" ] || nj=$num_utts
   utils/split_data.sh "$data" "$nj"
   mkdir -p "$dir/log"
   echo "$0: extracting $num_utts utterances of $data with $model_dir ${options:+($options) }in $nj jobs (log: $log)"
   $cmd JOB=1:"$nj" "$log" \
-    extract_embeddings.py --device "$device" ${batch_size:+--batch-size "$batch_size"} "$@" "$model_dir" \
+    extract_embeddings.py --device "$device" ${batch_size:+--batch-size "$batch_size"} "${jforce[@]}" "$@" "$model_dir" \
       "$data/split$nj/JOB" "$dir/$name.JOB.ark" "$dir/$name.JOB.scp"
   # Merge into one sorted scp, written last (with its inputs record, it marks the extraction finished).
   tmp=$dir/.$name.scp.tmp   # global: removed on exit
@@ -85,8 +94,7 @@ extract() {  # <name> <options record> [extract_embeddings.py options]: writes $
     exit 1
   fi
   mv "$tmp" "$dir/$name.scp"
-  echo "$digest" > "$dir/.$name.scp.inputs.tmp"
-  mv "$dir/.$name.scp.inputs.tmp" "$dir/$name.scp.inputs"
+  stamp.py write "${stamp[@]}" "$dir/$name.scp"
   echo "$0: wrote $(wc -l < "$dir/$name.scp") embeddings to $dir/$name.scp"
 }
 
@@ -98,6 +106,9 @@ if [ "$segments" -gt 0 ]; then
     --segments "$segments" --segment-seconds "$segment_seconds"
 fi
 
-if [ "$spk_mean" = true ] && [ ! "$dir/spk_embeddings.scp" -nt "$dir/embeddings.scp" ]; then
+means=(--input "$dir/embeddings.scp" --input "$data/utt2spk")
+if [ "$spk_mean" = true ] && { [ "$force" = true ] || ! stamp.py check "${means[@]}" "$dir/spk_embeddings.scp" > /dev/null; }; then
+  rm -f "$dir/spk_embeddings.scp.stamp"
   speaker_mean_embeddings.py "$data" "$dir/embeddings.scp" "$dir/spk_embeddings.ark" "$dir/spk_embeddings.scp"
+  stamp.py write "${means[@]}" "$dir/spk_embeddings.scp"
 fi

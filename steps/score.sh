@@ -47,17 +47,17 @@ opts=()
 [ -z "$calibration" ] || opts+=(--calibration "$calibration")
 [ -z "$utt2dur" ] || opts+=(--utt2dur "$utt2dur")
 [ "$skip_missing" != true ] || opts+=(--skip-missing)
-newer=true   # are the scores newer than every input?
+# Rescore unless the scores' stamp holds the same inputs (their content) and options (bin/stamp.py).
+stamp=(--option "score.py=${opts[*]}")
 for f in "$scp" "$trials" $mean_scp $cohort_scp $cohort_utt2spk $segments_scp $backend_model $calibration $utt2dur; do
-  [ "$scores" -nt "$f" ] || newer=false
+  stamp+=(--input "$f")
 done
-# Rescore unless the scores are newer than their inputs and were made with the same options.
-if [ -f "$scores" ] && [ "$force" != true ] && [ "$newer" = true ] \
-   && [ "$(cat "$scores.opts" 2>/dev/null)" = "${opts[*]}" ]; then
+if [ "$force" != true ] && stamp.py check "${stamp[@]}" "$scores" > /dev/null; then
   echo "$0: $scores is up to date"
 else
+  rm -f "$scores.stamp" "$scores.opts"   # (.opts: the record of before stamps)
   score.py "${opts[@]}" "$trials" "$scp" "$scores"
-  echo "${opts[*]}" > "$scores.opts"
+  stamp.py write "${stamp[@]}" "$scores"
 fi
 metric_opts=()
 [ "$llr" != true ] || metric_opts+=(--llr)

@@ -93,10 +93,24 @@ make_baseline() {  # (re)creates the baseline's model dir when new or when its c
     rm -rf $baseline && mkdir -p $baseline && cp "$baseline_conf" $baseline/config.yaml
   fi
 }
-import_init_embeddings() {  # --init-embeddings -> <exp>/init_embeddings/<train>/embeddings.scp (redone when older)
-  local emb=$exp/init_embeddings/$(basename "$train_data")
-  if [ "$force" = true ] || ! [ $emb/embeddings.scp -nt "$init_embeddings" ] || ! [ $emb/embeddings.scp -nt "$train_data/utt2spk" ]; then
+fresh() {  # <output> <stamp.py options>: true when <output>'s stamp holds these inputs and options (not with --force)
+  local out=$1; shift
+  [ "$force" != true ] && stamp.py check "$@" "$out" > /dev/null
+}
+utt2dur() {  # <data dir>: its utt2dur, redone when wav.scp or segments change (one of before stamps: kept, stamped)
+  local made=(--input "$1/wav.scp" --input "$1/segments")
+  if ! fresh "$1/utt2dur" "${made[@]}" --adopt-unstamped true; then
+    rm -f "$1/utt2dur.stamp"
+    utils/compute_utt2dur.sh --nj $nj "$1"
+    stamp.py write "${made[@]}" "$1/utt2dur"
+  fi
+}
+import_init_embeddings() {  # --init-embeddings -> <exp>/init_embeddings/<train>/embeddings.scp (redone when they change)
+  local emb=$exp/init_embeddings/$(basename "$train_data") made=(--input "$init_embeddings" --input "$train_data/utt2spk")
+  if ! fresh $emb/embeddings.scp "${made[@]}"; then
+    rm -f $emb/embeddings.scp.stamp
     import_embeddings.py "$init_embeddings" "$train_data" $emb
+    stamp.py write "${made[@]}" $emb/embeddings.scp
   fi
 }
 cluster_iteration() {  # <iteration> <model dir whose embeddings of the training data are clustered>
@@ -138,8 +152,12 @@ cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded ran
   local n; n=$(wc -l < "$train_data/utt2spk")
   if [ "$cohort_size" -ge "$n" ]; then echo "$train_data"; return; fi
   local per=(); [ "$asnorm_cohort" != spk ] || per=(--per-spk)   # whole speakers for speaker-mean cohorts
-  if [ "$force" = true ] || [ ! -f data/$corpus/cohort/utt2spk ] || [ "$train_data/utt2spk" -nt data/$corpus/cohort/utt2spk ]; then
+  local made=(--option "subset=--random $cohort_size ${per[*]} --seed 0")
+  for f in utt2spk wav.scp segments utt2dur utt2num_samples; do made+=(--input "$train_data/$f"); done
+  if ! fresh data/$corpus/cohort "${made[@]}"; then
+    rm -f data/$corpus/cohort.stamp
     utils/subset_data_dir.sh --random $cohort_size "${per[@]}" --seed 0 "$train_data" data/$corpus/cohort >&2
+    stamp.py write "${made[@]}" data/$corpus/cohort
   fi
   echo data/$corpus/cohort
 }
@@ -152,7 +170,7 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "Stage 1: lists"
   for d in "$train_data" "$test_data"; do
-    [ "$force" != true ] && [ -f "$d/utt2dur" ] || utils/compute_utt2dur.sh --nj $nj "$d"
+    utt2dur "$d"
     utils/validate_data_dir.sh "$d"
   done
   for t in "$trials" $extra_trials; do [ -f "$t" ] || { echo "$0: no trial list $t" >&2; exit 1; }; done

@@ -364,9 +364,14 @@ def test_make_pseudo_labels_is_idempotent(tmp_path):
     assert make_pseudo_labels(scp, data, out, cfg, force=True) is not None  # --force redoes
     assert make_pseudo_labels(scp, data, out, ClusterConfig(k=4)) is not None  # other options: redone
     assert len(DataDir.load(out).spks) == 4
-    os.utime(scp, ns=(before[".done"] + 10**10,) * 2)  # newer embeddings: redone
+    stamp = Path(f"{out}.stamp")
+    os.utime(scp, ns=(stamp.stat().st_mtime_ns + 10**10,) * 2)  # newer embeddings, same content: not redone
+    assert make_pseudo_labels(scp, data, out, ClusterConfig(k=4)) is None
+    lines = scp.read_text().splitlines(keepends=True)   # other content, an older time: redone
+    scp.write_text("".join(lines[1:] + lines[:1]))
+    os.utime(scp, ns=(stamp.stat().st_mtime_ns - 10**10,) * 2)
     assert make_pseudo_labels(scp, data, out, ClusterConfig(k=4)) is not None
-    (out / ".done").unlink()  # an unfinished output is redone
+    stamp.unlink()  # an unfinished output is redone
     assert make_pseudo_labels(scp, data, out, ClusterConfig(k=4)) is not None
 
 
@@ -382,7 +387,7 @@ def test_make_pseudo_labels_input_errors(tmp_path):
     sub.write_text("".join(scp.read_text().splitlines(keepends=True)[1:]))
     with pytest.raises(DataDirError, match="1 of the 12 utts .* have no embedding"):
         make_pseudo_labels(sub, data, tmp_path / "o", ClusterConfig(k=2))
-    assert not (tmp_path / "o" / ".done").exists()
+    assert not (tmp_path / "o.stamp").exists()
 
 
 def run_bin(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -432,7 +437,7 @@ def test_steps_cluster_sh_reports_errors(tmp_path, recipe_env):
     r = subprocess.run([str(REPO / "steps" / "cluster.sh"), "--k", "13", str(scp), str(data), str(tmp_path / "o")],
                        capture_output=True, text=True, env=recipe_env, cwd=REPO)
     assert r.returncode == 1 and "ERROR: k=13 must be between 1 and the number of embeddings (12)" in r.stderr
-    assert not (tmp_path / "o" / ".done").exists()
+    assert not (tmp_path / "o.stamp").exists()
 
 
 def test_cli_help_imports_stdlib_only():

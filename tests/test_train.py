@@ -178,9 +178,9 @@ def test_bad_config_fails_before_work(tmp_path, recipe_env, edit, msg):
 
 
 def test_changed_inputs_train_again(tmp_path, recipe_env):
-    """A finished (or killed) training is reused only for the same config, data and initial model:
-    a change of any is named and the training starts again; an exp dir from before inputs.json is
-    judged by its config.yaml."""
+    """A finished (or killed) training is reused only for the same config, data and initial model
+    (their content: model.pt.stamp): a change of any is named and the training starts again; an exp dir
+    from before stamps is judged by its config.yaml."""
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=1)
     exp = tmp_path / "exp"
@@ -198,16 +198,21 @@ def test_changed_inputs_train_again(tmp_path, recipe_env):
             assert model.stat().st_mtime_ns > before
 
     again(None)
-    for name in ("wav.scp", "utt2spk"):   # one utterance fewer
+    for name in ("wav.scp", "utt2spk"):   # touched (newer, same content): not trained again
+        os.utime(data / name, ns=(model.stat().st_mtime_ns + 10**10,) * 2)
+    again(None)
+    for name in ("wav.scp", "utt2spk"):   # one utterance fewer, with an older time
         p = data / name
         p.write_text("".join(p.read_text().splitlines(keepends=True)[:-1]))
+        os.utime(p, ns=(model.stat().st_mtime_ns - 10**10,) * 2)
     again("data")
     c = yaml.safe_load(cfg.read_text())
     c["train"]["lr"] = 0.004
     cfg.write_text(yaml.safe_dump(c))
     again("config")
-    (exp / "inputs.json").unlink()   # an exp dir of an older version: its config.yaml decides
+    (exp / "model.pt.stamp").unlink()   # an exp dir of an older version (no stamp): its config.yaml decides
     again(None)
+    assert (exp / "model.pt.stamp").is_file()   # ... then it is stamped
     c["train"]["lr"] = 0.003
     cfg.write_text(yaml.safe_dump(c))
     again("config")

@@ -9,7 +9,7 @@ SCORES lines are ``<enroll> <test> <score> [target|nontarget]``; without labels 
 NAME of ``EXP/results.md`` and ``EXP/results.json`` is added or replaced. ``--llr`` (the
 scores are log-likelihood ratios, e.g. from ``--calibration``) adds Cllr and actDCF (decisions
 at the Bayes threshold ``log((1-p) c_fa / (p c_miss))`` of each p_target); it is implied when
-SCORES has a ``SCORES.opts`` file naming ``--calibration`` (written by steps/score.sh).
+SCORES has a stamp ``SCORES.stamp`` whose ``score.py`` options name ``--calibration`` (written by steps/score.sh).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="row name in the results table (e.g. the trial list)")
     p.add_argument("--llr", action="store_true", help="scores are LLRs: also report Cllr and actDCF")
     p.add_argument("--backend", default=None,
-                   help="scoring back-end recorded in the results row (default: from SCORES.opts, else cosine)")
+                   help="scoring back-end recorded in the results row (default: from SCORES.stamp, else cosine)")
     args = p.parse_args(argv)
     if args.results_dir and not args.name:
         p.error("--results-dir needs --name")
@@ -40,17 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from pathlib import Path
-
         from sslspk.scoring.metrics import compute_metrics
         from sslspk.scoring.report import read_scores, update_results
         from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+        from sslspk.utils.stamp import read_stamp, stamp_path
 
-        check_outputs_are_not_inputs([args.scores, f"{args.scores}.opts", args.trials],
+        check_outputs_are_not_inputs([args.scores, stamp_path(args.scores), args.trials],
                                      dir_and_files(args.results_dir, ("results.json", "results.md")))
 
-        opts = Path(f"{args.scores}.opts")
-        opts = opts.read_text().split() if opts.exists() else []
+        opts = ((read_stamp(args.scores) or {}).get("options") or {}).get("score.py", "").split()
         llr = args.llr or "--calibration" in opts
         trained = opts[opts.index("--backend") + 1] if "--backend" in opts[:-1] else None   # plda, lda-cosine
         backend = args.backend or (trained or ("as-norm" if "--cohort-scp" in opts else "cosine")) \

@@ -8,10 +8,11 @@ Each entry is one utterance's embedding; with ``--segments N``, the ``[N, D]`` m
 embeddings of N evenly spaced windows of ``--segment-seconds`` (the authors' test-time segments,
 theolepage/wavlm_ssl_sv:DatasetLoader.py loadWAV; shorter utterances repeated first).
 
-OUT_SCP is written last, after the ark is complete, and OUT_SCP.inputs then records the SHA-256
-of the inputs (the model's config.yaml and model.pt, the data dir's wav.scp, utt2spk and
-segments), followed by the options --max-seconds or --segments and --segment-seconds when set.
-The work is skipped when OUT_SCP exists and was made from the same inputs and options, so a
+OUT_SCP is written last, after the ark is complete, and its stamp OUT_SCP.stamp (sslspk/utils/stamp.py)
+then records the SHA-256 of the inputs (the model's config.yaml and model.pt, the data dir's wav.scp,
+utt2spk and segments) and the options --max-seconds or --segments and --segment-seconds when set.
+The work is skipped when OUT_SCP exists and was made from the same inputs and options (an OUT_SCP
+made before stamps: when its old OUT_SCP.inputs record matches; it is then stamped), so a
 killed parallel extraction redoes only the unfinished jobs, and a job whose data dir, model or
 options changed is redone. A job holds a lock on its output while it runs: a second process for the same
 OUT_SCP (e.g. a rerun while a job of a killed run is still going) says which process holds it
@@ -52,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.data.datadir import MANAGED_FILES
-        from sslspk.extraction import MODEL_FILES, SEGMENT_SECONDS, extraction_options, inputs_digest
+        from sslspk.extraction import MODEL_FILES, SEGMENT_SECONDS, extraction_options, extraction_stamp, inputs_digest
         from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, exclusive_lock
+        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files, exclusive_lock
+        from sslspk.utils.stamp import remove_stamp
 
         check_outputs_are_not_inputs([*dir_and_files(args.model_dir, MODEL_FILES),
                                       *dir_and_files(args.data_dir, MANAGED_FILES)], [args.out_ark, args.out_scp])
@@ -71,18 +73,21 @@ def main(argv: list[str] | None = None) -> None:
                 if value is not None and not value > 0:
                     raise InputError(f"{name} must be > 0, got {value}")
             seconds = SEGMENT_SECONDS if args.segment_seconds is None else args.segment_seconds
-            digest = inputs_digest(args.model_dir, args.data_dir,
-                                   extraction_options(args.segments, seconds, args.max_seconds))
+            options = extraction_options(args.segments, seconds, args.max_seconds)
+            stamp = extraction_stamp(args.model_dir, args.data_dir, options)
             if out_scp.exists() and not args.force:
-                if record.is_file() and record.read_text().strip() == digest:
+                legacy = record.is_file() and record.read_text().strip() == inputs_digest(args.model_dir,
+                                                                                          args.data_dir, options)
+                if stamp.adopt(out_scp, legacy) or stamp.is_fresh(out_scp):
+                    record.unlink(missing_ok=True)
                     print(f"{out_scp} exists, made from the same model and data: nothing to do (use --force to redo)")
                     return
                 print(f"{out_scp} exists but was not made from this model and data: extracting again")
             record.unlink(missing_ok=True)
+            remove_stamp(out_scp)
             n = extract(args.model_dir, args.data_dir, args.out_ark, args.out_scp, args.device, args.batch_size,
                         args.num_threads, args.max_seconds, args.segments, seconds)
-            with atomic_write(record) as f:
-                f.write(f"{digest}\n")
+            stamp.write(out_scp)
         print(f"wrote {n} embeddings to {out_scp}")
 
     run_cli(work)

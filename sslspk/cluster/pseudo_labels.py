@@ -5,8 +5,8 @@ and a minimum cluster size) on unit-norm (``normalize="l2"``) or raw (``"none"``
 or, with ``k = 0``, AHC of the embeddings themselves (exact, O(n²) memory: small corpora);
 :func:`make_pseudo_labels` does the whole step from an scp and a data dir to a new data dir whose
 ``utt2spk``/``spk2utt`` hold pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus
-``clusters.json`` and ``report.md``. The ``.done`` marker (written last) records the settings, so a finished,
-up-to-date run is skipped.
+``clusters.json`` and ``report.md``. Its stamp (``<out_dir>.stamp``, :mod:`sslspk.utils.stamp`, written last)
+records the inputs' digests and the settings, so a finished, up-to-date run is skipped.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings, 
 from sslspk.utils.config import ConfigError
 from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write, read_kv
+from sslspk.utils.stamp import Stamp, remove_stamp
 
 log = logging.getLogger(__name__)
 
-MARKER = ".done"
+LEGACY_MARKER = ".done"   # the completion record of before stamps (migration only)
 SMALL_CLUSTER_POLICIES: tuple[str, ...] = ("drop", "merge")
 #: ``normalize`` values: ``l2`` clusters unit-norm embeddings (cosine geometry), ``none`` the raw ones
 #: (Euclidean geometry, as theolepage/wavlm_ssl_sv:pseudo_labeling.py).
@@ -203,15 +204,22 @@ def _settings(cfg: ClusterConfig, scp: Path, data_dir: Path, ref: Path | None, r
             "ref_utt2spk": str(ref.resolve()) if ref else None, "report_dir": str(report_dir.resolve())}
 
 
-def is_up_to_date(out_dir: Path, settings: dict, inputs: list[Path]) -> bool:
-    """True if ``out_dir`` has a marker with these settings, newer than every input file."""
-    marker = out_dir / MARKER
-    if not marker.is_file():
-        return False
+def clustering_stamp(cfg: ClusterConfig, scp: Path, data_dir: Path, ref: Path | None, report_dir: Path) -> Stamp:
+    """What a pseudo-label data dir is made from: the embeddings (their scp, with its own stamp), the data dir's
+    ``utt2spk`` and ``wav.scp``, the reference labels and every setting."""
+    return Stamp([scp, data_dir / "utt2spk", data_dir / "wav.scp", ref],
+                 {**{k: json.dumps(v) for k, v in dataclasses.asdict(cfg).items()},
+                  "report_dir": str(report_dir.resolve())})
+
+
+def _legacy_fresh(out_dir: Path, settings: dict, inputs: list[Path]) -> bool:
+    """The rule of before stamps (migration only): ``out_dir/.done`` holds these settings and is newer than
+    every input file."""
+    marker = out_dir / LEGACY_MARKER
     try:
         if json.loads(marker.read_text()) != settings:
             return False
-    except ValueError:
+    except (OSError, ValueError):
         return False
     mtime = marker.stat().st_mtime
     return all(p.stat().st_mtime <= mtime for p in inputs if p.exists())
@@ -247,12 +255,16 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
         raise FileNotFoundError(f"{ref}: reference utt2spk not found")
     if out_dir.resolve() == data_dir.resolve():
         raise DataDirError(f"output dir {out_dir} is the input data dir")
-    settings = _settings(cfg, scp, data_dir, ref, report_dir)
-    inputs = [scp, data_dir / "utt2spk", data_dir / "wav.scp"] + ([ref] if ref else [])
-    if not force and is_up_to_date(out_dir, settings, inputs):
-        log.info("%s is complete and up to date: nothing to do (use --force to redo)", out_dir)
-        return None
-    (out_dir / MARKER).unlink(missing_ok=True)
+    stamp = clustering_stamp(cfg, scp, data_dir, ref, report_dir)
+    if not force:
+        legacy = _legacy_fresh(out_dir, _settings(cfg, scp, data_dir, ref, report_dir),
+                               [scp, data_dir / "utt2spk", data_dir / "wav.scp"] + ([ref] if ref else []))
+        if stamp.adopt(out_dir, legacy) or stamp.is_fresh(out_dir):
+            (out_dir / LEGACY_MARKER).unlink(missing_ok=True)
+            log.info("%s is complete and up to date: nothing to do (use --force to redo)", out_dir)
+            return None
+    remove_stamp(out_dir)
+    (out_dir / LEGACY_MARKER).unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     dd = DataDir.load(data_dir)
@@ -304,8 +316,7 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
     if ref is not None:
         summary["reference"] = _reference_scores(ref, utts, result)
     _write_report(report_dir, summary)
-    with atomic_write(out_dir / MARKER) as f:
-        json.dump(settings, f, indent=1)
+    stamp.write(out_dir)
     return summary
 
 

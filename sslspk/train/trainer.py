@@ -1,8 +1,8 @@
 """The trainer: torchrun/DDP, AMP, warm-up + cosine or per-epoch step-decay LR, atomic checkpoints, automatic resume,
 checkpoint averaging, TensorBoard + text logs, tqdm progress, NaN/inf guard.
 
-An experiment dir holds ``config.yaml`` (the full config), ``inputs.json`` (digests of the config,
-data and initial model it was trained from: sslspk.experiment), ``checkpoints/epoch_N.pt``,
+An experiment dir holds ``config.yaml`` (the full config), ``model.pt.stamp`` (digests of the config,
+data and initial model it is trained from: sslspk.experiment, sslspk.utils.stamp), ``checkpoints/epoch_N.pt``,
 ``train.log``, ``tensorboard/`` and, once finished, ``model.pt`` (the averaged encoder), so
 ``sslspk.extraction.load_encoder(exp_dir)`` extracts with it.
 """

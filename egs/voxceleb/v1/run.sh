@@ -86,7 +86,7 @@ prepare_data() {
   [ "$download" != true ] || local/download_voxceleb.sh "$raw_dir"
   local/prepare_voxceleb.py --nj $nj --vox1-dir "$raw_dir/voxceleb1" --vox2-dir "$raw_dir/voxceleb2" --m4a $m4a data
   local/prepare_augmentation.py --musan-dir "$raw_dir/musan" --rirs-dir "$raw_dir/RIRS_NOISES" data/augment
-  [ "$force" != true ] && [ -f data/vox2_dev/utt2dur ] || utils/compute_utt2dur.sh --nj $nj data/vox2_dev
+  utt2dur data/vox2_dev   # (steps/stages.sh)
   awk -v m=$min_dur '$2 >= m { print $1 }' data/vox2_dev/utt2dur > data/vox2_dev/.long_utts
   echo "$0: $(( $(wc -l < data/vox2_dev/utt2dur) - $(wc -l < data/vox2_dev/.long_utts) )) of" \
        "$(wc -l < data/vox2_dev/utt2dur) utterances of data/vox2_dev are shorter than $min_dur s: removed"
