@@ -118,12 +118,11 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
   [ "$ahc_clusters" -eq 0 ] || ahc+=(--ahc-clusters $ahc_clusters)
   if [ -n "$ahc_threshold" ] && [ $1 -eq 1 ]; then ahc+=(--ahc-threshold $ahc_threshold)
   elif [ -n "$ahc_threshold" ]; then   # each model's embeddings have their own distances: keep iteration 1's count
-    ahc+=(--ahc-clusters $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_clusters"])' \
-      $exp/pl_iter1/clusters/clusters.json))
+    ahc+=(--ahc-clusters-from $exp/pl_iter1/clusters/clusters.json)
   fi
   if [ $1 -eq 1 ] && [ -n "$init_embeddings" ]; then emb=$exp/init_embeddings/$(basename "$train_data"); import_init_embeddings
   else steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb; fi
-  steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters --standardize $standardize "${ahc[@]}" \
+  steps/cluster.sh --cmd "$cmd" --force $force --k $num_clusters --standardize $standardize "${ahc[@]}" \
     --normalize $cluster_normalize --spherical $kmeans_spherical --init $kmeans_init --niter $kmeans_iters \
     --ahc-linkage $ahc_linkage --min-cluster-size $min_cluster_size \
     "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data

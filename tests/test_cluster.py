@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -469,3 +470,61 @@ def test_standardize_lets_every_dimension_count(tmp_path):
     assert nmis[True] > 0.95 and nmis[False] < 0.5, nmis
     m = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]], dtype=np.float32)
     np.testing.assert_allclose(standardize_(m.copy(), batch=2), [[-1.2247449, 0], [0, 0], [1.2247449, 0]], rtol=1e-6)
+
+
+def test_cluster_py_options_are_the_fields_of_cluster_config():
+    """bin/cluster.py's clustering options are made from ClusterConfig: one per field, with its default."""
+    import dataclasses
+
+    from sslspk.bin.cluster import build_parser
+    from sslspk.cluster.config import from_args, option_flag
+
+    p = build_parser()
+    flags = {s for a in p._actions for s in a.option_strings}
+    assert {option_flag(f) for f in dataclasses.fields(ClusterConfig)} <= flags
+    assert from_args(p.parse_args(["--k", "3", "e.scp", "d", "o"])) == ClusterConfig(k=3)
+    cfg = from_args(p.parse_args(["--k", "3", "--spherical", "false", "--batch-size", "7", "--ahc-threshold", "0.5",
+                                  "e.scp", "d", "o"]))
+    assert cfg == ClusterConfig(k=3, spherical=False, batch=7, ahc_threshold=0.5)
+    for bad in (["--spherical", "no"], ["--init", "nope"], ["--ahc-clusters", "2", "--ahc-threshold", "1"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--k", "3", *bad, "e.scp", "d", "o"])
+
+
+def test_a_field_added_to_cluster_config_is_an_option_of_steps_cluster_sh(tmp_path, recipe_env):
+    """A setting added to ClusterConfig (here by a sitecustomize that extends it in every process) is an option
+    of cluster.py and, passed through untouched, of steps/cluster.sh, which names no clustering option."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import dataclasses\nimport sslspk.cluster.config as c\n"
+        "c.ClusterConfig = dataclasses.make_dataclass('ClusterConfig', [('tag', str, c._option('none', 'a new "
+        "setting'))], bases=(c.ClusterConfig,))\n")
+    env = dict(recipe_env, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+    data, scp, _ = make_corpus(tmp_path, num=4, per=5)
+    out = tmp_path / "pl"
+    r = subprocess.run([str(REPO / "steps" / "cluster.sh"), "--k", "4", "--tag", "hello", "--prefix", "q",
+                        str(scp), str(data), str(out)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = json.loads((out / "clusters.json").read_text())["config"]
+    assert cfg["tag"] == "hello" and cfg["prefix"] == "q" and cfg["k"] == 4
+    assert all(s.startswith("q") for s in DataDir.load(out).spks)
+    script = (REPO / "steps" / "cluster.sh").read_text()
+    assert not {"prefix", "standardize", "spherical", "niter", "linkage"} & set(re.findall(r"[a-z_]+", script))
+    r = subprocess.run([str(REPO / "steps" / "cluster.sh"), "--k", "4", "--tag", "x", str(scp), str(data), str(out)],
+                       capture_output=True, text=True, env=recipe_env, cwd=REPO)   # without the new field: refused
+    assert r.returncode == 1 and "unrecognized arguments: --tag" in r.stderr
+
+
+def test_ahc_clusters_from_takes_the_count_of_an_earlier_clustering(tmp_path):
+    from sslspk.bin.cluster import main
+
+    data, scp, _ = make_corpus(tmp_path, num=5, per=8)
+    first = make_pseudo_labels(scp, data, tmp_path / "pl1", ClusterConfig(k=0, ahc_threshold=0.9))
+    main(["--k", "0", "--ahc-clusters-from", str(tmp_path / "pl1" / "clusters.json"), "--num-threads", "1",
+          str(scp), str(data), str(tmp_path / "pl2")])
+    second = json.loads((tmp_path / "pl2" / "clusters.json").read_text())
+    assert second["config"]["ahc_clusters"] == first["num_clusters"] == second["num_clusters"]
+    with pytest.raises(SystemExit):   # not with --ahc-clusters
+        main(["--k", "0", "--ahc-clusters", "3", "--ahc-clusters-from", str(tmp_path / "pl1" / "clusters.json"),
+              str(scp), str(data), str(tmp_path / "pl3")])

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sslspk.cluster.config import LINKAGES
 from sslspk.utils.config import ConfigError
 from sslspk.utils.errors import InputError
-
-#: Supported linkages; ``ward`` uses euclidean distances, the others cosine distances.
-LINKAGES: tuple[str, ...] = ("average", "complete", "single", "ward")
 
 
 def condensed_distances(c: np.ndarray, metric: str, block: int = 256) -> np.ndarray:

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslspk.cluster.config import INIT_METHODS
 from sslspk.utils.config import ConfigError
-
-#: ``--init`` names → faiss ``ClusteringInitMethod`` attribute names.
-INIT_METHODS: dict[str, str] = {
-    "random": "ClusteringInitMethod_RANDOM",
-    "kmeans++": "ClusteringInitMethod_KMEANS_PLUS_PLUS",
-    "afkmc2": "ClusteringInitMethod_AFK_MC2",
-}
 
 
 @dataclass

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sslspk.cluster.ahc import LINKAGES, ahc_centroids
+from sslspk.cluster.ahc import ahc_centroids
+from sslspk.cluster.config import ClusterConfig
 from sslspk.cluster.evaluate import clustering_scores, size_summary
-from sslspk.cluster.kmeans import INIT_METHODS, assign, faiss_kmeans, use_gpu
+from sslspk.cluster.kmeans import assign, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings, standardize_
-from sslspk.utils.config import ConfigError
 from sslspk.utils.errors import InputError
 from sslspk.utils.fileio import atomic_write, read_kv
 from sslspk.utils.stamp import Stamp, remove_stamp
@@ -33,68 +33,6 @@ from sslspk.utils.stamp import Stamp, remove_stamp
 log = logging.getLogger(__name__)
 
 LEGACY_MARKER = ".done"   # the completion record of before stamps (migration only)
-SMALL_CLUSTER_POLICIES: tuple[str, ...] = ("drop", "merge")
-#: ``normalize`` values: ``l2`` clusters unit-norm embeddings (cosine geometry), ``none`` the raw ones
-#: (Euclidean geometry, as theolepage/wavlm_ssl_sv:pseudo_labeling.py).
-NORMALIZATIONS: tuple[str, ...] = ("l2", "none")
-
-
-@dataclass
-class ClusterConfig:
-    """Settings of the clustering (the options of ``bin/cluster.py``)."""
-
-    k: int                     # k-means clusters; 0: no k-means, AHC of the embeddings themselves
-    standardize: bool = False  # per-dimension mean/std normalisation over the data set before the L2 one
-    normalize: str = "l2"      # l2: unit-norm embeddings and centroids before k-means/AHC; none: the raw ones
-    niter: int = 20
-    seed: int = 1234
-    spherical: bool = True
-    nredo: int = 1
-    max_points_per_centroid: int = 256
-    init: str = "random"
-    gpu: str = "auto"
-    ahc_clusters: int | None = None
-    ahc_threshold: float | None = None
-    ahc_linkage: str = "average"
-    min_cluster_size: int = 1
-    small_clusters: str = "drop"
-    prefix: str = "pl"
-    batch: int = 65536
-
-    def check(self, n: int) -> None:
-        """ValueError for settings that cannot work on ``n`` embeddings."""
-        if not 0 <= self.k <= n:
-            raise ConfigError(f"k={self.k} must be between 1 and the number of embeddings ({n}), "
-                             "or 0 (AHC of the embeddings)")
-        if self.k == 0 and not self.use_ahc:
-            raise ConfigError("k=0 (no k-means) needs ahc_clusters or ahc_threshold: AHC of the embeddings")
-        if self.niter < 1 or self.nredo < 1 or self.max_points_per_centroid < 1 or self.batch < 1:
-            raise ConfigError("niter, nredo, max_points_per_centroid and batch must be >= 1")
-        if self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
-        if self.init not in INIT_METHODS:
-            raise ConfigError(f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
-        if self.ahc_clusters is not None and self.ahc_threshold is not None:
-            raise ConfigError("give at most one of ahc_clusters and ahc_threshold")
-        top = self.k or n
-        if self.ahc_clusters is not None and not 1 <= self.ahc_clusters <= top:
-            raise ConfigError(f"ahc_clusters={self.ahc_clusters} must be between 1 and "
-                             + (f"k={self.k}" if self.k else f"the number of embeddings ({n})"))
-        if self.ahc_threshold is not None and self.ahc_threshold < 0:
-            raise ConfigError(f"ahc_threshold must be >= 0, got {self.ahc_threshold}")
-        if self.ahc_linkage not in LINKAGES:
-            raise ConfigError(f"ahc_linkage must be one of {', '.join(LINKAGES)}, got {self.ahc_linkage!r}")
-        if self.min_cluster_size < 1:
-            raise ConfigError(f"min_cluster_size must be >= 1, got {self.min_cluster_size}")
-        if self.small_clusters not in SMALL_CLUSTER_POLICIES:
-            raise ConfigError(f"small_clusters must be drop or merge, got {self.small_clusters!r}")
-        if not self.prefix or any(c.isspace() for c in self.prefix):
-            raise ConfigError(f"speaker prefix {self.prefix!r} is empty or contains whitespace")
-
-    @property
-    def use_ahc(self) -> bool:
-        """Whether AHC of the centroids follows k-means."""
-        return self.ahc_clusters is not None or self.ahc_threshold is not None
 
 
 @dataclass
