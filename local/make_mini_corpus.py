@@ -49,6 +49,7 @@ if str(REPO_ROOT) not in sys.path:
 from sslspk.augment.augmenter import biquad  # noqa: E402
 from sslspk.data.datadir import write_core_tables  # noqa: E402
 from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
+from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
@@ -410,7 +411,7 @@ def generate(args: argparse.Namespace) -> bool:
     speakers, jobs = plan(args, corpus_dir)
     marker = marker_content(args, data_dir)
     if not args.force and is_complete(corpus_dir, data_dir, marker, jobs):
-        print(f"{corpus_dir}: complete for these arguments, nothing to do (--force to regenerate)")
+        print(f"{corpus_dir}: complete for these arguments, nothing to do (--force true to regenerate)")
         return False
     (corpus_dir / ".done").unlink(missing_ok=True)
     shutil.rmtree(corpus_dir / "wav", ignore_errors=True)
@@ -463,7 +464,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--nj", type=int, default=min(4, os.cpu_count() or 1), help="parallel worker processes")
-    p.add_argument("--force", action="store_true", help="regenerate even if complete")
+    p.add_argument("--force", type=parse_bool, default=False, metavar="true|false",
+                   help="regenerate even if complete (default false)")
     return p
 
 

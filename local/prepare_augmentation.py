@@ -49,6 +49,7 @@ from make_mini_corpus import (  # noqa: E402
 )
 
 from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs  # noqa: E402
 
@@ -238,7 +239,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--nj", type=int, default=min(4, os.cpu_count() or 1), help="parallel worker processes")
-    p.add_argument("--force", action="store_true", help="synthesise again even if complete")
+    p.add_argument("--force", type=parse_bool, default=False, metavar="true|false",
+                   help="synthesise again even if complete (default false)")
     return p
 
 

@@ -162,7 +162,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
         print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
         force = True
     if out.exists() and not force:
-        print(f"{out} exists: training already finished (use --force to train again)")
+        print(f"{out} exists: training already finished (use --force true to train again)")
         return out
     import numpy as np
     import torch

@@ -82,7 +82,7 @@ test_data=${test_data:-data/$corpus/test}
 refine_conf=${refine_conf:-$pseudo_conf}
 trials=${trials:-$test_data/trials}
 exp=${exp:-exp/$corpus}
-tforce=(); [ "$force" != true ] || tforce=(--force)   # the flag of the Python entry points
+tforce=(--force $force)   # the option of the training and stage-0 entry points (true|false, as every step's)
 ref=(); [ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")   # diagnostics only
 baseline=$exp/$(basename "${baseline_conf:-none}" .yaml)   # the baseline's model dir
 initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts

@@ -442,7 +442,7 @@ def test_disk_full_while_writing_an_ark(tmp_path, recipe_env):
     out = tmp_path / "emb"
     out.mkdir()
     (out / "e.scp").write_text("previous complete output\n")
-    r = run_bin("extract_embeddings.py", "--force", model, d, out / "e.ark", out / "e.scp", env=recipe_env,
+    r = run_bin("extract_embeddings.py", "--force", "true", model, d, out / "e.ark", out / "e.scp", env=recipe_env,
                 preexec_fn=_limit_file_size(4096))
     assert_clean_error(r, "disk full writing", "intact")
     assert (out / "e.scp").read_text() == "previous complete output\n"

@@ -34,7 +34,8 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     """The options: every field of ``sslspk.cluster.config.ClusterConfig`` (defined there once), then the inputs,
     reports and run control of this entry point."""
-    from sslspk.cluster.config import add_options, parse_bool
+    from sslspk.cluster.config import add_options
+    from sslspk.utils.config import parse_bool
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("emb_scp", help="embeddings of DATA_DIR's utterances (Kaldi scp)")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         s = make_pseudo_labels(args.emb_scp, args.data_dir, args.out_dir, cfg, ref_utt2spk=args.ref_utt2spk,
                                report_dir=args.report_dir, force=args.force, command=command)
         if s is None:
-            print(f"{args.out_dir} is complete and up to date: nothing to do (use --force to redo)")
+            print(f"{args.out_dir} is complete and up to date: nothing to do (use --force true to redo)")
             return
         steps = ([f"k-means {s['num_kmeans_clusters']}"] if args.k else []) + (
             [f"AHC {s['num_ahc_clusters']}"] if s["num_ahc_clusters"] is not None else [])

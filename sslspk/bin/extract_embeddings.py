@@ -2,7 +2,7 @@
 """Extract utterance embeddings of a Kaldi data dir with a model dir → Kaldi ark/scp.
 
 Usage: extract_embeddings.py [--device auto] [--batch-size N] [--max-seconds S | --segments N [--segment-seconds S]]
-                             [--force] MODEL_DIR DATA_DIR OUT_ARK OUT_SCP
+                             [--force true] MODEL_DIR DATA_DIR OUT_ARK OUT_SCP
 
 Each entry is one utterance's embedding; with ``--segments N``, the ``[N, D]`` matrix of the
 embeddings of N evenly spaced windows of ``--segment-seconds`` (the authors' test-time segments,
@@ -26,6 +26,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    from sslspk.utils.config import parse_bool
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", help="exp dir with config.yaml (and model.pt for trained models)")
     p.add_argument("data_dir", help="Kaldi data dir (wav.scp, utt2spk, optional segments)")
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--segment-seconds", type=float, default=None,
                    help="with --segments: window length (default 4.015 = 400 frames x 160 + 240 samples at 16 kHz, "
                         "theolepage/wavlm_ssl_sv:DatasetLoader.py loadWAV)")
-    p.add_argument("--force", action="store_true", help="re-extract even if OUT_SCP is up to date")
+    p.add_argument("--force", type=parse_bool, default=False, metavar="true|false",
+                   help="re-extract even if OUT_SCP is up to date (default false)")
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                                           args.data_dir, options)
                 if stamp.adopt(out_scp, legacy) or stamp.is_fresh(out_scp):
                     record.unlink(missing_ok=True)
-                    print(f"{out_scp} exists, made from the same model and data: nothing to do (use --force to redo)")
+                    print(f"{out_scp} exists, made from the same model and data: nothing to do "
+                          "(use --force true to redo)")
                     return
                 print(f"{out_scp} exists but was not made from this model and data: extracting again")
             record.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 """Supervised training on pseudo speaker labels (AAM-softmax, optional DLG-LC).
 
 Usage: train_pseudo.py --config conf/pseudo.yaml --data data/train_pl_iter1 --exp-dir exp/pl_iter1
-                       [--init exp/ssl] [--ref-utt2spk data/train/utt2spk] [--force]
+                       [--init exp/ssl] [--ref-utt2spk data/train/utt2spk] [--force true]
 
 Labels are the speakers of DATA's utt2spk: clustering output for pseudo-labels, or the true
 speakers for the supervised (oracle) reference. --init starts from a trained model dir (the SSL
@@ -18,13 +18,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    from sslspk.utils.config import parse_bool
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML with data, loss, train (+ model, init, finetune, dlg_lc)")
     p.add_argument("--data", required=True, help="Kaldi data dir whose utt2spk holds the (pseudo) labels")
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--init", help="model dir to initialise the encoder from (inherits its model block)")
     p.add_argument("--ref-utt2spk", help="true speakers, for diagnostics only")
-    p.add_argument("--force", action="store_true", help="train again even if EXP_DIR/model.pt exists")
+    p.add_argument("--force", type=parse_bool, default=False, metavar="true|false",
+                   help="train again even if EXP_DIR/model.pt exists (default false)")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from sslspk.utils.config import ConfigError
+from sslspk.utils.config import ConfigError, parse_bool
 
 #: ``init`` names → faiss ``ClusteringInitMethod`` attribute names.
 INIT_METHODS: dict[str, str] = {
@@ -107,15 +107,6 @@ class ClusterConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {f.name: f.metadata["choices"] for f in dataclasses.fields(ClusterConfig)
                                        if f.metadata.get("choices")}
-
-
-def parse_bool(text: str) -> bool:
-    """``true``/``false`` (the one boolean convention of the shell steps and the entry points they call)."""
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": parse_bool}

@@ -199,7 +199,7 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
                                [scp, data_dir / "utt2spk", data_dir / "wav.scp"] + ([ref] if ref else []))
         if stamp.adopt(out_dir, legacy) or stamp.is_fresh(out_dir):
             (out_dir / LEGACY_MARKER).unlink(missing_ok=True)
-            log.info("%s is complete and up to date: nothing to do (use --force to redo)", out_dir)
+            log.info("%s is complete and up to date: nothing to do (use --force true to redo)", out_dir)
             return None
     remove_stamp(out_dir)
     (out_dir / LEGACY_MARKER).unlink(missing_ok=True)

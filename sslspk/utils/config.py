@@ -144,3 +144,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
         if not _type_ok(value, hint):
             raise ConfigError(f"{where}: {key}: expected {_hint_name(hint)}, got {type(value).__name__} {value!r}")
     return cls(**data)
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false``: the one boolean convention of the shell steps and of the options of the entry points
+    they call (an argparse ``type``)."""
+    import argparse
+
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
