@@ -21,6 +21,8 @@ GPU_BATCH_SIZE = 64   # default utterances per forward pass on a GPU (one at a t
 #: what a data dir's embeddings depend on: files of the model dir, then of the data dir (see inputs_digest)
 MODEL_FILES = ("config.yaml", "model.pt")
 DATA_FILES = ("wav.scp", "utt2spk", "segments")
+#: a model dir holding this file is embedded with its initial weights when it has no model.pt
+UNTRAINED_MARKER = "UNTRAINED"
 #: test-time segment length: 400 frames x 160 + 240 samples at 16 kHz (theolepage/wavlm_ssl_sv:DatasetLoader.py
 #: loadWAV ``max_audio``, with configs/wavlm_mhfa_dlg_lc.yaml ``eval_frames: 400``)
 SEGMENT_SECONDS = 4.015
@@ -74,10 +76,14 @@ def utterance_segments(wav: np.ndarray, num_segments: int, segment_samples: int)
     return np.stack([wav[s:s + segment_samples] for s in starts])
 
 
-def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Build the encoder described by ``model_dir/config.yaml`` and load ``model.pt`` when present.
+def load_encoder(model_dir: str | os.PathLike, device: str = "cpu",
+                 untrained: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Build the encoder described by ``model_dir/config.yaml`` and load its finished ``model.pt``.
 
-    Without ``model.pt`` the encoder keeps its initial weights, drawn with seed ``train.seed``
+    A dir without ``model.pt`` (e.g. a training killed before its end) is an InputError, unless its
+    model has no weights to learn (the statistics baseline), or the initial weights are asked for:
+    ``untrained`` or a file :data:`UNTRAINED_MARKER` in the dir (``steps/stages.sh`` stage 6 writes it in
+    ``<exp>/ssl_untrained``). The encoder then keeps its initial weights, drawn with seed ``train.seed``
     (default 0) exactly as training starts from: the "untrained" reference of a trained model.
     """
     import torch
@@ -96,6 +102,13 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any
     if not ckpt.exists():
         torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
     model = build_model(model_cfg)
+    if (not ckpt.exists() and not untrained and not (model_dir / UNTRAINED_MARKER).exists()
+            and next(model.parameters(), None) is not None):
+        ckpts = sorted((model_dir / "checkpoints").glob("*.pt")) if (model_dir / "checkpoints").is_dir() else []
+        state = (f"its training has not finished ({len(ckpts)} epoch checkpoint(s) in {model_dir / 'checkpoints'}: "
+                 "run the same training again to resume it)" if ckpts else "it holds no trained model")
+        raise InputError(f"{model_dir}: no model.pt: {state}; to embed with the initial weights on purpose (an "
+                         f"untrained reference), create {model_dir / UNTRAINED_MARKER}")
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"] if "model" in state else state)
@@ -128,10 +141,12 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
     ``max_batch_seconds`` of padded audio per batch), zero-padded with their lengths passed to
     the model, which then gives the embeddings of one-by-one extraction (to float rounding).
     A model whose ``honours_lengths`` is false (e.g. WavLM Base+, see :mod:`sslspk.models.wavlm`)
-    is only given batches of equal-length utterances. A non-finite embedding is an InputError naming
-    the input (``names[i]``, else its index).
+    is only given batches of equal-length utterances. A non-finite embedding, or one of zero norm, is an
+    InputError naming the input (``names[i]``, else its index).
     """
     import torch
+
+    from sslspk.data.embeddings import MIN_NORM, zero_norm_rows
 
     lengths = [len(w) for w in wavs]
     pads = bool(getattr(model, "honours_lengths", False))
@@ -147,6 +162,9 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
             if not np.isfinite(out[i]).all():
                 raise InputError(f"{names[i] if names else f'input {i}'}: non-finite embedding of {lengths[i]} "
                                  f"samples ({lengths[i] / sample_rate:.3f} s): too short for this model?")
+            if zero_norm_rows(out[i][None]).size:
+                raise InputError(f"{names[i] if names else f'input {i}'}: the model gives an embedding of zero norm "
+                                 f"(below {MIN_NORM:g}) for {lengths[i]} samples: nothing to score")
     return out
 
 
