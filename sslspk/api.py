@@ -110,15 +110,16 @@ class SpeakerEmbedder:
         import torch
         from tqdm import tqdm
 
-        from sslspk.extraction import embed_waveforms
+        from sslspk.extraction import check_nonzero, embed_waveforms
 
         wavs = [self._waveform(a, sample_rate) for a in tqdm(items, desc="embed", unit="utt", disable=not progress)]
         if not wavs:
             raise InputError("embed_batch: no inputs")
         names = [f"waveform {i}" if isinstance(a, np.ndarray) else str(a) for i, a in enumerate(items)]
         with torch.inference_mode():
-            return np.stack(embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate,
-                                            names=names))
+            emb = embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate, names=names)
+        check_nonzero(emb, names)
+        return np.stack(emb)
 
     # ------------------------------------------------------------------ scoring
     def score_embeddings(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

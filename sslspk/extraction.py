@@ -141,12 +141,10 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
     ``max_batch_seconds`` of padded audio per batch), zero-padded with their lengths passed to
     the model, which then gives the embeddings of one-by-one extraction (to float rounding).
     A model whose ``honours_lengths`` is false (e.g. WavLM Base+, see :mod:`sslspk.models.wavlm`)
-    is only given batches of equal-length utterances. A non-finite embedding, or one of zero norm, is an
-    InputError naming the input (``names[i]``, else its index).
+    is only given batches of equal-length utterances. A non-finite embedding is an InputError naming
+    the input (``names[i]``, else its index).
     """
     import torch
-
-    from sslspk.data.embeddings import MIN_NORM, zero_norm_rows
 
     lengths = [len(w) for w in wavs]
     pads = bool(getattr(model, "honours_lengths", False))
@@ -162,10 +160,18 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
             if not np.isfinite(out[i]).all():
                 raise InputError(f"{names[i] if names else f'input {i}'}: non-finite embedding of {lengths[i]} "
                                  f"samples ({lengths[i] / sample_rate:.3f} s): too short for this model?")
-            if zero_norm_rows(out[i][None]).size:
-                raise InputError(f"{names[i] if names else f'input {i}'}: the model gives an embedding of zero norm "
-                                 f"(below {MIN_NORM:g}) for {lengths[i]} samples: nothing to score")
     return out
+
+
+def check_nonzero(embeddings: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """InputError naming the first input whose embedding has zero norm (no direction: its cosine with
+    anything is 0), as :func:`sslspk.data.embeddings.load_embeddings` rejects it in an scp."""
+    from sslspk.data.embeddings import MIN_NORM, zero_norm_rows
+
+    zero = zero_norm_rows(np.stack(embeddings))
+    if zero.size:
+        raise InputError(f"{names[int(zero[0])]}: the model gives an embedding of zero norm (below {MIN_NORM:g}): "
+                         "nothing to score")
 
 
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
@@ -212,12 +218,14 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
                 check_length(len(wav), sample_rate, name)
             if segments:
                 pieces = [seg for wav in wavs for seg in utterance_segments(wav, segments, segment_samples)]
-                emb = embed_waveforms(model, pieces, device, batch_size, sample_rate=sample_rate,
-                                      names=[f"{name} segment {j}" for name in names for j in range(segments)])
+                seg_names = [f"{name} segment {j}" for name in names for j in range(segments)]
+                emb = embed_waveforms(model, pieces, device, batch_size, sample_rate=sample_rate, names=seg_names)
+                check_nonzero(emb, seg_names)
                 yield from ((utt, np.stack(emb[i * segments:(i + 1) * segments])) for i, utt in enumerate(utts))
             else:
                 if max_seconds is not None:
                     wavs = [wav[:round(max_seconds * sample_rate)] for wav in wavs]
-                yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate,
-                                                     names=names))
+                emb = embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate, names=names)
+                check_nonzero(emb, names)
+                yield from zip(utts, emb)
             bar.update(len(utts))
