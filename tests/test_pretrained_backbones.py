@@ -80,7 +80,8 @@ def test_shapes_for_two_crop_lengths(checkpoints, kind, head):
 @pytest.mark.parametrize("kind", BACKBONES)
 def test_padded_batch_equals_one_by_one(checkpoints, kind):
     m = _model(checkpoints[kind], head="ecapa" if kind == "hubert" else "mhfa").eval()
-    lengths = torch.tensor([5 * SR, 37000, 17683])                 # Whisper: 5 s > its 4-s table (two windows)
+    lengths = torch.tensor([5 * SR, 37000, 17683] if kind.startswith("whisper")   # 5 s > its 4-s table: 2 windows
+                           else [12000, 9100, 5017])
     wav = 0.1 * torch.randn(3, int(lengths[0]))
     for i, n in enumerate(lengths):
         wav[i, n:] = 0
@@ -252,3 +253,20 @@ def test_config_errors(checkpoints, tmp_path):
         _model(checkpoints["hubert"], num_layers=0)
     assert _model(checkpoints["whisper"], backbone="whisper").kind == "whisper"
     assert build_model({"type": "wavlm", "pretrained": checkpoints["hubert"]}).kind == "hubert"   # the alias
+
+
+def test_export(checkpoints, tmp_path):
+    """TorchScript traces a HuBERT encoder for any length; a Whisper one is refused, as its trace (which
+    does run) fixes the number of 30-s windows to the example's: wrong beyond it (shown here untraced)."""
+    from sslspk.export import ExportError, export_onnx, export_torchscript, max_abs_diff
+
+    hubert = _model(checkpoints["hubert"]).eval()
+    assert max_abs_diff(hubert, export_torchscript(hubert, tmp_path / "hubert.pt", 8000), (6000, 12000)) < 1e-4
+    whisper = _model(checkpoints["whisper"]).eval()
+    for export in (export_torchscript, export_onnx):
+        with pytest.raises(ExportError, match="Whisper-backbone"):
+            export(whisper, tmp_path / "whisper.out")
+    with torch.no_grad(), pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(whisper, 0.1 * torch.randn(1, 2 * SR), check_trace=False)   # one window
+        wav = 0.1 * torch.randn(1, 6 * SR)                                                     # two windows
+        assert not torch.allclose(traced(wav), whisper(wav), atol=1e-3)
