@@ -556,13 +556,18 @@ class PretrainedEncoder(nn.Module):
         h = x + enc.embed_positions.weight[:x.shape[1]]
         h = nn.functional.dropout(h, p=enc.dropout, training=self.training)
         mask = None
-        if frames is not None:
+        if frames is not None:   # keys past each row's end masked (all kept in a row with none: no NaN)
             keep = frame_mask(torch.div(frames + 1, 2, rounding_mode="floor"), h.shape[1]).bool()
-            mask = torch.zeros(h.shape[0], 1, h.shape[1], h.shape[1], dtype=h.dtype, device=h.device)
-            mask = mask.masked_fill(~keep[:, None, None, :], torch.finfo(h.dtype).min)
+            keep = (keep | (frames == 0)[:, None])[:, None, None, :].expand(-1, 1, h.shape[1], -1)
+            if enc.config._attn_implementation == "sdpa":     # a boolean mask, whatever dtype autocast computes in
+                mask = keep
+            else:                                             # eager: an additive bias
+                mask = torch.zeros(keep.shape, dtype=h.dtype, device=h.device).masked_fill(
+                    ~keep, torch.finfo(h.dtype).min)
         states = [h]
         for layer in enc.layers:
-            states.append(layer(states[-1], mask))
+            out = layer(states[-1], mask)
+            states.append(out[0] if isinstance(out, tuple) else out)   # older transformers return a tuple
         states[-1] = enc.layer_norm(states[-1])
         return tuple(states)
 
