@@ -274,3 +274,19 @@ def test_export(checkpoints, tmp_path):
         traced = torch.jit.trace(whisper, 0.1 * torch.randn(1, 2 * SR), check_trace=False)   # one window
         wav = 0.1 * torch.randn(1, 6 * SR)                                                     # two windows
         assert not torch.allclose(traced(wav), whisper(wav), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["wavlm", "whisper"])
+def test_make_tiny_script_writes_a_loadable_backbone(tmp_path, kind):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tiny_wavlm", "local/make_tiny_wavlm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--backbone", kind, str(tmp_path / "tiny")])
+    m = _model(str(tmp_path / "tiny")).eval()
+    assert m.kind == kind and len(m.layers) == 2
+    assert m(torch.randn(1, SR)).shape == (1, 16)
+    if kind == "whisper":
+        assert (tmp_path / "tiny" / "preprocessor_config.json").exists()
+        assert m.hidden_states(torch.randn(1, SR))[0].shape[1] == 50                  # 50 frames/s
