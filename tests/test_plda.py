@@ -268,8 +268,9 @@ def test_mini_stage6_plda_rows(tmp_path, recipe_env, monkeypatch):
     r = recipe(*opts)
     assert (sys_dir / "backend" / "plda.npz").stat().st_mtime_ns == mtime
     assert "test_plda.score is up to date" in r.stdout
-    first = lines[0].split()[1]   # other pseudo-labels (two clusters merged), an older time: retrained and rescored
-    (pl / "utt2spk").write_text("".join(f"{u} cluster_{first if s == lines[1].split()[1] else s}\n"
+    first, last = lines[0].split()[1], lines[-1].split()[1]   # other pseudo-labels (two clusters merged), older:
+    assert first != last                                        # retrained and rescored
+    (pl / "utt2spk").write_text("".join(f"{u} cluster_{first if s == last else s}\n"
                                         for u, s in (line.split() for line in lines)))
     os.utime(pl / "utt2spk", (1, 1))
     r = recipe(*opts)
