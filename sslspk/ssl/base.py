@@ -17,11 +17,7 @@ log = logging.getLogger("sslspk.train")
 
 
 class SSLTask(TrainTask):
-    """An encoder trained without labels. ``anchor_view``: the view group whose embedding feeds
-    the SSPS memory; ``positive_view``: the group SSPS replaces by crops of the sampled positive."""
-
-    anchor_view = 0
-    positive_view = 1
+    """An encoder trained without labels."""
 
     def __init__(self, encoder: nn.Module, ssps: SSPS | None = None):
         super().__init__()
