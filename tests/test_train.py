@@ -179,22 +179,28 @@ def test_bad_config_fails_before_work(tmp_path, recipe_env, edit, msg):
 
 def test_changed_inputs_train_again(tmp_path, recipe_env):
     """A finished (or killed) training is reused only for the same config, data and initial model:
-    a change of any is named and the training starts again; an exp dir from before inputs.json is
-    judged by its config.yaml."""
+    other data (or another initial model) is named and the training starts again; another config is
+    an error (one exp dir, one config) unless --force; an exp dir from before inputs.json is judged by
+    its config.yaml."""
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=1)
     exp = tmp_path / "exp"
     assert run_train(cfg, data, exp, recipe_env).returncode == 0
     model = exp / "model.pt"
 
-    def again(expect: str | None) -> None:
+    def again(expect: str | None, *extra: str) -> None:
         before = model.stat().st_mtime_ns
-        r = run_train(cfg, data, exp, recipe_env)
+        r = run_train(cfg, data, exp, recipe_env, *extra)
+        if expect == "config" and not extra:
+            assert r.returncode == 1 and f"{exp} holds a training with another config" in r.stderr, r.stderr
+            assert model.stat().st_mtime_ns == before
+            return
         assert r.returncode == 0, r.stderr[-3000:]
         if expect is None:
             assert "already finished" in r.stdout and model.stat().st_mtime_ns == before, r.stdout
         else:
-            assert f"its {expect} changed since it was trained: training again" in r.stdout, r.stdout
+            if not extra:
+                assert f"its {expect} changed since it was trained: training again" in r.stdout, r.stdout
             assert model.stat().st_mtime_ns > before
 
     again(None)
@@ -206,6 +212,7 @@ def test_changed_inputs_train_again(tmp_path, recipe_env):
     c["train"]["lr"] = 0.004
     cfg.write_text(yaml.safe_dump(c))
     again("config")
+    again("config", "--force")
     (exp / "inputs.json").unlink()   # an exp dir of an older version: its config.yaml decides
     again(None)
     c["train"]["lr"] = 0.003

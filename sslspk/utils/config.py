@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -150,8 +151,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str], where: str = "--set") -> dict[str, Any]:
     """``cfg`` with each ``KEY.PATH=VALUE`` of ``overrides`` set (in order; VALUE parsed as YAML, so
-    ``train.lr=0.1`` is a float (``2e-5``, a string to PyYAML, is read as a number where a
-    float is expected, as in the YAML), ``model.head=mhfa`` a string, ``train.grad_clip=null`` None). A path
+    ``train.lr=2e-5`` is a float (as YAML 1.2 reads it; PyYAML would give a string), ``model.head=mhfa`` a
+    string, ``train.grad_clip=null`` None). A path
     may create a missing key or section (the config's validation then judges it like a key of the YAML);
     it may not go through a value that is not a mapping."""
     import yaml
@@ -166,6 +167,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str], where: str = "--s
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{where} {item!r}: invalid YAML value: {e}") from e
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)
         node = cfg
         for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
