@@ -83,3 +83,22 @@ def test_a_second_config_in_the_same_exp_dir_is_refused_unless_force(tmp_path, r
     assert r.returncode == 0, r.stderr[-2000:]
     assert (exp / "model.pt").stat().st_mtime_ns > before
     assert yaml.safe_load((exp / "config.yaml").read_text())["train"]["lr"] == 0.001
+
+
+@pytest.mark.parametrize("args,ssl,pl", [
+    ((), "ssl", "pl_iter"),                                              # the recipe's configs: the names as before
+    (("--ssl-conf", "conf/ssl_simclr.yaml"), "ssl_simclr", "pl_simclr_iter"),   # pl starts from that SSL model
+    (("--ssl-tag", "lr2", "--ssl-args", "--set train.lr=0.1"), "ssl_lr2", "pl_lr2_iter"),
+    (("--pseudo-conf", "conf/ssl.yaml"), "ssl", "pl_ssl_iter"),
+    (("--pseudo-tag", "x", "--init-from-ssl", "false", "--init-embedder", "baseline"), "ssl", "pl_x_iter"),
+])
+def test_recipe_systems_are_named_after_non_default_configs(args, ssl, pl):
+    """steps/stages.sh: <exp>/ssl and <exp>/pl_iterN for the recipe's own configs; a tag otherwise, so a second
+    config never lands in (and is refused by) the exp dir of the first."""
+    recipe = REPO_BIN.parent / "egs" / "mini" / "v1"
+    r = subprocess.run(["bash", "-c", '. ./run.sh "$@" > /dev/null; echo "$ssl_dir $pl $ssl_args"', "_",
+                        "--stage", "7", *args], cwd=recipe, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ssl_dir, pl_prefix, *ssl_args = r.stdout.split()
+    assert (ssl_dir, pl_prefix) == (f"exp/mini/{ssl}", f"exp/mini/{pl}")
+    assert ssl_args == (args[-1].split() if "--ssl-args" in args else [])
