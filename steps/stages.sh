@@ -224,6 +224,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     if [ "$eval_untrained" = true ] && [ -f $ssl_dir/model.pt ]; then   # the SSL encoder's initial weights
       mkdir -p ${ssl_dir}_untrained
       cmp -s $ssl_dir/config.yaml ${ssl_dir}_untrained/config.yaml || cp $ssl_dir/config.yaml ${ssl_dir}_untrained/
+      touch ${ssl_dir}_untrained/UNTRAINED   # no model.pt on purpose: load the initial weights (sslspk/extraction.py)
       systems+=(${ssl_dir}_untrained)
     fi
     for d in $ssl_dir $(ls -d ${pl}* 2> /dev/null | sort -V) $exp/lmft$pl_tag $exp/oracle$pl_tag; do

@@ -42,10 +42,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.experiment import print_config, train_from_config
+        from sslspk.train.distributed import die_with_launcher
 
         if args.print_config:
             print_config(args.config, "pseudo", args.overrides, args.init)
             return
+        die_with_launcher()   # a kill -9 of the launcher stops this worker too
         train_from_config(args.config, args.data, args.exp_dir, kind="pseudo", force=args.force,
                           init=args.init, ref_utt2spk=args.ref_utt2spk, overrides=args.overrides)
 

@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.experiment import print_config, train_from_config
+        from sslspk.train.distributed import die_with_launcher
 
         if args.print_config:
             print_config(args.config, "ssl", args.overrides)
             return
+        die_with_launcher()   # a kill -9 of the launcher stops this worker too
         train_from_config(args.config, args.data, args.exp_dir, kind="ssl", force=args.force,
                           overrides=args.overrides)
 
