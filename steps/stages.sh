@@ -75,13 +75,10 @@ lda_dim_dev=${lda_dim_dev-}             # or LDA dimensions to choose from ("100
 force=${force-false}                    # true: redo the finished steps of the stages run
 ssl_args=${ssl_args-}                   # stage 2: more options of train_ssl.py (split at spaces), e.g. "--set train.lr=0.1"
 pseudo_args=${pseudo_args-}             # stages 4-5: more options of every train_pseudo.py run (iterations, oracle, lmft)
-ssl_tag=${ssl_tag-}                     # the SSL system is <exp>/ssl for the recipe's own --ssl-conf, else <exp>/ssl_<tag>; default
-                                        # tag: the config's file name without .yaml and a leading ssl_ (conf/ssl_simclr.yaml: simclr)
-pseudo_tag=${pseudo_tag-}               # the pseudo-label systems are <exp>/pl_iterN, lmft, oracle for the recipe's own
-                                        # --pseudo-conf, else pl_<tag>_iterN, lmft_<tag>, oracle_<tag> (default tag: the file
-                                        # name without .yaml and a leading pseudo_), with the SSL tag first when they start from it
-
-recipe_ssl_conf=$ssl_conf recipe_pseudo_conf=$pseudo_conf   # the recipe's defaults (run.sh, or the ones above)
+ssl_tag=${ssl_tag-}                     # SSL system <exp>/ssl_<tag> (default: <exp>/ssl for the recipe's --ssl-conf, else tag = its file name less .yaml and ssl_)
+pseudo_tag=${pseudo_tag-}               # pseudo-label systems <exp>/pl_<tag>_iterN, lmft_<tag>, oracle_<tag> (as --ssl-tag, for --pseudo-conf; SSL tag first when they start from it)
+# Naming: one exp dir per config, so trying a second config never overwrites (nor is refused by) the first one's.
+declare recipe_ssl_conf=$ssl_conf recipe_pseudo_conf=$pseudo_conf   # the recipe's defaults (run.sh, or the ones above)
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (options are --name value; see --help)" >&2; exit 1; }
 # the tags follow the command line (a recipe's adjust_options, e.g. voxceleb's --tiny, keeps the default names)

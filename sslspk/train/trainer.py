@@ -355,10 +355,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.is_main:
             t0 = time.time()
-            was_training = task.training
-            task.eval()
             metrics = validator(task, self.device)
-            task.train(was_training)
             self.validation[self.epoch] = metrics
             (self.exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             with atomic_write(self.exp_dir / "checkpoints" / "validation.json") as f:
