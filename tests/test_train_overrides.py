@@ -102,3 +102,33 @@ def test_recipe_systems_are_named_after_non_default_configs(args, ssl, pl):
     ssl_dir, pl_prefix, *ssl_args = r.stdout.split()
     assert (ssl_dir, pl_prefix) == (f"exp/mini/{ssl}", f"exp/mini/{pl}")
     assert ssl_args == (args[-1].split() if "--ssl-args" in args else [])
+
+
+@pytest.mark.slow   # end to end: three trainings and three validations (~40 s on 2 cores)
+def test_training_config_with_validation_selects_the_best_epochs(tmp_path, recipe_env):
+    """The validation: block end to end (train_ssl.py): every epoch validated on a dev data dir and trial list,
+    logged, and model.pt the average of the train.average_best best; average_best without validation or
+    above the validated epochs is a config error before any work."""
+    import json
+
+    import torch
+
+    data = make_data(tmp_path / "data", n_spk=2, n_utt=4)
+    dev = make_data(tmp_path / "dev", n_spk=2, n_utt=2)
+    utts = [line.split()[0] for line in (dev / "utt2spk").read_text().splitlines()]
+    (dev / "trials").write_text("".join(f"{a} {b} {'target' if a[:2] == b[:2] else 'nontarget'}\n"
+                                        for i, a in enumerate(utts) for b in utts[i + 1:]))
+    cfg = write_config(tmp_path / "c.yaml", epochs=3, batch_size=4, average_best=2)
+    exp = tmp_path / "exp"
+    r = run_train(cfg, data, exp, recipe_env)
+    assert r.returncode == 1 and "train.average_best 2 needs a validation: block" in r.stderr and not exp.exists()
+    val = ["--set", f"validation.data={dev}", "--set", f"validation.trials={dev / 'trials'}"]
+    r = run_train(cfg, data, exp, recipe_env, *val, "--set", "train.average_best=4")
+    assert r.returncode == 1 and "exceeds the 3 validated epochs" in r.stderr and not exp.exists()
+    r = run_train(cfg, data, exp, recipe_env, *val)
+    assert r.returncode == 0, r.stderr[-3000:]
+    record = {int(e): m["eer"] for e, m in json.loads((exp / "checkpoints" / "validation.json").read_text()).items()}
+    assert sorted(record) == [1, 2, 3] and all(0 <= v <= 1 for v in record.values())
+    best = sorted(sorted(record, key=lambda e: (record[e], -e))[:2])
+    assert torch.load(exp / "model.pt", weights_only=False)["averaged"] == [f"epoch_{e}.pt" for e in best]
+    assert (exp / "train.log").read_text().count("validation epoch") == 3
