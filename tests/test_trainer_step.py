@@ -217,3 +217,16 @@ def test_validator_scores_the_exported_encoder_with_cosine(tmp_path):
     eer = min(max((scores[target] < t).mean(), (scores[~target] >= t).mean()) for t in np.append(scores, np.inf))
     assert set(metrics) == {"eer", "min_dcf_0.01", "min_dcf_0.05"}
     assert metrics["eer"] == pytest.approx(eer, abs=1 / target.sum() + 1e-9)
+
+
+def test_accumulation_under_ddp_all_reduces_once_and_matches_the_whole_batch(recipe_env):
+    """Two processes x 2 micro-batches (no_sync on the first): the step of one process on all 8 items."""
+    import subprocess
+
+    from conftest import REPO
+
+    r = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2",
+                        str(REPO / "tests" / "helpers" / "ddp_accumulate_check.py")],
+                       capture_output=True, text=True, env=recipe_env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.count("all-reduces 1") == 2, r.stdout
