@@ -88,7 +88,7 @@ def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it(tmp_path, recipe_env):
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=4, cpu_amp=True)
     c = yaml.safe_load(cfg.read_text())
-    c["ssl"]["ssps"] = {"start_epoch": 2, "sampling": "knn", "neighbourhood": 1}
+    c["ssl"]["ssps"] = {"positive": "audio", "start_epoch": 2, "sampling": "knn", "neighbourhood": 1}
     cfg.write_text(yaml.safe_dump(c))
     r = run_train(cfg, data, tmp_path / "exp", recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -40,10 +40,14 @@ class TrainConfig:
     num_workers: int = 2            # loader processes (0: loading in this process)
     loader_threads: int = 1         # num_workers 0: threads preparing each batch; >1 pays when numpy/scipy
                                     # augmentation dominates (egs/mini SSL: 1.35x), not for light loading
-    optimizer: str = "sgd"          # sgd | adamw
+    optimizer: str = "sgd"          # sgd | adamw | adam (L2 weight decay, as sslsv's default optimizer)
     lr: float = 0.2                 # peak learning rate, reached after the warm-up
+    schedule: str = "cosine"        # cosine: warm-up then cosine decay to min_lr; step: lr x step_gamma every
+                                    # step_epochs epochs, no warm-up (sslsv's default schedule)
     min_lr: float = 1e-5            # end of the cosine decay
     warmup_epochs: float = 1.0
+    step_epochs: int = 5            # step schedule
+    step_gamma: float = 0.95        # step schedule
     weight_decay: float = 5e-5      # not applied to biases and norm parameters
     momentum: float = 0.9           # sgd only
     grad_clip: float | None = 3.0   # max gradient norm, or null
@@ -60,8 +64,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from sslspk.utils.config import ConfigError
 
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"train.optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.optimizer not in ("sgd", "adamw", "adam"):
+            raise ConfigError(f"train.optimizer must be sgd, adamw or adam, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step") or self.step_epochs < 1:
+            raise ConfigError(f"train.schedule must be cosine or step (step_epochs >= 1), got {self.schedule!r}")
         if self.nan_policy not in ("stop", "skip"):
             raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
         if min(self.epochs, self.batch_size, self.average_last, self.loader_threads) < 1:
@@ -69,8 +75,11 @@ class TrainConfig:
                               "must be >= 1")
 
 
-def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``."""
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, steps_per_epoch: int = 1) -> float:
+    """cosine: linear warm-up to ``cfg.lr`` over ``warmup`` steps, then cosine decay to ``cfg.min_lr``;
+    step: ``cfg.lr`` times ``step_gamma`` per ``step_epochs`` completed epochs."""
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (step // steps_per_epoch // cfg.step_epochs)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -201,6 +210,8 @@ class Trainer:
         groups = [g for g in groups if g["params"]]
         if self.cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=self.cfg.lr)
         return torch.optim.AdamW(groups, lr=self.cfg.lr)
 
     def _use_amp(self) -> bool:
@@ -263,7 +274,7 @@ class Trainer:
             for i, batch in enumerate(bar):
                 if i >= steps_per_epoch:
                     break
-                lr = lr_at(self.global_step, total, warmup, cfg)
+                lr = lr_at(self.global_step, total, warmup, cfg, steps_per_epoch)
                 for g in opt.param_groups:
                     g["lr"] = lr * g["lr_scale"]
                 batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
