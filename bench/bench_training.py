@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import benchlib
 
@@ -47,7 +48,8 @@ def dino_task(channels: int, quick: bool):
     ssl = {**cfg["ssl"], "out_dim": 1024, "hidden": 256} if quick else cfg["ssl"]
     views = parse_views(cfg["data"]["views"])
     torch.manual_seed(0)
-    task = build_ssl_task(ssl, build_model(model), None, cfg["train"]["epochs"])
+    # the task checks its views against the data's (no SSPS here: nothing else of a dataset is needed)
+    task = build_ssl_task(ssl, build_model(model), SimpleNamespace(views=views), cfg["train"]["epochs"])
 
     def make_batch(b: int, device: str) -> dict:
         return {"views": [0.1 * torch.randn(b, v.count, int(v.seconds * 16000), device=device) for v in views],
