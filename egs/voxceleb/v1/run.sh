@@ -38,7 +38,7 @@
 #   ./run.sh --stage 6 --eval-systems "exp/authors_lmft exp/voxceleb/pl_iter5"
 #   # Validation during training (train.average_best: model.pt = the checkpoints with the best dev EER) needs
 #   # speakers the model never trains on: a held-out slice of VoxCeleb2 dev speakers, never Vox1-O (the test
-#   # list, which would then choose the model). Not the default (the authors average no checkpoints by EER):
+#   # list, which would then choose the model). Not the default (the recipe trains as the authors do, no dev split):
 #   cut -d' ' -f2 data/vox2_dev_train/utt2spk | sort -u | head -n 100 > data/vox2_heldout.spk   # 100 speakers
 #   cut -d' ' -f2 data/vox2_dev_train/utt2spk | sort -u | tail -n +101 > data/vox2_train_minus_heldout.spk
 #   utils/subset_data_dir.sh --spk-list data/vox2_heldout.spk data/vox2_dev_train data/vox2_heldout
