@@ -60,6 +60,17 @@ def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_ep
 def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
     """The method's task with its optional SSPS."""
     method, mcfg, scfg = parse_ssl_config(ssl_cfg)
+    views = dataset.views
+    embedding_ssps = scfg is not None and scfg.positive == "embedding"
+    if embedding_ssps and method != "simclr":
+        raise ConfigError(f"ssl.ssps.positive: embedding exists for simclr only; use positive: audio with {method}")
+    if method != "dino":
+        groups = "two groups of one crop each (anchor, positive)"
+        if embedding_ssps:
+            groups += ", then a third of one crop with augment: false (the SSPS reference)"
+        if len(views) != 2 + embedding_ssps or any(v.count != 1 for v in views) or \
+                (embedding_ssps and views[2].augment):
+            raise ConfigError(f"{method} needs data.views = {groups}")
     ssps = None
     if scfg is not None:
         from sslspk.ssl.ssps import SSPS
@@ -68,16 +79,20 @@ def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, tota
         spk = np.array([data.utt2spk[u] for u in dataset.utts])
         rec = np.array([data.recording_of(u) for u in dataset.utts])
         positive_view = 0 if method == "dino" else 1
-        if len(dataset.views) <= positive_view or (method != "dino" and len(dataset.views) < 2):
+        if len(views) <= positive_view:
             raise ConfigError(f"ssl.ssps with {method} needs view group {positive_view} in data.views")
+        positive_dim = None
+        if method == "simclr":
+            from sslspk.ssl.simclr import SimCLR
+
+            positive_dim = SimCLR.output_dim(mcfg, encoder.embedding_dim)
         ssps = SSPS(scfg, len(dataset), encoder.embedding_dim, (positive_view,),
-                    speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed)
+                    speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed,
+                    positive_dim=positive_dim)
     if method == "dino":
         from sslspk.ssl.dino import DINO
 
         return DINO(encoder, mcfg, total_epochs, ssps)
-    if len(dataset.views) != 2 or any(v.count != 1 for v in dataset.views):
-        raise ConfigError(f"{method} needs data.views = two groups of one crop each (anchor, positive)")
     if method == "simclr":
         from sslspk.ssl.simclr import SimCLR
 

@@ -17,17 +17,20 @@ log = logging.getLogger("sslspk.train")
 
 
 class SSLTask(TrainTask):
-    """An encoder trained without labels. ``anchor_view``: the view group whose embedding feeds
-    the SSPS memory; ``positive_view``: the group SSPS replaces by crops of the sampled positive."""
+    """An encoder trained without labels.
 
-    anchor_view = 0
-    positive_view = 1
+    The SSPS buffers (memory, queue) are filled by every process with the same gathered values:
+    they are listed in ``_ddp_params_and_buffers_to_ignore``, so DDP does not broadcast them from
+    rank 0 at every step (as sslsv's BaseMethod); other buffers (batch norm statistics) are.
+    """
 
     def __init__(self, encoder: nn.Module, ssps: SSPS | None = None):
         super().__init__()
         self.encoder = encoder
         self.ssps = ssps
         self.positives: Any = None   # ClusterPositives (sslspk.ssl.cluster_positives), set by build_ssl_task
+        if ssps is not None:
+            self._ddp_params_and_buffers_to_ignore = [f"ssps.{name}" for name, _ in ssps.named_buffers()]
         self._std_sum = 0.0
         self._std_n = 0
 
@@ -37,11 +40,11 @@ class SSLTask(TrainTask):
         return self.encoder(crops.transpose(0, 1).reshape(c * b, t)).view(c, b, -1)
 
     def track(self, emb: torch.Tensor, index: torch.Tensor) -> None:
-        """Monitor the batch spread of normalised embeddings; feed SSPS's memory."""
+        """Monitor the batch spread of normalised embeddings; feed SSPS's memory (``positive: audio``)."""
         with torch.no_grad():
             self._std_sum += float(F.normalize(emb.float(), dim=1).std(0).mean())
             self._std_n += 1
-        if self.ssps is not None:
+        if self.ssps is not None and self.ssps.cfg.positive == "audio":
             self.ssps.update(index, emb)
 
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:

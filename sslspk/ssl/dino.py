@@ -61,8 +61,6 @@ class DINO(SSLTask):
     """
 
     export_prefix = "teacher."
-    anchor_view = 1
-    positive_view = 0
 
     def __init__(self, encoder, cfg: DINOConfig, total_epochs: int, ssps=None):
         super().__init__(encoder, ssps)
@@ -93,7 +91,8 @@ class DINO(SSLTask):
         g_emb = self.embed(glob)                                   # [G, B, D]
         embs = [g_emb] + ([self.embed(loc)] if loc is not None else [])
         student = torch.cat([self.head(e.flatten(0, 1)).view(e.shape[0], e.shape[1], -1) for e in embs])
-        anchor = embs[self.anchor_view][0] if loc is not None else g_emb[0]
+        # SSPS's memory takes the first local crop (the global group is the one SSPS replaces by the positive)
+        anchor = embs[1][0] if loc is not None else g_emb[0]
         self.track(anchor, batch["index"])
         with torch.no_grad():
             b, g, t = glob.shape
