@@ -246,7 +246,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     if "config" in changed and trained and not force:
         raise ConfigError(f"{exp_dir} holds a training with another config (its config.yaml): choose another "
                           f"exp dir for this config (the recipes name it after the config: --ssl-tag, "
-                          f"--pseudo-tag), or pass --force to replace that training")
+                          f"--pseudo-tag), or pass --force true to replace that training")
     if changed and not force and trained:
         print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
         force = True
