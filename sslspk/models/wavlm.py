@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from sslspk.frontend.features import frame_mask
+from sslspk.models.base import Model
 from sslspk.models.pooling import AttentiveStatsPool
 from sslspk.utils.config import ConfigError, from_dict
 
@@ -202,7 +203,7 @@ class MhfaHead(nn.Module):
         return self.fc(pooled.flatten(1).to(v.dtype))
 
 
-class WavLMEncoder(nn.Module):
+class WavLMEncoder(Model):
     """Waveforms ``[B, T]`` → speaker embeddings ``[B, embedding_dim]`` (see module docstring)."""
 
     type_name = "wavlm"

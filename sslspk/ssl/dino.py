@@ -57,9 +57,16 @@ class DINO(SSLTask):
     The teacher's encoder (an EMA of the student's) is the exported model, as in DINO.
     """
 
+    type_name = "dino"
+    config_cls = DINOConfig
     export_prefix = "teacher."
     anchor_view = 1
     positive_view = 0
+
+    @classmethod
+    def build(cls, encoder, cfg: DINOConfig, views, total_epochs: int, ssps=None) -> "DINO":
+        """Any view groups (group 0: global crops, optional group 1: local crops)."""
+        return cls(encoder, cfg, total_epochs, ssps)
 
     def __init__(self, encoder, cfg: DINOConfig, total_epochs: int, ssps=None):
         super().__init__(encoder, ssps)

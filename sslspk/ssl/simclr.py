@@ -23,6 +23,9 @@ class SimCLRConfig:
 class SimCLR(SSLTask):
     """Views: group 0 = anchor crop, group 1 = positive crop (one crop each)."""
 
+    type_name = "simclr"
+    config_cls = SimCLRConfig
+
     def __init__(self, encoder, cfg: SimCLRConfig, ssps=None):
         super().__init__(encoder, ssps)
         self.cfg = cfg
