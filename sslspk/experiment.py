@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sslspk.data.datadir import MANAGED_FILES
+from sslspk.data.tables import MANAGED_FILES
 from sslspk.extraction import MODEL_FILES
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
 from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, files_digest

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.data.datadir import MANAGED_FILES
+        from sslspk.data.tables import MANAGED_FILES
         from sslspk.extraction import MODEL_FILES, SEGMENT_SECONDS, extraction_options, inputs_digest
         from sslspk.utils.errors import InputError
         from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, exclusive_lock
