@@ -40,8 +40,12 @@ class SpeakerEmbedder:
         self.scale = scale
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> "SpeakerEmbedder":
-        """Load an experiment dir (``config.yaml`` [+ ``model.pt``]) or a checkpoint file beside its config.
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu",
+                        untrained: bool = False) -> "SpeakerEmbedder":
+        """Load an experiment dir (``config.yaml`` + ``model.pt``) or a checkpoint file beside its config.
+
+        A dir without ``model.pt`` (an unfinished training) is an error unless its model has no weights
+        to learn or ``untrained`` asks for the initial weights (see :func:`sslspk.extraction.load_encoder`).
 
         A ``threshold.json`` in the dir (written by :meth:`calibrate_threshold`) sets the
         threshold and the score normalisation.
@@ -54,7 +58,7 @@ class SpeakerEmbedder:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such experiment dir or checkpoint")
         exp_dir = path if path.is_dir() else path.parent
-        model, cfg = load_encoder(exp_dir, device="cpu")
+        model, cfg = load_encoder(exp_dir, device="cpu", untrained=untrained or path.is_file())
         if path.is_file() and path.resolve() != (exp_dir / "model.pt").resolve():
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"] if "model" in state else state)
@@ -74,7 +78,7 @@ class SpeakerEmbedder:
     def _waveform(self, audio: Audio, sample_rate: int | None) -> np.ndarray:
         """Samples of a path or array at the model's rate, checked as extraction checks them (an
         AudioError names the input). A path is read as a path, never run as a ``cmd |`` pipe."""
-        from sslspk.data.audio import AudioError, check_length, check_samples, load_audio, resample
+        from sslspk.data.audio import AudioError, check_length, check_samples, check_speech, load_audio, resample
 
         if isinstance(audio, np.ndarray):
             wav = np.asarray(audio, dtype=np.float32)
@@ -85,15 +89,17 @@ class SpeakerEmbedder:
                 wav = resample(wav, int(sample_rate), self.sample_rate)
         else:
             wav = load_audio(str(audio), self.sample_rate, pipes=False)
-        check_length(len(wav), self.sample_rate, "the waveform" if isinstance(audio, np.ndarray) else str(audio))
+        what = "the waveform" if isinstance(audio, np.ndarray) else str(audio)
+        check_length(len(wav), self.sample_rate, what)
+        check_speech(wav, self.sample_rate, what)
         return wav
 
     def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
         """Embedding ``[D]`` of a file path or a waveform array.
 
         Arrays are taken at ``sample_rate`` (default: the model's) and resampled to the model's rate.
-        Audio that extraction rejects (unreadable, NaN/inf, silent, shorter than one analysis window)
-        is an AudioError here too.
+        Audio that extraction rejects (unreadable, NaN/inf, silent, no speech: no 25 ms frame at
+        -60 dBFS or more, shorter than one analysis window) is an AudioError here too.
         """
         return self.embed_batch([audio], progress=False, sample_rate=sample_rate)[0]
 
@@ -104,22 +110,39 @@ class SpeakerEmbedder:
         import torch
         from tqdm import tqdm
 
-        from sslspk.extraction import embed_waveforms
+        from sslspk.extraction import check_nonzero, embed_waveforms
 
         wavs = [self._waveform(a, sample_rate) for a in tqdm(items, desc="embed", unit="utt", disable=not progress)]
         if not wavs:
             raise InputError("embed_batch: no inputs")
         names = [f"waveform {i}" if isinstance(a, np.ndarray) else str(a) for i, a in enumerate(items)]
         with torch.inference_mode():
-            return np.stack(embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate,
-                                            names=names))
+            emb = embed_waveforms(self.model, wavs, self.device, batch_size, sample_rate=self.sample_rate, names=names)
+        check_nonzero(emb, names)
+        return np.stack(emb)
 
     # ------------------------------------------------------------------ scoring
     def score_embeddings(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Cosine scores of the rows of ``a`` and ``b`` (``[D]`` or ``[N, D]``) after normalisation."""
+        """Cosine scores of the rows of ``a`` and ``b`` (``[D]`` or ``[N, D]``) after normalisation.
+
+        An InputError names what cannot be compared: sets (``a``, ``b``, the normalisation's mean and
+        scale) of different dimensions, NaN/inf values, a row of zero norm."""
+        from sslspk.data.embeddings import MIN_NORM, check_same_dim, zero_norm_rows
         from sslspk.scoring.cosine import normalise_embeddings
 
         a2, b2 = np.atleast_2d(a), np.atleast_2d(b)
+        dims = {"a": a2.shape[1], "b": b2.shape[1]}
+        for name, v in (("the normalisation mean", self.mean), ("the normalisation scale", self.scale)):
+            if v is not None:
+                dims[name] = np.shape(v)[-1]
+        check_same_dim(dims)
+        for name, x in (("a", a2), ("b", b2)):
+            if not np.isfinite(x).all():
+                raise InputError(f"embedding {name}: NaN/inf values")
+            zero = zero_norm_rows(x)
+            if zero.size:
+                raise InputError(f"embedding {name}" + (f" row {int(zero[0])}" if len(x) > 1 else "")
+                                 + f" has zero norm (below {MIN_NORM:g}): no direction to score")
         s = np.einsum("ij,ij->i", normalise_embeddings(a2, self.mean, self.scale),
                       normalise_embeddings(b2, self.mean, self.scale))
         return s
@@ -144,7 +167,9 @@ class SpeakerEmbedder:
         if reference is None:
             self.mean = self.scale = None
             return
-        ref = np.asarray(reference, dtype=np.float64)
+        ref = np.atleast_2d(np.asarray(reference, dtype=np.float64))
+        if not np.isfinite(ref).all():
+            raise InputError("set_normalization: the reference embeddings have NaN/inf values")
         self.mean = ref.mean(axis=0)
         self.scale = ref.std(axis=0) if var_norm else None
 

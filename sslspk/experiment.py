@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +13,10 @@ from typing import Any
 from sslspk.data.tables import MANAGED_FILES
 from sslspk.extraction import MODEL_FILES
 from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
-from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, files_digest
+from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, exclusive_lock, files_digest
+
+#: held (flock) by the main process of a training for all of it, in its exp dir
+LOCK_FILE = ".lock"
 
 
 def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
@@ -133,6 +137,8 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     check_outputs_are_not_inputs(
         [config, *dir_and_files(data_dir, MANAGED_FILES), *dir_and_files(init, MODEL_FILES), ref_utt2spk],
         dir_and_files(exp_dir, (*MODEL_FILES, "inputs.json", "train.log")))
+    if kind == "pseudo":
+        check_speakers(data_dir)
     inputs = training_inputs(cfg, data_dir, init)
     changed = changed_inputs(exp_dir, inputs, cfg)
     if changed and not force and (out.exists() or (exp_dir / "checkpoints").is_dir()):
@@ -188,12 +194,27 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
         if parsed["finetune"].classifier_from_init:
             load_classifier_from_init(task, init, str(config))
     trainer = Trainer(train_cfg, exp_dir)
-    if trainer.is_main:
-        if force:
-            shutil.rmtree(exp_dir / "checkpoints", ignore_errors=True)
-            out.unlink(missing_ok=True)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, exp_dir / "config.yaml")
-        with atomic_write(exp_dir / "inputs.json") as f:
-            json.dump(inputs, f, indent=1)
-    return trainer.fit(task, dataset)
+    with contextlib.ExitStack() as held:
+        if trainer.is_main:   # one training per exp dir: a second one fails here, before writing anything
+            held.enter_context(exclusive_lock(exp_dir / LOCK_FILE, f"{exp_dir}: training", wait=False))
+            if force:
+                shutil.rmtree(exp_dir / "checkpoints", ignore_errors=True)
+                out.unlink(missing_ok=True)
+            save_yaml(cfg, exp_dir / "config.yaml")
+            with atomic_write(exp_dir / "inputs.json") as f:
+                json.dump(inputs, f, indent=1)
+        return trainer.fit(task, dataset)
+
+
+def check_speakers(data_dir: str | os.PathLike) -> None:
+    """InputError unless ``data_dir``'s utt2spk has at least two speakers: a speaker classifier trained on
+    one class has a loss of 0 and learns nothing."""
+    from sslspk.utils.errors import InputError
+    from sslspk.utils.fileio import read_kv
+
+    utt2spk = Path(data_dir) / "utt2spk"
+    spks = set(read_kv(utt2spk).values())
+    if len(spks) < 2:
+        raise InputError(f"{utt2spk}: {len(spks)} speaker(s) ({', '.join(sorted(spks))}): training on (pseudo) "
+                         "speaker labels needs at least 2 (from cluster.py: lower --ahc-threshold or raise "
+                         "--ahc-clusters / --k)")

@@ -21,6 +21,8 @@ GPU_BATCH_SIZE = 64   # default utterances per forward pass on a GPU (one at a t
 #: what a data dir's embeddings depend on: files of the model dir, then of the data dir (see inputs_digest)
 MODEL_FILES = ("config.yaml", "model.pt")
 DATA_FILES = ("wav.scp", "utt2spk", "segments")
+#: a model dir holding this file is embedded with its initial weights when it has no model.pt
+UNTRAINED_MARKER = "UNTRAINED"
 #: test-time segment length: 400 frames x 160 + 240 samples at 16 kHz (theolepage/wavlm_ssl_sv:DatasetLoader.py
 #: loadWAV ``max_audio``, with configs/wavlm_mhfa_dlg_lc.yaml ``eval_frames: 400``)
 SEGMENT_SECONDS = 4.015
@@ -74,10 +76,14 @@ def utterance_segments(wav: np.ndarray, num_segments: int, segment_samples: int)
     return np.stack([wav[s:s + segment_samples] for s in starts])
 
 
-def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Build the encoder described by ``model_dir/config.yaml`` and load ``model.pt`` when present.
+def load_encoder(model_dir: str | os.PathLike, device: str = "cpu",
+                 untrained: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Build the encoder described by ``model_dir/config.yaml`` and load its finished ``model.pt``.
 
-    Without ``model.pt`` the encoder keeps its initial weights, drawn with seed ``train.seed``
+    A dir without ``model.pt`` (e.g. a training killed before its end) is an InputError, unless its
+    model has no weights to learn (the statistics baseline), or the initial weights are asked for:
+    ``untrained`` or a file :data:`UNTRAINED_MARKER` in the dir (``steps/stages.sh`` stage 6 writes it in
+    ``<exp>/ssl_untrained``). The encoder then keeps its initial weights, drawn with seed ``train.seed``
     (default 0) exactly as training starts from: the "untrained" reference of a trained model.
     """
     import torch
@@ -96,6 +102,13 @@ def load_encoder(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[Any
     if not ckpt.exists():
         torch.manual_seed(int((cfg.get("train") or {}).get("seed", 0)))
     model = build_model(model_cfg)
+    if (not ckpt.exists() and not untrained and not (model_dir / UNTRAINED_MARKER).exists()
+            and next(model.parameters(), None) is not None):
+        ckpts = sorted((model_dir / "checkpoints").glob("*.pt")) if (model_dir / "checkpoints").is_dir() else []
+        state = (f"its training has not finished ({len(ckpts)} epoch checkpoint(s) in {model_dir / 'checkpoints'}: "
+                 "run the same training again to resume it)" if ckpts else "it holds no trained model")
+        raise InputError(f"{model_dir}: no model.pt: {state}; to embed with the initial weights on purpose (an "
+                         f"untrained reference), create {model_dir / UNTRAINED_MARKER}")
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"] if "model" in state else state)
@@ -150,6 +163,17 @@ def embed_waveforms(model: Any, wavs: Sequence[np.ndarray], device: str = "cpu",
     return out
 
 
+def check_nonzero(embeddings: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """InputError naming the first input whose embedding has zero norm (no direction: its cosine with
+    anything is 0), as :func:`sslspk.data.embeddings.load_embeddings` rejects it in an scp."""
+    from sslspk.data.embeddings import MIN_NORM, zero_norm_rows
+
+    zero = zero_norm_rows(np.stack(embeddings))
+    if zero.size:
+        raise InputError(f"{names[int(zero[0])]}: the model gives an embedding of zero norm (below {MIN_NORM:g}): "
+                         "nothing to score")
+
+
 def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, device: str = "cpu",
                    progress: bool = True, batch_size: int = 1, channel: str = "mix",
                    shard: tuple[int, int] = (0, 1), max_seconds: float | None = None,
@@ -194,12 +218,14 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
                 check_length(len(wav), sample_rate, name)
             if segments:
                 pieces = [seg for wav in wavs for seg in utterance_segments(wav, segments, segment_samples)]
-                emb = embed_waveforms(model, pieces, device, batch_size, sample_rate=sample_rate,
-                                      names=[f"{name} segment {j}" for name in names for j in range(segments)])
+                seg_names = [f"{name} segment {j}" for name in names for j in range(segments)]
+                emb = embed_waveforms(model, pieces, device, batch_size, sample_rate=sample_rate, names=seg_names)
+                check_nonzero(emb, seg_names)
                 yield from ((utt, np.stack(emb[i * segments:(i + 1) * segments])) for i, utt in enumerate(utts))
             else:
                 if max_seconds is not None:
                     wavs = [wav[:round(max_seconds * sample_rate)] for wav in wavs]
-                yield from zip(utts, embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate,
-                                                     names=names))
+                emb = embed_waveforms(model, wavs, device, batch_size, sample_rate=sample_rate, names=names)
+                check_nonzero(emb, names)
+                yield from zip(utts, emb)
             bar.update(len(utts))

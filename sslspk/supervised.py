@@ -15,7 +15,7 @@ from torch import nn
 
 from sslspk.train.distributed import all_gather_cat, is_distributed
 from sslspk.train.task import TrainTask
-from sslspk.utils.config import ConfigError
+from sslspk.utils.config import ConfigError, check_ranges
 
 log = logging.getLogger("sslspk.train")
 
@@ -36,6 +36,7 @@ class LossConfig:
             raise ConfigError(f"loss: need 0 <= margin < pi/2, scale > 0 and subcenters >= 1, got margin "
                               f"{self.margin}, scale {self.scale}, subcenters {self.subcenters}")
         w = self.margin_warmup_epochs
+        check_ranges(self, margin_warmup_epochs=">=0")
         if w is not None and w[1] < w[0]:
             raise ConfigError(f"loss.margin_warmup_epochs: the end ({w[1]}) is before the start ({w[0]})")
         from sslspk.losses.aam_softmax import WEIGHT_INITS
@@ -67,6 +68,7 @@ class FinetuneConfig:
                                         # checkpoint (same pseudo-labels), not at random
 
     def __post_init__(self) -> None:
+        check_ranges(self, freeze_backbone_epochs=">=0", backbone_lr_scale=">=0")
         absolute = (self.backbone_lr is not None, self.head_lr is not None)
         if absolute[0] != absolute[1]:
             raise ConfigError("finetune: backbone_lr and head_lr go together (absolute learning rates)")
@@ -107,6 +109,8 @@ class DLGLCConfig:
     def __post_init__(self) -> None:
         if self.mode not in DLG_MODES:
             raise ConfigError(f"dlg_lc.mode: must be one of {', '.join(DLG_MODES)}, got {self.mode!r}")
+        check_ranges(self, start_epoch=">=0", correct_start_epoch=">=0", threshold="[0,1]", temperature=">0",
+                     min_posterior="[0,1]")
         if not 0.0 <= self.threshold <= 1.0 or not 0.0 < self.min_posterior < 1.0 or self.temperature <= 0:
             raise ConfigError(f"dlg_lc: need 0 <= threshold <= 1, 0 < min_posterior < 1 and temperature > 0, got "
                               f"threshold {self.threshold}, min_posterior {self.min_posterior}, "

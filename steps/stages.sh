@@ -201,6 +201,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
     if [ "$eval_untrained" = true ] && [ -f $exp/ssl/model.pt ]; then   # the SSL encoder's initial weights
       mkdir -p $exp/ssl_untrained
       cmp -s $exp/ssl/config.yaml $exp/ssl_untrained/config.yaml || cp $exp/ssl/config.yaml $exp/ssl_untrained/
+      touch $exp/ssl_untrained/UNTRAINED   # no model.pt on purpose: load the initial weights (sslspk/extraction.py)
       systems+=($exp/ssl_untrained)
     fi
     for d in $exp/ssl $(ls -d $exp/pl_iter* 2> /dev/null | sort -V) $exp/lmft $exp/oracle; do

@@ -88,9 +88,9 @@ def test_init_inherits_model_and_is_recorded(tmp_path, recipe_env):
     assert r.returncode == 0, r.stderr[-3000:]
     saved = yaml.safe_load((tmp_path / "pl" / "config.yaml").read_text())
     assert saved["init"] == str(tmp_path / "ssl") and saved["model"] == TINY_MODEL
-    # The first step starts from the SSL weights: with lr 0 the exported encoder equals them.
+    # The first step starts from the SSL weights: with the encoder's lr 0 the exported encoder equals them.
     c = yaml.safe_load(cfg.read_text())
-    c["train"].update(lr=0.0, min_lr=0.0)
+    c["finetune"] = {"backbone_lr_scale": 0.0}   # (lr 0 itself is out of range: train.lr > 0)
     cfg.write_text(yaml.safe_dump(c))
     r = train_pseudo("--config", str(cfg), "--data", str(data), "--exp-dir", str(tmp_path / "pl0"),
                      "--init", str(tmp_path / "ssl"), env=recipe_env)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sslspk.augment.sources import AudioSource
-from sslspk.utils.config import ConfigError, from_dict
+from sslspk.utils.config import ConfigError, check_ranges, from_dict
 
 ADDITIVE = ("noise", "music", "babble")
 #: Per-category defaults (MUSAN recipe ranges).
@@ -43,6 +43,9 @@ class AdditiveConfig:
     snr_per_source: bool = False  # true: each source at its own SNR drawn from ``snr`` relative to the view, then
                                   # summed (voxceleb_trainer's babble); false: their equal-power sum at one SNR
 
+    def __post_init__(self) -> None:
+        check_ranges(self, weight=">=0", num_speakers=">=1")
+
 
 @dataclass
 class ReverbConfig:
@@ -53,6 +56,9 @@ class ReverbConfig:
     weight: float | None = None  # set: reverb is drawn by this weight among the additive categories
                                  # instead (one effect per augmented view); prob is then not used
 
+    def __post_init__(self) -> None:
+        check_ranges(self, prob="[0,1]")
+
 
 @dataclass
 class EQConfig:
@@ -61,6 +67,9 @@ class EQConfig:
     prob: float = 0.5                     # probability that an augmented view is equalised
     bands: list[int] = field(default_factory=lambda: [1, 3])            # number of biquads
     gain_db: list[float] = field(default_factory=lambda: [-12.0, 12.0])  # gain of each band
+
+    def __post_init__(self) -> None:
+        check_ranges(self, prob="[0,1]", bands=">=1")
 
 
 @dataclass
@@ -76,6 +85,9 @@ class AugmentConfig:
     speed: list[float] | None = None  # e.g. [0.9, 1.0, 1.1]
     volume: list[float] | None = None  # gain range in dB, e.g. [-6, 6]
     cache_mb: float = 512.0  # decoded-audio cache per source
+
+    def __post_init__(self) -> None:
+        check_ranges(self, prob="[0,1]", speed=">0", cache_mb=">=0")
 
 
 def _range(value: Any, where: str, cast: type = float) -> tuple[Any, Any]:

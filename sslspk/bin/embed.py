@@ -3,10 +3,13 @@
 
 Usage: embed.py [--device cpu] MODEL AUDIO ...
 
-MODEL is an experiment dir (config.yaml [+ model.pt]) or a checkpoint beside its config.yaml.
+MODEL is an experiment dir (config.yaml + model.pt) or a checkpoint beside its config.yaml.
 AUDIO are file paths: a path ending in '|' is a path too, never run as a command (only wav.scp
 entries are pipes).
 Prints ``{"model": ..., "sample_rate": ..., "dim": D, "embeddings": {"<audio>": [...], ...}}``.
+Audio with no speech (no 25 ms frame at -60 dBFS or louder: silence, dither, a noise floor) is an
+error naming the file. MODEL without model.pt (an unfinished training) is an error, unless its
+model has no weights to learn or the dir holds an UNTRAINED file (initial weights on purpose).
 """
 
 from __future__ import annotations

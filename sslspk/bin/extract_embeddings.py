@@ -8,6 +8,12 @@ Each entry is one utterance's embedding; with ``--segments N``, the ``[N, D]`` m
 embeddings of N evenly spaced windows of ``--segment-seconds`` (the authors' test-time segments,
 theolepage/wavlm_ssl_sv:DatasetLoader.py loadWAV; shorter utterances repeated first).
 
+An utterance with no speech (no 25 ms frame at -60 dBFS or louder: silence, dither, a noise floor)
+stops the extraction naming it, with nothing written: leave it out of the data dir (e.g. with
+utils/subset_data_dir.sh) or, if it holds speech, raise its level. MODEL_DIR without model.pt (an
+unfinished training) is an error, unless its model has no weights to learn or it holds an
+UNTRAINED file (the initial weights on purpose, as stage 6's <exp>/ssl_untrained).
+
 OUT_SCP is written last, after the ark is complete, and OUT_SCP.inputs then records the SHA-256
 of the inputs (the model's config.yaml and model.pt, the data dir's wav.scp, utt2spk and
 segments), followed by the options --max-seconds or --segments and --segment-seconds when set.

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         import numpy as np
 
-        from sslspk.data.embeddings import load_embeddings
+        from sslspk.data.embeddings import check_same_dim, load_embeddings
         from sslspk.data.trials import Trials, read_trials
         from sslspk.scoring.cosine import present_trials, score_trials
         from sslspk.utils.errors import InputError, MissingIdError
@@ -110,6 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.var_norm and not args.mean_scp:
             raise InputError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
         ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
+        c_keys, cohort = load_embeddings(args.cohort_scp) if args.cohort_scp else (None, None)
+        dims = {args.enroll_scp: emb[1].shape[1]}   # every set that meets the enrollment side
+        for path, mat in ((args.test_scp, test[1] if test else None), (args.mean_scp, ref), (args.cohort_scp, cohort),
+                          (args.segments_scp, segment_means[1] if args.segments_scp else None)):
+            if path:
+                dims[path] = mat.shape[1]
+        check_same_dim(dims)
         mean = ref.mean(axis=0) if ref is not None else None
         scale = ref.std(axis=0) if args.var_norm else None
         if args.backend != "cosine":
@@ -124,7 +131,6 @@ def main(argv: list[str] | None = None) -> None:
         elif args.cohort_scp:
             from sslspk.scoring.asnorm import asnorm_trials
 
-            c_keys, cohort = load_embeddings(args.cohort_scp)
             groups = None
             if args.cohort_utt2spk:
                 from sslspk.utils.fileio import read_kv

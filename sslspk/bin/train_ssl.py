@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def work() -> None:
         from sslspk.experiment import train_from_config
+        from sslspk.train.distributed import die_with_launcher
 
+        die_with_launcher()   # a kill -9 of the launcher stops this worker too
         train_from_config(args.config, args.data, args.exp_dir, kind="ssl", force=args.force)
 
     run_cli(work)

@@ -7,6 +7,8 @@ The threshold is --threshold, else MODEL/threshold.json (``SpeakerEmbedder.calib
 without either, only the score is printed (``"same_speaker": null``).
 Prints ``{"score": s, "threshold": t, "same_speaker": true|false|null}``. AUDIO_A and AUDIO_B are
 file paths, never run as commands (only wav.scp entries are pipes).
+Audio with no speech (no 25 ms frame at -60 dBFS or louder: silence, dither, a noise floor) is an
+error, not a score: two near-silent files would otherwise score as the same speaker.
 """
 
 from __future__ import annotations

@@ -281,6 +281,13 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
     dim = int(x.shape[1])
     result = cluster_embeddings(x, cfg)
     del x
+    if result.num_clusters < 2:   # one class: a speaker classifier trained on it learns nothing
+        cut = (f"--ahc-threshold {cfg.ahc_threshold}: lower it" if cfg.ahc_threshold is not None
+               else f"--ahc-clusters {cfg.ahc_clusters}: raise it" if cfg.ahc_clusters is not None
+               else f"--k {cfg.k}: raise it")
+        kept = f" after --min-cluster-size {cfg.min_cluster_size}" if cfg.min_cluster_size > 1 else ""
+        raise InputError(f"clustering the {len(utts)} embeddings of {scp} gave {result.num_clusters} pseudo-speaker(s)"
+                         f"{kept}; training on pseudo-labels needs at least 2 ({cut}); nothing written to {out_dir}")
 
     t = time.perf_counter()
     width = max(5, len(str(max(result.num_clusters - 1, 0))))

@@ -3,7 +3,8 @@
 soundfile decodes (any rate, any channel count); torchaudio resamples. ``segments``
 are honoured by cutting ``[start, end)`` seconds out of the recording. Audio that would give a
 silently wrong result is an error naming the entry: no samples, NaN/inf samples, digital silence,
-a segment ending well after its recording. A truncated file (less audio than its header says) is
+a segment ending well after its recording; speech (a data dir's utterance, an API input) whose
+loudest 25 ms frame is below :data:`MIN_SPEECH_DBFS` (no speech). A truncated file (less audio than its header says) is
 logged (once per file), or, with ``strict``, an error.
 
 A pipe entry is run by a shell: only ``wav.scp`` entries are read as pipes (``pipes=False`` reads
@@ -30,6 +31,10 @@ from sslspk.utils.errors import InputError
 CHANNELS = ("mix", "first")   # multi-channel audio: mean of the channels, or channel 0
 TOO_SHORT = ("repeat", "pad", "skip")   # utterances shorter than a view: see CropDataset
 MIN_SECONDS = 0.025   # one analysis window (fbank frame, WavLM CNN receptive field): shorter gives no frame
+#: speech audio (a data dir's utterance, an API input) whose loudest 25 ms frame is below this RMS level (dB
+#: re full scale) holds no speech (check_speech); the recipes' quietest utterances are far above it
+#: (docs/reliability.md); noise sources of augmentation are not checked
+MIN_SPEECH_DBFS = -60.0
 MAX_OVERSHOOT = 0.5   # seconds a segment may end after its recording (clipped), as Kaldi's extract-segments
 PIPE_TIMEOUT = 300.0   # seconds a wav.scp pipe may run (env SSLSPK_PIPE_TIMEOUT overrides)
 _resampled: set[tuple[int, int]] = set()   # (from, to) rates already logged
@@ -119,6 +124,27 @@ def check_samples(mono: np.ndarray, what: str) -> None:
         raise AudioError(f"digital silence (all {mono.size} samples are 0) in {what}")
 
 
+def speech_level(mono: np.ndarray, sample_rate: int) -> float:
+    """Level of the loudest :data:`MIN_SECONDS` (25 ms) frame of ``mono`` (non-overlapping frames; the
+    whole signal when shorter): its RMS in dB relative to full scale (a full-scale sine: -3 dBFS)."""
+    frame = max(1, int(MIN_SECONDS * sample_rate))
+    n = len(mono) // frame
+    frames = mono[:n * frame].reshape(n, frame) if n else mono[None, :]
+    power = float(np.square(frames, dtype=np.float64).mean(axis=1).max())
+    return 10.0 * np.log10(max(power, 1e-20))
+
+
+def check_speech(mono: np.ndarray, sample_rate: int, what: str) -> None:
+    """AudioError naming ``what`` when no 25 ms frame reaches :data:`MIN_SPEECH_DBFS`: near-silent audio
+    (dither, a noise floor) holds no speech, and a speaker model maps all such files to about the same
+    embedding (two of them score near 1: "same speaker")."""
+    level = speech_level(mono, sample_rate)
+    if level < MIN_SPEECH_DBFS:
+        raise AudioError(f"no speech in {what}: its loudest 25 ms frame is at {level:.1f} dBFS, below "
+                         f"{MIN_SPEECH_DBFS:g} dBFS (near-silent: dither or background noise only); if it holds "
+                         "speech, raise its level (e.g. sox --norm)")
+
+
 def segment_problem(start: float, end: float | None, length: float) -> str | None:
     """Why segment ``[start, end)`` (``end`` None: to the end) cannot be cut from a recording of
     ``length`` seconds, or None (an end up to :data:`MAX_OVERSHOOT` after the recording is clipped)."""
@@ -206,9 +232,12 @@ def load_audio(entry: str, sample_rate: int | None = None, start: float = 0.0, e
 
 def num_samples(entry: str, decode: bool = False) -> tuple[int, int]:
     """``(num_samples, sample_rate)`` of an entry: a cheap header read for files, unless ``decode``
-    (then every check of :func:`read_audio`, a truncated file included, is an error); pipes are decoded."""
+    (then every check of :func:`read_audio`, a truncated file included, and :func:`check_speech` is an
+    error); pipes are decoded."""
     if decode or is_pipe(entry):
         wav, sr = read_audio(entry, strict=True)
+        if decode:
+            check_speech(wav, sr, repr(entry))
         return len(wav), sr
     import soundfile as sf
 

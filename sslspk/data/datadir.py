@@ -136,10 +136,13 @@ class DataDir:
         return entry, seg.start, seg.end
 
     def load_audio(self, utt: str, sample_rate: int | None = None, channel: str = "mix") -> np.ndarray:
-        """Mono float32 samples of ``utt`` at ``sample_rate`` (native rate if None); AudioError names the utt."""
+        """Mono float32 samples of ``utt`` at ``sample_rate`` (native rate if None); AudioError names the utt,
+        also for audio with no speech (:func:`sslspk.data.audio.check_speech`)."""
         entry, start, end = self.audio_entry(utt)
         try:
-            return audio.load_audio(entry, sample_rate, start, end, channel)
+            wav, sr = audio.read_audio(entry, start, end, channel)
+            audio.check_speech(wav, sr, repr(entry) + (f" [{start}, {end})" if start or end else ""))
+            return wav if sample_rate is None else audio.resample(wav, sr, sample_rate)
         except audio.AudioError as e:
             raise audio.AudioError(f"utt {utt!r}: {e}") from e
 

@@ -13,8 +13,25 @@ from typing import Iterable
 
 import numpy as np
 
-from sslspk.utils.errors import MissingIdError
+from sslspk.utils.errors import InputError, MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
+
+#: an embedding whose L2 norm is below this has no direction (:func:`l2_normalize` divides it by this):
+#: its cosine with anything would be 0, a score that says nothing. Every reader rejects it.
+MIN_NORM = 1e-12
+
+
+def zero_norm_rows(mat: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``mat`` ``[N, D]`` whose L2 norm is below :data:`MIN_NORM`."""
+    return np.flatnonzero(np.linalg.norm(np.asarray(mat, dtype=np.float64), axis=1) < MIN_NORM)
+
+
+def check_same_dim(dims: dict[str, int]) -> None:
+    """InputError when the embedding sets named by the keys of ``dims`` (their dimension) differ in
+    dimension: embeddings of different models cannot be compared."""
+    if len(set(dims.values())) > 1:
+        raise InputError("embeddings of different dimensions cannot be compared (from different models?): "
+                         + ", ".join(f"{name} has dim {d}" for name, d in dims.items()))
 
 
 def write_embeddings(ark: str | os.PathLike, scp: str | os.PathLike,
@@ -64,8 +81,8 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
 
     Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
-    entry, a vector whose dimension differs from the first or with NaN/inf values, duplicate keys,
-    an empty scp.
+    entry, a vector whose dimension differs from the first, with NaN/inf values or of zero norm,
+    duplicate keys, an empty scp.
     """
     import kaldiio
 
@@ -110,6 +127,12 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         more = f" ({bad.size - 1} more embedding(s) too)" if bad.size > 1 else ""
         raise FormatError(scp, i + 1, f"embedding {keys[i]!r} has {int((~np.isfinite(mat[i])).sum())} NaN/inf "
                                       f"value(s){more}")
+    bad = zero_norm_rows(mat)
+    if bad.size:
+        i = int(bad[0])
+        more = f" ({bad.size - 1} more embedding(s) too)" if bad.size > 1 else ""
+        raise FormatError(scp, i + 1, f"embedding {keys[i]!r} has zero norm (below {MIN_NORM:g}): no direction to "
+                                      f"score{more}")
     return keys, mat
 
 

@@ -33,6 +33,12 @@ class FrontendConfig:
     dither: float = 0.0
     cmn: bool = True  # subtract the per-utterance mean of each feature dimension
 
+    def __post_init__(self) -> None:
+        from sslspk.utils.config import check_ranges
+
+        check_ranges(self, sample_rate=">=1", num_mel_bins=">=1", num_ceps=">=1", frame_length_ms=">0",
+                     frame_shift_ms=">0", dither=">=0")
+
 
 def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
     """Kaldi's mel scale ``1127 ln(1 + f / 700)``."""

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sslspk.data.embeddings import l2_normalize
+from sslspk.data.embeddings import MIN_NORM, l2_normalize, zero_norm_rows
 from sslspk.scoring.cosine import paired_dot, trial_rows
 from sslspk.utils.fileio import FormatError, iter_lines
 
@@ -24,7 +24,7 @@ def load_segment_means(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """``(keys, [N, D] float64)``: per utterance of ``scp`` (``[num_segments, D]`` matrices), the mean of
     its length-normalised segment embeddings (the mean cosine over segment pairs is the dot product of
     two such means). Errors name the scp line: unreadable entry, a matrix whose shape differs from the
-    first, NaN/inf values, duplicate keys, no entries."""
+    first, NaN/inf values, a segment embedding of zero norm, duplicate keys, no entries."""
     import kaldiio
 
     scp = Path(scp)
@@ -52,6 +52,10 @@ def load_segment_means(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
                 raise FormatError(scp, lineno, f"segment embeddings {key!r} have shape {mat.shape}, expected {want}")
             if not np.isfinite(mat).all():
                 raise FormatError(scp, lineno, f"segment embeddings {key!r} have NaN/inf values")
+            zero = zero_norm_rows(mat)
+            if zero.size:
+                raise FormatError(scp, lineno, f"segment embeddings {key!r}: segment {int(zero[0])} has zero norm "
+                                               f"(below {MIN_NORM:g}): no direction to score")
             shape = mat.shape
             seen[key] = lineno
             keys.append(key)

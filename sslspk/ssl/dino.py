@@ -45,10 +45,13 @@ class DINOConfig:
     stop_on_collapse: bool = False
 
     def __post_init__(self) -> None:
-        from sslspk.utils.config import ConfigError
+        from sslspk.utils.config import ConfigError, check_ranges
 
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"ssl.clip_grad must be > 0 or null, got {self.clip_grad}")
+        check_ranges(self, out_dim=">=1", hidden=">=1", bottleneck=">=1", student_temp=">0", teacher_temp=">0",
+                     warmup_teacher_temp=">0", warmup_teacher_temp_epochs=">=0", center_momentum="[0,1]",
+                     teacher_momentum="[0,1]", freeze_last_layer_epochs=">=0", collapse_min_kl=">=0")
 
 
 class DINO(SSLTask):

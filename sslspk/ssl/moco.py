@@ -19,7 +19,7 @@ from sslspk.ssl.base import SSLTask
 from sslspk.ssl.heads import MLPProjector
 from sslspk.ssl.losses import info_nce_queue
 from sslspk.train.distributed import all_gather_cat, is_distributed
-from sslspk.utils.config import ConfigError
+from sslspk.utils.config import ConfigError, check_ranges
 
 
 @dataclass
@@ -41,6 +41,7 @@ class MoCoConfig:
             raise ConfigError("ssl.queue_size and ssl.projector_hidden_layers must be >= 1")
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"ssl.momentum must be in [0, 1], got {self.momentum}")
+        check_ranges(self, temperature=">0", projector_hidden=">=1", projector_dim=">=1")
 
 
 @torch.no_grad()

@@ -19,6 +19,11 @@ class SimCLRConfig:
     projector_hidden: int = 512
     projector_dim: int = 128
 
+    def __post_init__(self) -> None:
+        from sslspk.utils.config import check_ranges
+
+        check_ranges(self, temperature=">0", projector_hidden=">=1", projector_dim=">=1")
+
 
 class SimCLR(SSLTask):
     """Views: group 0 = anchor crop, group 1 = positive crop (one crop each)."""

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sslspk.train.distributed import all_gather_cat
-from sslspk.utils.config import ConfigError
+from sslspk.utils.config import ConfigError, check_ranges
 
 
 @dataclass
@@ -44,6 +44,7 @@ class SSPSConfig:
             raise ConfigError(f"ssps.sampling must be kmeans or knn, got {self.sampling!r}")
         if self.neighbourhood < 1 or self.num_prototypes < 1:
             raise ConfigError("ssps.neighbourhood and ssps.num_prototypes must be >= 1")
+        check_ranges(self, start_epoch=">=0", queue_size=">=1", kmeans_iters=">=1")
 
 
 def sample_positives(assign: np.ndarray, centroids: np.ndarray, neighbourhood: int,

@@ -24,6 +24,29 @@ def init_distributed(device: str) -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
+def die_with_launcher() -> None:
+    """Under torchrun, have Linux SIGKILL this worker when its parent (the torchrun agent) dies.
+
+    torchrun starts its workers in their own sessions, so a ``kill -9`` of the launcher's process
+    group (``steps/train.sh``) misses them and a worker would train on beside a rerun: its
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` ties it to the agent. A worker whose agent is already gone
+    (re-parented to init) stops at once. No-op outside torchrun or Linux."""
+    import signal
+    import sys
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1   # <linux/prctl.h>
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -82,9 +82,12 @@ class TrainConfig:
                               f"got {self.sampler!r}, {self.max_per_speaker}")
         if self.nan_policy not in ("stop", "skip"):
             raise ConfigError(f"train.nan_policy must be stop or skip, got {self.nan_policy!r}")
-        if min(self.epochs, self.batch_size, self.average_last, self.loader_threads) < 1:
-            raise ConfigError("train.epochs, train.batch_size, train.average_last and train.loader_threads "
-                              "must be >= 1")
+        from sslspk.utils.config import check_ranges
+
+        check_ranges(self, epochs=">=1", batch_size=">=1", num_workers=">=0", loader_threads=">=1", lr=">0",
+                     min_lr=">=0", warmup_epochs=">=0", step_gamma="(0,1]", weight_decay=">=0",
+                     momentum="[0,1)", grad_clip=">0", average_last=">=1", seed=">=0", log_every=">=1",
+                     max_steps_per_epoch=">=1")
 
 
 def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, epoch: int = 0) -> float:

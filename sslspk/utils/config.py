@@ -143,4 +143,31 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
                 pass
         if not _type_ok(value, hint):
             raise ConfigError(f"{where}: {key}: expected {_hint_name(hint)}, got {type(value).__name__} {value!r}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except ConfigError as e:   # a __post_init__ range check: say which file and section
+        raise ConfigError(f"{where}: {e}") from e
+
+
+#: Valid ranges of :func:`check_ranges`: the test and how the message writes it.
+RANGES: dict[str, tuple[Any, str]] = {
+    ">0": (lambda v: v > 0, "> 0"),
+    ">=0": (lambda v: v >= 0, ">= 0"),
+    ">=1": (lambda v: v >= 1, ">= 1"),
+    "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "(0,1]": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def check_ranges(obj: Any, **rules: str) -> None:
+    """ConfigError naming the first field of ``obj`` outside its range and the range: ``rules`` maps a
+    field name to a key of :data:`RANGES`; a None value (an unset optional key) passes, and each
+    element of a list is checked. Called by the ``__post_init__`` of the config dataclasses, so a bad
+    value stops a run before its first write; :func:`from_dict` prefixes the file and section."""
+    for name, rule in rules.items():
+        test, text = RANGES[rule]
+        value = getattr(obj, name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if value is not None and not all(isinstance(v, (int, float)) and test(v) for v in values):
+            raise ConfigError(f"{name}: must be {text}, got {value!r}")

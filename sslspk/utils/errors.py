@@ -32,6 +32,10 @@ class MissingIdError(InputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class BusyError(SslspkError):
+    """Another process is working on the same output (it holds the output's lock)."""
+
+
 class TrainingError(SslspkError, RuntimeError):
     """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 

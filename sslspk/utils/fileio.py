@@ -60,11 +60,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
 
     While another process holds it (e.g. a job of an earlier, killed run that is still going), say
-    which one and wait for it. The lock goes with the process that holds it, ``kill -9`` included.
+    which one and wait for it; with ``wait`` false, raise :class:`~sslspk.utils.errors.BusyError`
+    naming it instead. The lock goes with the process that holds it, ``kill -9`` included.
     """
     import fcntl
     import socket
@@ -78,6 +79,10 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
+            if not wait:
+                from sslspk.utils.errors import BusyError
+
+                raise BusyError(f"{what}: {holder} holds its lock {path}: wait for it to finish or stop it")
             print(f"{what}: waiting for {holder} (a job of an earlier run still going?) to finish", file=sys.stderr,
                   flush=True)
             fcntl.flock(f, fcntl.LOCK_EX)
