@@ -125,46 +125,22 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     parsed = check_config(cfg, kind, str(config))
     train_cfg, views = parsed["train"], parsed["views"]
     if kind == "pseudo":
-        init = init if init is not None else cfg.get("init")
-        cfg["model"] = _model_block(cfg, init, str(config))
-        if init is not None:
-            cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
-            init_cfg = str(Path(init) / "config.yaml")
-            init_rate = config_sample_rate(load_yaml(init_cfg), init_cfg)
-            if cfg.setdefault("sample_rate", init_rate) != init_rate:
-                raise ConfigError(f"{config}: sample_rate {cfg['sample_rate']} differs from that of the initial "
-                                  f"model {init} ({init_rate})")
+        init = inherit_model(cfg, init if init is not None else cfg.get("init"), str(config))
     check_outputs_are_not_inputs(
         [config, *dir_and_files(data_dir, MANAGED_FILES), *dir_and_files(init, MODEL_FILES), ref_utt2spk],
         dir_and_files(exp_dir, (*MODEL_FILES, "inputs.json", "train.log")))
     if kind == "pseudo":
         check_speakers(data_dir)
     inputs = training_inputs(cfg, data_dir, init)
-    changed = changed_inputs(exp_dir, inputs, cfg)
-    if changed and not force and (out.exists() or (exp_dir / "checkpoints").is_dir()):
-        print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
-        force = True
+    force = restart_if_changed(exp_dir, inputs, cfg, force)
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force to train again)")
         return out
-    import numpy as np
-    import torch
-
-    from sslspk.models import build_model, with_sample_rate
     from sslspk.train.dataset import CropDataset
     from sslspk.train.trainer import Trainer
 
     sample_rate = config_sample_rate(cfg, str(config))
-    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
-    encoder = build_model(with_sample_rate(cfg["model"], sample_rate, str(config)))
-    pretrained = None
-    if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them
-        from sslspk.supervised import backbone_snapshot
-
-        pretrained = backbone_snapshot(encoder)
-    if init is not None:
-        state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
-        encoder.load_state_dict(state["model"])
+    encoder, pretrained = build_encoder(cfg, parsed, kind, init, sample_rate, str(config))
     dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed,
                           too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"),
                           threads=train_cfg.loader_threads if train_cfg.num_workers == 0 else 1)
@@ -175,22 +151,9 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     else:
         from sslspk.supervised import SupervisedTask
 
-        spks = sorted(set(dataset.data.utt2spk.values()))
-        spk_index = {s: i for i, s in enumerate(spks)}
-        labels = np.array([spk_index[dataset.data.utt2spk[u]] for u in dataset.utts])
-        dataset.labels = labels.copy()
-        true = None
-        if ref_utt2spk is not None:
-            from sslspk.utils.fileio import read_kv
-
-            ref = read_kv(ref_utt2spk)
-            missing = [u for u in dataset.utts if u not in ref]
-            if missing:
-                raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
-            true_index: dict[str, int] = {}
-            true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
-        task = SupervisedTask(encoder, len(spks), len(dataset), parsed["loss"], parsed["finetune"], parsed["dlg_lc"],
-                              labels=labels, true_labels=true, pretrained=pretrained)
+        labels, num_classes, true = speaker_labels(dataset, ref_utt2spk)
+        task = SupervisedTask(encoder, num_classes, len(dataset), parsed["loss"], parsed["finetune"],
+                              parsed["dlg_lc"], labels=labels, true_labels=true, pretrained=pretrained)
         if parsed["finetune"].classifier_from_init:
             load_classifier_from_init(task, init, str(config))
     trainer = Trainer(train_cfg, exp_dir)
@@ -204,6 +167,75 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             with atomic_write(exp_dir / "inputs.json") as f:
                 json.dump(inputs, f, indent=1)
         return trainer.fit(task, dataset)
+
+
+def inherit_model(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> str | os.PathLike | None:
+    """Complete the pseudo-label config ``cfg`` in place from the initial model dir ``init``: its
+    ``model:`` block (see :func:`_model_block`), ``init`` recorded and its sample rate (which ``cfg``
+    may only repeat); returns ``init``."""
+    cfg["model"] = _model_block(cfg, init, where)
+    if init is not None:
+        cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
+        init_cfg = str(Path(init) / "config.yaml")
+        init_rate = config_sample_rate(load_yaml(init_cfg), init_cfg)
+        if cfg.setdefault("sample_rate", init_rate) != init_rate:
+            raise ConfigError(f"{where}: sample_rate {cfg['sample_rate']} differs from that of the initial "
+                              f"model {init} ({init_rate})")
+    return init
+
+
+def restart_if_changed(exp_dir: Path, inputs: dict[str, str], cfg: dict[str, Any], force: bool) -> bool:
+    """``force``, or True (saying why) when a training in ``exp_dir`` (finished or not) was started from
+    other ``inputs`` (:func:`training_inputs`) than these."""
+    changed = changed_inputs(exp_dir, inputs, cfg)
+    if changed and not force and ((exp_dir / "model.pt").exists() or (exp_dir / "checkpoints").is_dir()):
+        print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
+        force = True
+    return force
+
+
+def build_encoder(cfg: dict[str, Any], parsed: dict[str, Any], kind: str, init: str | os.PathLike | None,
+                  sample_rate: int, where: str) -> tuple[Any, Any]:
+    """The encoder of ``cfg`` (initial weights from the seed, then ``init``'s ``model.pt`` if any) and,
+    for a pseudo-label training with ``finetune.l2_to_init``, the snapshot of its built weights."""
+    import torch
+
+    from sslspk.models import build_model, with_sample_rate
+
+    torch.manual_seed(parsed["train"].seed)  # the initial weights depend on the seed only
+    encoder = build_model(with_sample_rate(cfg["model"], sample_rate, where))
+    pretrained = None
+    if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them
+        from sslspk.supervised import backbone_snapshot
+
+        pretrained = backbone_snapshot(encoder)
+    if init is not None:
+        state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state["model"])
+    return encoder, pretrained
+
+
+def speaker_labels(dataset: Any, ref_utt2spk: str | os.PathLike | None) -> tuple[Any, int, Any]:
+    """``(labels, number of classes, true labels or None)`` of ``dataset``'s utterances: the index of
+    each one's speaker in the sorted speakers of its utt2spk (also set as ``dataset.labels``), and of
+    its speaker in ``ref_utt2spk`` (diagnostics only) in order of first appearance."""
+    import numpy as np
+
+    spks = sorted(set(dataset.data.utt2spk.values()))
+    spk_index = {s: i for i, s in enumerate(spks)}
+    labels = np.array([spk_index[dataset.data.utt2spk[u]] for u in dataset.utts])
+    dataset.labels = labels.copy()
+    true = None
+    if ref_utt2spk is not None:
+        from sslspk.utils.fileio import read_kv
+
+        ref = read_kv(ref_utt2spk)
+        missing = [u for u in dataset.utts if u not in ref]
+        if missing:
+            raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
+        true_index: dict[str, int] = {}
+        true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
+    return labels, len(spks), true
 
 
 def check_speakers(data_dir: str | os.PathLike) -> None:
