@@ -11,6 +11,10 @@ Findings (torch 2.9, checked by tests/test_export.py):
   and the DFT as two matrix products (same features within 1e-3), and exports with a dynamic
   length axis. The MFCC front-end (``torchaudio.compliance.kaldi``, e.g. the ``stats`` baseline)
   cannot be exported: :func:`export_onnx` raises :class:`ExportError` saying so.
+* A Whisper-backbone encoder (``sslspk.models.wavlm``, ``backbone: whisper``) cuts inputs longer than its
+  positional table (30 s) into windows by a Python loop, which tracing would fix to the example's
+  number of windows (wrong embeddings for longer inputs, checked in tests/test_pretrained_backbones.py):
+  both exports raise :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -52,9 +56,18 @@ def _example(length: int) -> Any:
     return 0.1 * torch.randn(1, length, generator=g)
 
 
+def _check_traceable(model: Any) -> None:
+    """ExportError for a model whose trace would be wrong for some input lengths (see module doc)."""
+    if getattr(model, "kind", None) == "whisper":
+        raise ExportError("a Whisper-backbone encoder cannot be exported: it encodes inputs longer than 30 s in "
+                          "windows by a Python loop, which a trace would fix to the example's length")
+
+
 def export_torchscript(model: Any, out: str | os.PathLike, example_length: int = 32000) -> Path:
     """Trace ``model`` (waveform ``[1, T]`` → ``[1, D]``) and save it; batch size 1, any ``T``."""
     import warnings
+
+    _check_traceable(model)
 
     import torch
 
@@ -73,6 +86,7 @@ def export_torchscript(model: Any, out: str | os.PathLike, example_length: int =
 
 def export_onnx(model: Any, out: str | os.PathLike, example_length: int = 32000, opset: int = 17) -> Path:
     """Export ``model`` to ONNX with input ``wav [1, T]`` (dynamic ``T``) and output ``embedding``."""
+    _check_traceable(model)
     try:
         import onnx  # noqa: F401
     except ImportError as e:

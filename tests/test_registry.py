@@ -31,18 +31,19 @@ def _tiny_model_configs(tmp_path) -> dict[str, dict]:
         "resnet": {"type": "resnet", "base_width": 4, "num_blocks": [1, 1, 1, 1], "embedding_dim": 10,
                    "frontend": {"num_mel_bins": 24}},
         "stats": {"type": "stats", "frontend": {"num_mel_bins": 24}},
-        "wavlm": {"type": "wavlm", "pretrained": str(tmp_path), "embedding_dim": 8, "mhfa_heads": 2,
-                  "mhfa_compression": 4},
+        "pretrained": {"type": "pretrained", "pretrained": str(tmp_path), "embedding_dim": 8, "mhfa_heads": 2,
+                       "mhfa_compression": 4},
     }
 
 
 def test_every_model_type_builds_and_embeds(tmp_path):
     configs = _tiny_model_configs(tmp_path)
-    assert MODELS.names() == sorted(configs)
+    configs["wavlm"] = {**configs["pretrained"], "type": "wavlm"}   # the earlier name of pretrained
+    assert sorted(MODELS.names()) == sorted(configs)
     wav = torch.randn(2, 8000)
     for name, cfg in configs.items():
         model = build_model(cfg).eval()
-        assert type(model) is MODELS.get(name) and model.type_name == name
+        assert type(model) is MODELS.get(name) and name in (model.type_name, *getattr(model, "type_aliases", ()))
         with torch.no_grad():
             assert model(wav).shape == (2, model.embedding_dim)
 
@@ -53,7 +54,7 @@ SSL_OPTIONS = {"dino": {"out_dim": 6, "hidden": 8, "bottleneck": 4},
 
 
 def test_every_ssl_method_builds():
-    assert SSL_METHODS.names() == sorted(SSL_OPTIONS)
+    assert sorted(SSL_METHODS.names()) == sorted(SSL_OPTIONS)
     dataset = SimpleNamespace(views=[ViewSpec(0.5, 1), ViewSpec(0.5, 1)])
     for name, options in SSL_OPTIONS.items():
         task = build_ssl_task({"method": name, **options}, build_model(TINY_ECAPA), dataset, total_epochs=2)
@@ -63,7 +64,7 @@ def test_every_ssl_method_builds():
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(ConfigError, match=r"model.type: unknown model type 'nope'; "
-                                          r"available: ecapa_tdnn, resnet, stats, wavlm$"):
+                                          r"available: ecapa_tdnn, resnet, stats, pretrained, wavlm$"):
         build_model({"type": "nope"})
     with pytest.raises(ConfigError, match=r"ssl.method must be one of dino, moco, simclr, got 'byol'$"):
         parse_ssl_config({"method": "byol"})
@@ -85,6 +86,7 @@ def test_a_class_registers_by_defining_type_name():
 
     class Twin(SSLTask):
         type_name = "test_twin"
+        type_aliases = ("test_twin_old",)
         config_cls = dict
 
     class Abstract(SSLTask):   # no type_name: a base for others, not a method
@@ -92,11 +94,13 @@ def test_a_class_registers_by_defining_type_name():
 
     try:
         assert isinstance(build_model({"type": "test_mean"}), Mean)
-        assert SSL_METHODS.get("test_twin") is Twin and "" not in SSL_METHODS.names()
+        assert SSL_METHODS.get("test_twin") is SSL_METHODS.get("test_twin_old") is Twin
+        assert "" not in SSL_METHODS.names() and SSL_METHODS.names()[-2:] == ["test_twin", "test_twin_old"]
         assert "test_mean" in str(pytest.raises(ConfigError, build_model, {"type": "other"}).value)
         with pytest.raises(TypeError, match="type_name 'test_mean' is already"):
             type("Other", (Model,), {"type_name": "test_mean"})
     finally:
         MODELS.remove("test_mean")
         SSL_METHODS.remove("test_twin")
+        SSL_METHODS.remove("test_twin_old")
     assert "test_mean" not in MODELS.names()

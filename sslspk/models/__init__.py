@@ -1,8 +1,9 @@
 """Speaker encoders. :func:`build_model` makes one from the ``model:`` block of a YAML config.
 
 Types: ``stats`` (non-learned baseline), ``ecapa_tdnn`` and ``resnet`` (learned encoders
-with an on-the-fly fbank front-end and optional SpecAugment), ``wavlm`` (pretrained WavLM
-backbone + ECAPA/MHFA pooling head, see :mod:`sslspk.models.wavlm`). Every model maps waveforms
+with an on-the-fly fbank front-end and optional SpecAugment), ``pretrained`` (a pretrained
+WavLM, HuBERT, wav2vec 2.0 or Whisper-encoder backbone + ECAPA/MHFA pooling head, see
+:mod:`sslspk.models.wavlm`; ``wavlm`` is the same type under its earlier name). Every model maps waveforms
 ``[B, T]`` to embeddings ``[B, embedding_dim]``.
 """
 
@@ -14,21 +15,26 @@ from torch import nn
 
 from sslspk.utils.config import ConfigError
 
-#: The rate of the audio a WavLM backbone was pretrained on (its CNN assumes it).
+#: The types of :class:`sslspk.models.wavlm.PretrainedEncoder` (``wavlm``: its earlier name, kept for old configs).
+PRETRAINED_TYPES = ("pretrained", "wavlm")
+
+
+#: The rate of the audio a pretrained backbone was pretrained on (its front-end assumes it).
 WAVLM_SAMPLE_RATE = 16000
 
 
 def with_sample_rate(cfg: dict[str, Any], sample_rate: int, where: str = "config") -> dict[str, Any]:
     """The ``model:`` block ``cfg`` with its front-end at ``sample_rate``, the config's one sample rate.
 
-    ``model.frontend.sample_rate`` may only repeat it, and a WavLM model takes 16 kHz only: any
+    ``model.frontend.sample_rate`` may only repeat it, and a pretrained-backbone model takes 16 kHz only: any
     other value is a ConfigError, as features at the wrong rate would be silently wrong.
     """
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: model: expected a mapping, got {cfg!r}")
-    if cfg.get("type") == "wavlm":
+    if cfg.get("type") in PRETRAINED_TYPES:
         if sample_rate != WAVLM_SAMPLE_RATE:
-            raise ConfigError(f"{where}: sample_rate {sample_rate}: a WavLM model takes {WAVLM_SAMPLE_RATE} Hz audio")
+            name = "WavLM" if cfg["type"] == "wavlm" else "pretrained-backbone"
+            raise ConfigError(f"{where}: sample_rate {sample_rate}: a {name} model takes {WAVLM_SAMPLE_RATE} Hz audio")
         return cfg
     front = cfg.get("frontend") or {}
     if not isinstance(front, dict):

@@ -1,12 +1,31 @@
-"""Pretrained WavLM (Hugging Face ``transformers``) with a speaker-embedding head.
+"""Pretrained speech encoder (Hugging Face ``transformers``) with a speaker-embedding head.
 
-``model: {type: wavlm, pretrained: microsoft/wavlm-base-plus, ...}`` loads the backbone with
-``transformers.WavLMModel.from_pretrained`` (a hub name or a local directory) and adds a
-pooling head over its hidden states:
+``model: {type: pretrained, pretrained: microsoft/wavlm-base-plus, backbone: auto, ...}`` loads the
+backbone with ``from_pretrained`` (a hub name or a local ``save_pretrained`` directory) and adds a
+pooling head over its hidden states. ``type: wavlm`` is the same model (the name of existing configs
+and experiment directories). ``backbone`` (default ``auto``: the ``model_type`` of the checkpoint's
+``config.json``) is one of
 
-* ``layer_weighting``: how the hidden states (the encoder input, i.e. the projected CNN
-  features after the positional convolution, plus every Transformer layer output) are
-  combined: ``weighted_sum`` (learnable softmax-normalised weights), ``average`` or ``last``.
+* ``wavlm``, ``hubert``, ``wav2vec2``: ``WavLMModel`` / ``HubertModel`` / ``Wav2Vec2Model`` on the raw
+  waveform (CNN feature encoder → projection → positional convolution → Transformer layers);
+* ``whisper``: the encoder of a Whisper checkpoint (a ``WhisperModel`` or
+  ``WhisperForConditionalGeneration`` checkpoint, whose ``.encoder`` is taken, or a ``WhisperEncoder``
+  one, its ``config.json`` ``architectures`` saying ``WhisperEncoder``). Its input is the log-mel
+  spectrogram of ``WhisperFeatureExtractor``, computed here in torch (:class:`WhisperLogMel`, batched,
+  on the model's device) with the extractor's mel filterbank, *without* padding to 30 s: the layers are
+  called here (conv1 → GELU → conv2 (stride 2) → GELU → + rows ``[:T]`` of the positional table →
+  Transformer layers → final LayerNorm), as ``WhisperEncoder.forward`` insists on 3000 mel frames.
+  Inputs longer than the table (30 s) are cut into 30-s windows, each encoded on its own (positions
+  restarting at 0), and their frames concatenated before pooling.
+
+The hidden states are transformers' ``output_hidden_states`` list for every backbone: the input of
+the first Transformer layer, then each layer's output, the last after the encoder's final LayerNorm
+when the model has one there (``do_stable_layer_norm`` wav2vec2/WavLM Large, Whisper); ``num_layers: K``
+keeps only the first ``K`` Transformer layers (the backbone is built with ``K`` layers, the others'
+weights are not loaded), so the last state is then layer ``K``'s output through that final LayerNorm.
+
+* ``layer_weighting``: how the hidden states are combined: ``weighted_sum`` (learnable
+  softmax-normalised weights), ``average`` or ``last``.
 * ``head: ecapa``: two TDNN layers of ``head_channels`` (the second residual and dilated) →
   attentive statistics pooling → BN → Linear → BN.
 * ``head: mhfa``: multi-head factorized attentive pooling (Peng et al., SLT 2022): keys and
@@ -15,40 +34,45 @@ pooling head over its hidden states:
   from the keys; each head's weighted mean of the values is concatenated → Linear.
 
 ``freeze_cnn`` (default true, as theolepage/wavlm_ssl_sv:models/Baseline/WavLM.py runs its CNN
-under ``torch.no_grad`` and leaves it out of the optimiser) keeps the CNN feature encoder at its
-pretrained weights: ``requires_grad`` false, no graph built through it, and not in
-:meth:`backbone_parameters`. (A gradient *scale* on the CNN would not do this: Adam(W) divides each
-parameter's step by its own gradient's RMS, so a constant scale changes nothing but the relative
-weight of Adam's epsilon.)
-:meth:`backbone_layer_parameters` (one list per Transformer layer, bottom first) and
-:meth:`backbone_other_parameters` (the rest of the trainable backbone) let an optimiser give each
+under ``torch.no_grad`` and leaves it out of the optimiser) keeps the convolutional front of the
+backbone at its pretrained weights: the CNN feature encoder, or Whisper's conv1 and conv2 (its
+analogue: the convolutions before the Transformer): ``requires_grad`` false, no graph built through
+it, and not in :meth:`backbone_parameters`. (A gradient *scale* on the CNN would not do this: Adam(W)
+divides each parameter's step by its own gradient's RMS, so a constant scale changes nothing but the
+relative weight of Adam's epsilon.) Whisper's sinusoidal positional table is never trained (as in
+``transformers``). :meth:`backbone_layer_parameters` (one list per Transformer layer, bottom first)
+and :meth:`backbone_other_parameters` (the rest of the trainable backbone) let an optimiser give each
 layer its own learning rate; :meth:`head_parameters` and :meth:`set_backbone_trainable` support a
-head-only phase followed by full fine-tuning.
+head-only phase followed by full fine-tuning (``freeze_backbone`` here, ``finetune.freeze_backbone_epochs``
+in training).
 
 ``mask_time_prob`` / ``mask_feature_prob`` set the SpecAugment-style masking that ``transformers``
 applies to the projected CNN features in training (``WavLMConfig``'s own default turns time
 masking on, at 0.05); both default to 0 whatever the checkpoint's ``config.json`` says, as the
-authors' fine-tuning calls ``extract_features`` without ``mask=True``. The dropout rates are the checkpoint's own, as in
+authors' fine-tuning calls ``extract_features`` without ``mask=True``. The Whisper encoder has no such
+masking (non-zero values are a ConfigError). The dropout rates are the checkpoint's own, as in
 the authors' code (which reads them from the checkpoint's ``cfg``).
 
 Input: raw 16 kHz waveforms ``[B, T]``: equal-length crops in training; zero-padded
-utterances with their ``lengths`` in extraction, which embed as one at a time only when the CNN
-feature encoder normalises each frame (``feat_extract_norm: layer``, WavLM Large): then the
-backbone gets an attention mask and the head masks the padded frames. WavLM Base/Base+
-(``group``) normalise each CNN channel over the whole input, padding included, so their
-embeddings change with padding and :attr:`WavLMEncoder.honours_lengths` is false (extraction
-then batches equal-length utterances only). ``normalize`` applies the
-per-utterance zero-mean/unit-variance normalisation of ``Wav2Vec2FeatureExtractor``
-(``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus`` ships
-``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
-``layerdrop`` (default: the checkpoint's ``config.json`` value, as the authors' code takes
-``encoder_layerdrop`` from the checkpoint's ``cfg`` and applies it in training) skips each
-Transformer layer but the first with that probability in training: the skipped layer's output is
+utterances with their ``lengths`` in extraction, which embed as one at a time only when the
+front-end treats each frame on its own: a CNN feature encoder that normalises each frame
+(``feat_extract_norm: layer``, WavLM Large, HuBERT Large, wav2vec 2.0 Large-lv60) or Whisper (the
+spectrogram of each row reflects at its own end, its log floor is its own maximum - 8, padded frames
+are zeroed before each convolution): then the Transformer gets an attention mask and the head masks
+the padded frames. WavLM/HuBERT/wav2vec 2.0 Base (``group``) normalise each CNN channel over the
+whole input, padding included, so their embeddings change with padding and
+:attr:`PretrainedEncoder.honours_lengths` is false (extraction then batches equal-length utterances
+only). ``normalize`` applies the per-utterance zero-mean/unit-variance normalisation of
+``Wav2Vec2FeatureExtractor`` (``do_normalize``). It defaults to false because ``microsoft/wavlm-base-plus``
+ships ``do_normalize: false`` in its ``preprocessor_config.json``; WavLM Large expects ``true``.
+``layerdrop`` (default: the checkpoint's ``config.json`` value, ``encoder_layerdrop`` for Whisper, as
+the authors' code takes ``encoder_layerdrop`` from the checkpoint's ``cfg`` and applies it in training)
+skips each Transformer layer with that probability in training: the skipped layer's output is
 its input, so the layer weighting still gets every hidden state. It is applied here rather than by
 ``transformers`` (whose own layer drop is disabled at load time), since ``transformers`` records
-the hidden states with hooks on the layers and a skipped layer would shorten their list. The first
-layer is never skipped (as in ``transformers``: it computes the relative position bias the others
-reuse); the authors' WavLM.py may skip it too, which then runs that step without position bias.
+the hidden states with hooks on the layers and a skipped layer would shorten their list. WavLM's
+first layer is never skipped (as in ``transformers``: it computes the relative position bias the
+others reuse); the authors' WavLM.py may skip it too, which then runs that step without position bias.
 """
 
 from __future__ import annotations
@@ -67,15 +91,21 @@ from sslspk.utils.config import ConfigError, from_dict
 
 LAYER_WEIGHTINGS = ("weighted_sum", "average", "last")
 HEADS = ("ecapa", "mhfa")
+#: ``backbone`` values; ``auto`` reads the checkpoint's ``config.json`` ``model_type``.
+BACKBONES = ("auto", "wavlm", "hubert", "wav2vec2", "whisper")
+#: The sample rate every supported backbone was pretrained on.
+SAMPLE_RATE = 16000
 
 
 @dataclass
-class WavLMEncoderConfig:
-    """Keys of a ``model: {type: wavlm}`` block (besides ``type``)."""
+class PretrainedEncoderConfig:
+    """Keys of a ``model: {type: pretrained}`` (or ``type: wavlm``) block (besides ``type``)."""
 
     pretrained: str = "microsoft/wavlm-base-plus"  # HF hub name or local dir (save_pretrained)
+    backbone: str = "auto"                         # auto | wavlm | hubert | wav2vec2 | whisper
+    num_layers: int | None = None                  # keep the first K Transformer layers; null = all
     layer_weighting: str = "weighted_sum"          # weighted_sum | average | last
-    freeze_cnn: bool = True                        # CNN feature encoder kept at its pretrained weights
+    freeze_cnn: bool = True                        # conv front (CNN / Whisper conv1+conv2) kept pretrained
     head: str = "mhfa"                             # mhfa (the authors' back-end) | ecapa
     embedding_dim: int = 256
     head_channels: int = 512                       # ecapa: TDNN channels
@@ -89,6 +119,10 @@ class WavLMEncoderConfig:
     layerdrop: float | None = None                 # P(skip a Transformer layer) in training; null = checkpoint's
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ConfigError(f"model.num_layers must be >= 1 or null, got {self.num_layers}")
         if self.layer_weighting not in LAYER_WEIGHTINGS:
             raise ConfigError(f"model.layer_weighting: {self.layer_weighting!r} is not one of "
                               f"{', '.join(LAYER_WEIGHTINGS)}")
@@ -203,57 +237,191 @@ class MhfaHead(nn.Module):
         return self.fc(pooled.flatten(1).to(v.dtype))
 
 
-class WavLMEncoder(Model):
+class WhisperLogMel(nn.Module):
+    """Waveforms ``[B, T]`` → Whisper log-mel spectrograms ``[B, n_mels, T // hop]`` (no padding to 30 s).
+
+    The recipe of transformers' ``WhisperFeatureExtractor._torch_extract_fbank_features``: STFT with a
+    periodic Hann window of ``n_fft`` (400) and hop ``hop_length`` (160), centred with reflect padding,
+    the last frame dropped; power spectrum × the extractor's ``mel_filters``; ``log10`` floored at 1e-10
+    and at the utterance's maximum − 8; ``(x + 4) / 4``. With ``lengths``, each row is treated as its own
+    ``lengths[b]`` samples (reflected at its own end, floored at its own maximum) and its frames past
+    ``lengths[b] // hop`` are zero.
+    """
+
+    def __init__(self, mel_filters: torch.Tensor, n_fft: int, hop_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("mel_filters", mel_filters.float(), persistent=False)   # [n_freq, n_mels]
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Mel frames of utterances of ``lengths`` samples."""
+        return torch.div(lengths, self.hop_length, rounding_mode="floor")
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 log-mel spectrograms (autocast off: bf16 would round the power spectrum before the log)."""
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return self._logmel(wav.float(), lengths)
+
+    def _logmel(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        pad = self.n_fft // 2
+        shortest = wav.shape[1] if lengths is None else int(lengths.min())
+        if shortest <= pad:
+            raise ValueError(f"Whisper log-mel: an input of {shortest} samples is too short "
+                             f"(more than {pad} needed)")
+        if lengths is None:
+            padded = nn.functional.pad(wav[:, None], (pad, pad), mode="reflect")[:, 0]
+        else:  # reflect each row at its own end: index j of the padded row reads sample |j - pad| mirrored
+            n = lengths.to(wav.device)[:, None]
+            idx = (torch.arange(wav.shape[1] + 2 * pad, device=wav.device) - pad).abs()[None]
+            idx = torch.where(idx >= n, 2 * (n - 1) - idx, idx).clamp(0, wav.shape[1] - 1)
+            padded = torch.gather(wav, 1, idx)
+        spec = torch.stft(padded, self.n_fft, self.hop_length, window=self.window, center=False,
+                          return_complex=True)
+        power = spec[..., :-1].abs() ** 2                                        # [B, n_freq, F]
+        logmel = (self.mel_filters.T @ power).clamp_min(1e-10).log10()          # [B, n_mels, F]
+        if lengths is None:
+            floor = logmel.amax(dim=(1, 2), keepdim=True) - 8.0
+            return (torch.maximum(logmel, floor) + 4.0) / 4.0
+        valid = frame_mask(self.frame_lengths(lengths.to(wav.device)), logmel.shape[2])[:, None]   # [B, 1, F]
+        floor = logmel.masked_fill(valid == 0, float("-inf")).amax(dim=(1, 2), keepdim=True) - 8.0
+        return (torch.maximum(logmel, floor) + 4.0) / 4.0 * valid
+
+
+def _load_wav2vec2_family(cfg: PretrainedEncoderConfig, kind: str) -> tuple[nn.Module, float]:
+    """WavLM / HuBERT / wav2vec 2.0 backbone and the layer-drop probability to apply."""
+    import transformers
+
+    config_cls, model_cls = {"wavlm": (transformers.WavLMConfig, transformers.WavLMModel),
+                             "hubert": (transformers.HubertConfig, transformers.HubertModel),
+                             "wav2vec2": (transformers.Wav2Vec2Config, transformers.Wav2Vec2Model)}[kind]
+    hf_cfg = config_cls.from_pretrained(cfg.pretrained)
+    layerdrop = float(hf_cfg.layerdrop if cfg.layerdrop is None else cfg.layerdrop)
+    hf_cfg.layerdrop = 0.0  # applied by PretrainedEncoder._drop_layer instead
+    hf_cfg.num_hidden_layers = _kept_layers(cfg, hf_cfg.num_hidden_layers)
+    hf_cfg.mask_time_prob, hf_cfg.mask_feature_prob = cfg.mask_time_prob, cfg.mask_feature_prob
+    if cfg.mask_feature_prob > 0 and "mask_feature_min_masks" not in hf_cfg.to_dict():
+        hf_cfg.mask_feature_min_masks = 0  # read by channel masking, not in WavLMConfig
+    return model_cls.from_pretrained(cfg.pretrained, config=hf_cfg), layerdrop
+
+
+def _load_whisper(cfg: PretrainedEncoderConfig) -> tuple[nn.Module, float, WhisperLogMel]:
+    """Whisper encoder (of a WhisperModel/WhisperForConditionalGeneration or WhisperEncoder checkpoint),
+    the layer-drop probability to apply and the log-mel front-end of its feature extractor."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    if cfg.mask_time_prob or cfg.mask_feature_prob:
+        raise ConfigError("model.mask_time_prob/mask_feature_prob: the Whisper encoder has no feature masking")
+    hf_cfg = WhisperConfig.from_pretrained(cfg.pretrained)
+    layerdrop = float(hf_cfg.encoder_layerdrop if cfg.layerdrop is None else cfg.layerdrop)
+    hf_cfg.encoder_layerdrop = 0.0
+    hf_cfg.encoder_layers = _kept_layers(cfg, hf_cfg.encoder_layers)
+    if "WhisperEncoder" in (hf_cfg.architectures or []):
+        encoder, info = WhisperEncoder.from_pretrained(cfg.pretrained, config=hf_cfg, output_loading_info=True)
+        prefix = ""
+    else:
+        model, info = WhisperModel.from_pretrained(cfg.pretrained, config=hf_cfg, output_loading_info=True)
+        encoder, prefix = model.encoder, "encoder."
+    missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
+    if missing:
+        raise ConfigError(f"model.pretrained: {cfg.pretrained!r} has no Whisper encoder weights for "
+                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    try:
+        extractor = WhisperFeatureExtractor.from_pretrained(cfg.pretrained)
+    except OSError:  # no preprocessor_config.json: the extractor's defaults for this number of mel bins
+        extractor = WhisperFeatureExtractor(feature_size=hf_cfg.num_mel_bins)
+    if extractor.sampling_rate != SAMPLE_RATE or extractor.feature_size != hf_cfg.num_mel_bins:
+        raise ConfigError(f"model.pretrained: {cfg.pretrained!r}: the feature extractor's sampling_rate "
+                          f"{extractor.sampling_rate} / feature_size {extractor.feature_size} do not match "
+                          f"{SAMPLE_RATE} Hz / the encoder's {hf_cfg.num_mel_bins} mel bins")
+    logmel = WhisperLogMel(torch.as_tensor(extractor.mel_filters), extractor.n_fft, extractor.hop_length)
+    return encoder, layerdrop, logmel
+
+
+def _kept_layers(cfg: PretrainedEncoderConfig, total: int) -> int:
+    """``num_layers`` checked against the checkpoint's ``total`` layers (all of them when null)."""
+    if cfg.num_layers is None:
+        return total
+    if cfg.num_layers > total:
+        raise ConfigError(f"model.num_layers: {cfg.num_layers} > the {total} Transformer layers of "
+                          f"{cfg.pretrained!r}")
+    return cfg.num_layers
+
+
+class PretrainedEncoder(Model):
     """Waveforms ``[B, T]`` → speaker embeddings ``[B, embedding_dim]`` (see module docstring)."""
 
-    type_name = "wavlm"
+    type_name = "pretrained"
+    type_aliases = ("wavlm",)   # its earlier name, kept for old configs
 
-    def __init__(self, cfg: WavLMEncoderConfig):
+    def __init__(self, cfg: PretrainedEncoderConfig):
         super().__init__()
-        from transformers import WavLMConfig, WavLMModel
+        from transformers import AutoConfig
 
         self.cfg = cfg
         try:
-            hf_cfg = WavLMConfig.from_pretrained(cfg.pretrained)
-            self.layerdrop = float(hf_cfg.layerdrop if cfg.layerdrop is None else cfg.layerdrop)
-            hf_cfg.layerdrop = 0.0  # applied by _drop_layer instead
-            hf_cfg.mask_time_prob, hf_cfg.mask_feature_prob = cfg.mask_time_prob, cfg.mask_feature_prob
-            if cfg.mask_feature_prob > 0 and "mask_feature_min_masks" not in hf_cfg.to_dict():
-                hf_cfg.mask_feature_min_masks = 0  # read by channel masking, not in WavLMConfig
-            self.backbone = WavLMModel.from_pretrained(cfg.pretrained, config=hf_cfg)
+            kind = AutoConfig.from_pretrained(cfg.pretrained).model_type
+            if kind not in BACKBONES[1:] or cfg.backbone not in ("auto", kind):
+                raise ConfigError(f"model.backbone: {cfg.backbone}: {cfg.pretrained!r} is a {kind!r} model "
+                                  f"({'' if cfg.backbone == 'auto' else 'set backbone: auto, or '}use one of "
+                                  f"{', '.join(BACKBONES[1:])})")
+            self.kind = kind
+            self.logmel: WhisperLogMel | None = None
+            if kind == "whisper":
+                self.backbone, self.layerdrop, self.logmel = _load_whisper(cfg)
+            else:
+                self.backbone, self.layerdrop = _load_wav2vec2_family(cfg, kind)
         except OSError as e:
-            raise ConfigError(f"model.pretrained: cannot load WavLM from {cfg.pretrained!r}: {e}") from e
-        hcfg = self.backbone.config
-        for layer in list(self.backbone.encoder.layers)[1:]:
+            raise ConfigError(f"model.pretrained: cannot load a {cfg.backbone} model from {cfg.pretrained!r}: "
+                              f"{e}") from e
+        first = 1 if kind == "wavlm" else 0   # WavLM's first layer computes the position bias the others use
+        for layer in list(self.layers)[first:]:
             layer.register_forward_hook(self._drop_layer, prepend=True)  # before transformers' capture hooks
-        num_states = hcfg.num_hidden_layers + 1
+        num_states = len(self.layers) + 1
+        hidden = self.backbone.config.d_model if kind == "whisper" else self.backbone.config.hidden_size
         if cfg.head == "ecapa":
-            self.head: nn.Module = EcapaHead(num_states, hcfg.hidden_size, cfg.head_channels,
+            self.head: nn.Module = EcapaHead(num_states, hidden, cfg.head_channels,
                                              cfg.attention_channels, cfg.embedding_dim, cfg.layer_weighting)
         else:
-            self.head = MhfaHead(num_states, hcfg.hidden_size, cfg.mhfa_heads, cfg.mhfa_compression,
+            self.head = MhfaHead(num_states, hidden, cfg.mhfa_heads, cfg.mhfa_compression,
                                  cfg.embedding_dim, cfg.layer_weighting)
         self._backbone_trainable = True
         self.set_backbone_trainable(not cfg.freeze_backbone)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "WavLMEncoder":
-        """Build from a ``model:`` block (``type: wavlm`` plus :class:`WavLMEncoderConfig` keys)."""
+    def from_config(cls, cfg: dict[str, Any]) -> "PretrainedEncoder":
+        """Build from a ``model:`` block (``type: pretrained|wavlm`` plus :class:`PretrainedEncoderConfig` keys)."""
         cfg = dict(cfg)
-        cfg.pop("type", None)
+        where = f"model (type {cfg.pop('type', cls.type_name)})"
         try:
-            return cls(from_dict(WavLMEncoderConfig, cfg, "model (type wavlm)"))
+            return cls(from_dict(PretrainedEncoderConfig, cfg, where))
         except ConfigError:
             raise
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"model (type wavlm): {e}") from e
+            raise ConfigError(f"{where}: {e}") from e
 
     @property
     def embedding_dim(self) -> int:
         return self.cfg.embedding_dim
 
-    def _drop_layer(self, layer: nn.Module, args: tuple[Any, ...], output: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """Forward hook of the Transformer layers but the first: in training, with probability
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The Transformer layers of the backbone, bottom first."""
+        return self.backbone.layers if self.kind == "whisper" else self.backbone.encoder.layers
+
+    def _front_modules(self) -> list[nn.Module]:
+        """The convolutional front that ``freeze_cnn`` keeps at its pretrained weights."""
+        if self.kind == "whisper":
+            return [self.backbone.conv1, self.backbone.conv2]
+        return [self.backbone.feature_extractor]
+
+    def _fixed_parameters(self) -> set[int]:
+        """Ids of backbone parameters never trained: Whisper's sinusoidal positional table."""
+        return {id(self.backbone.embed_positions.weight)} if self.kind == "whisper" else set()
+
+    def _drop_layer(self, layer: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        """Forward hook of the Transformer layers (but WavLM's first): in training, with probability
         ``layerdrop``, the layer's output is replaced by its input (the layer is skipped).
 
         The skipped layer stays in the graph with a zero weight, so its parameters get zero
@@ -261,7 +429,9 @@ class WavLMEncoder(Model):
         needs every trainable parameter to get one in every step.
         """
         if layer.training and self.layerdrop > 0 and float(torch.rand(())) < self.layerdrop:
-            return (args[0] + 0.0 * output[0], *output[1:])
+            if isinstance(output, tuple):   # WavLM: (hidden states, position bias)
+                return (args[0] + 0.0 * output[0], *output[1:])
+            return args[0] + 0.0 * output
         return None
 
     # ------------------------------------------------------------ parameters
@@ -272,12 +442,13 @@ class WavLMEncoder(Model):
         ``i`` (0-based) ``LR_Transformer * LLRD_factor ** i`` and puts no other backbone parameter in its
         optimiser (see :meth:`backbone_other_parameters`).
         """
-        return [list(layer.parameters()) for layer in self.backbone.encoder.layers]
+        return [list(layer.parameters()) for layer in self.layers]
 
     def backbone_other_parameters(self) -> list[nn.Parameter]:
-        """The trainable backbone parameters outside the Transformer layers: the feature projection
-        (LayerNorm + Linear), the positional convolution, the encoder's LayerNorm and the masking
-        vector (when masking is on); the CNN feature encoder too when ``freeze_cnn`` is false.
+        """The trainable backbone parameters outside the Transformer layers: for WavLM/HuBERT/wav2vec 2.0
+        the feature projection (LayerNorm + Linear), the positional convolution, the encoder's LayerNorm
+        and the masking vector (when masking is on); for Whisper the final LayerNorm; the convolutional
+        front too when ``freeze_cnn`` is false.
 
         The authors' optimiser holds none of these (only the layers and the back-end), so their
         training leaves them at the pretrained values; an optimiser reproducing that leaves this list out.
@@ -286,31 +457,32 @@ class WavLMEncoder(Model):
         return [p for p in self.backbone_parameters() if id(p) not in in_layers]
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        """The backbone parameters that training may update: all of the pretrained WavLM but the
-        CNN feature encoder when ``freeze_cnn`` is set (:meth:`backbone_layer_parameters` +
-        :meth:`backbone_other_parameters`)."""
-        cnn = {id(p) for p in self.backbone.feature_extractor.parameters()} if self.cfg.freeze_cnn else set()
-        return [p for p in self.backbone.parameters() if id(p) not in cnn]
+        """The backbone parameters that training may update: all of the pretrained backbone but the
+        convolutional front when ``freeze_cnn`` is set and Whisper's positional table
+        (:meth:`backbone_layer_parameters` + :meth:`backbone_other_parameters`)."""
+        fixed = self._fixed_parameters()
+        if self.cfg.freeze_cnn:
+            fixed |= {id(p) for m in self._front_modules() for p in m.parameters()}
+        return [p for p in self.backbone.parameters() if id(p) not in fixed]
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters trained from scratch: layer weights and pooling head."""
         return self.head.parameters()
 
     def set_backbone_trainable(self, flag: bool) -> None:
-        """(Un)freeze the backbone; the CNN stays frozen when ``freeze_cnn`` is set.
+        """(Un)freeze the backbone; the convolutional front stays frozen when ``freeze_cnn`` is set.
 
         A frozen backbone runs under ``torch.no_grad`` (no activations kept for backward).
         """
         self._backbone_trainable = bool(flag)
+        trainable = {id(p) for p in self.backbone_parameters()} if self._backbone_trainable else set()
         for p in self.backbone.parameters():
-            p.requires_grad = self._backbone_trainable
+            p.requires_grad = id(p) in trainable
         cnn_trainable = self._backbone_trainable and not self.cfg.freeze_cnn
-        fe = self.backbone.feature_extractor
-        for p in fe.parameters():
-            p.requires_grad = cnn_trainable
-        # HF's feature encoder marks its input as requiring grad in training unless frozen this way.
-        if hasattr(fe, "_requires_grad"):
-            fe._requires_grad = cnn_trainable
+        for fe in self._front_modules():
+            # HF's feature encoder marks its input as requiring grad in training unless frozen this way.
+            if hasattr(fe, "_requires_grad"):
+                fe._requires_grad = cnn_trainable
 
     @property
     def backbone_trainable(self) -> bool:
@@ -319,7 +491,7 @@ class WavLMEncoder(Model):
     @property
     def honours_lengths(self) -> bool:
         """Whether ``forward(wav, lengths)`` embeds padded utterances as one at a time (see module doc)."""
-        return self.backbone.config.feat_extract_norm == "layer"
+        return self.kind == "whisper" or self.backbone.config.feat_extract_norm == "layer"
 
     # --------------------------------------------------------------- forward
     def prepare(self, wav: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -339,23 +511,75 @@ class WavLMEncoder(Model):
             wav = (wav - mean) / torch.sqrt(var + 1e-7) * valid
         return wav
 
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Hidden-state frames of utterances of ``lengths`` samples."""
+        if self.logmel is not None:   # conv2 has stride 2, padding 1
+            return torch.div(self.logmel.frame_lengths(lengths) + 1, 2, rounding_mode="floor")
+        return self.backbone._get_feat_extract_output_lengths(lengths)
+
     def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """All ``num_hidden_layers + 1`` hidden states ``[B, frames, hidden]`` of the backbone
+        """All ``len(layers) + 1`` hidden states ``[B, frames, hidden]`` of the backbone
         (``lengths``: samples of each zero-padded row, passed on as the attention mask)."""
         valid = None
         if lengths is not None:
             if not self.honours_lengths:
-                raise ValueError("this WavLM normalises its CNN features over the whole (padded) input "
+                raise ValueError(f"this {self.kind} normalises its CNN features over the whole (padded) input "
                                  "(feat_extract_norm: group): embed utterances of different lengths one at a time")
             valid = (torch.arange(wav.shape[1], device=wav.device) < lengths.to(wav.device)[:, None]).long()
         x = self.prepare(wav, valid)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._backbone_trainable):
+            if self.logmel is not None:
+                return self._whisper_states(x, None if lengths is None else lengths.to(wav.device))
             out = self.backbone(x, attention_mask=valid, output_hidden_states=True, return_dict=True)
         return tuple(out.hidden_states)
+
+    def _whisper_states(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Whisper hidden states of waveforms, encoded in windows of the positional table's length (30 s)."""
+        with torch.no_grad():
+            mel = self.logmel(wav, lengths)
+        frames = None if lengths is None else self.logmel.frame_lengths(lengths)
+        window = 2 * self.backbone.config.max_source_positions       # mel frames per positional table
+        pieces = []
+        for start in range(0, mel.shape[2], window):
+            n = None if frames is None else (frames - start).clamp(0, window)
+            pieces.append(self._whisper_window(mel[:, :, start:start + window], n))
+        if len(pieces) == 1:
+            return pieces[0]
+        return tuple(torch.cat(states, dim=1) for states in zip(*pieces))
+
+    def _whisper_window(self, mel: torch.Tensor, frames: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """conv1 → GELU → conv2 → GELU → + positions ``[:T]`` → layers → LayerNorm on at most 30 s of mel
+        frames ``[B, n_mels, F]`` (``frames``: valid ones per row; the rest are kept out of every step)."""
+        enc = self.backbone
+        x = nn.functional.gelu(enc.conv1(mel))
+        if frames is not None:
+            x = x * frame_mask(frames, x.shape[2])[:, None].to(x.dtype)
+        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)                # [B, T, D]
+        h = x + enc.embed_positions.weight[:x.shape[1]]
+        h = nn.functional.dropout(h, p=enc.dropout, training=self.training)
+        mask = None
+        if frames is not None:   # keys past each row's end masked (all kept in a row with none: no NaN)
+            keep = frame_mask(torch.div(frames + 1, 2, rounding_mode="floor"), h.shape[1]).bool()
+            keep = (keep | (frames == 0)[:, None])[:, None, None, :].expand(-1, 1, h.shape[1], -1)
+            if enc.config._attn_implementation == "sdpa":     # a boolean mask, whatever dtype autocast computes in
+                mask = keep
+            else:                                             # eager: an additive bias
+                mask = torch.zeros(keep.shape, dtype=h.dtype, device=h.device).masked_fill(
+                    ~keep, torch.finfo(h.dtype).min)
+        states = [h]
+        for layer in enc.layers:
+            out = layer(states[-1], mask)
+            states.append(out[0] if isinstance(out, tuple) else out)   # older transformers return a tuple
+        states[-1] = enc.layer_norm(states[-1])
+        return tuple(states)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         states = self.hidden_states(wav, lengths)
         if lengths is None:
             return self.head(states)
-        frames = self.backbone._get_feat_extract_output_lengths(lengths.to(wav.device))
+        frames = self.frame_lengths(lengths.to(wav.device))
         return self.head(states, frame_mask(frames, states[0].shape[1]).unsqueeze(1))
+
+
+#: The name of the encoder in ``type: wavlm`` configs, experiment directories and earlier code.
+WavLMEncoder = PretrainedEncoder
