@@ -12,9 +12,9 @@ the VoxCeleb recipe configs (randomly initialised, random audio):
   ``--classes`` pseudo-speakers, 3 s crops, AdamW, full fine-tuning phase) with a small WavLM
   (4 layers of 256; Base+'s shapes: ``gpu_check.sh``).
 
-One step = what the trainer does per batch: forward (under bf16 autocast with AMP), backward,
-the task's pre-step hook, gradient clipping, optimizer step, the task's post-step hook (DINO:
-the teacher's EMA update); optimizer from ``Trainer``. Timed over ``--steps`` steps after one
+One step = ``Trainer.step`` on one batch, the trainer's own step: forward (under bf16 autocast with
+AMP), backward, the task's pre-step hook, gradient clipping, optimizer step, the task's post-step
+hook (DINO: the teacher's EMA update); optimizer from ``Trainer``. Timed over ``--steps`` steps after one
 warm-up. ``--cpu-amp`` also times each run under bf16 autocast (``train.cpu_amp``; fast only on
 CPUs with native bf16). The recipe's models at their batch sizes on a GPU: ``bench/gpu_check.sh``.
 """
@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import benchlib
 
@@ -47,7 +48,8 @@ def dino_task(channels: int, quick: bool):
     ssl = {**cfg["ssl"], "out_dim": 1024, "hidden": 256} if quick else cfg["ssl"]
     views = parse_views(cfg["data"]["views"])
     torch.manual_seed(0)
-    task = build_ssl_task(ssl, build_model(model), None, cfg["train"]["epochs"])
+    # the task checks its views against the data's (no SSPS here: nothing else of a dataset is needed)
+    task = build_ssl_task(ssl, build_model(model), SimpleNamespace(views=views), cfg["train"]["epochs"])
 
     def make_batch(b: int, device: str) -> dict:
         return {"views": [0.1 * torch.randn(b, v.count, int(v.seconds * 16000), device=device) for v in views],
@@ -91,27 +93,21 @@ def time_steps(task, make_batch, batch: int, steps: int, device: str, amp: bool,
 
     cfg = from_dict(TrainConfig, {**train_cfg, "device": device}, "train")
     with tempfile.TemporaryDirectory() as tmp:
-        opt = Trainer(cfg, tmp)._optimizer(task)  # the trainer's parameter groups (no decay on biases/norms)
-    # the epoch after the warm-up phases: DINO's frozen last layer, WavLM's head-only epochs
-    epoch = max(getattr(getattr(task, "cfg", None), "freeze_last_layer_epochs", 0),
-                getattr(getattr(task, "finetune", None), "freeze_backbone_epochs", 0))
-    data = make_batch(batch, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    for _ in range(steps + 1):
-        sync()
-        t = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = task(data, epoch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        task.before_optimizer_step(epoch)
-        params = [p for p in task.parameters() if p.requires_grad and p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-        opt.step()
-        task.after_optimizer_step(0.5)
-        sync()
-        times.append(time.perf_counter() - t)
+        trainer = Trainer(cfg, tmp)   # the trainer's parameter groups (no decay on biases/norms) and step
+        opt = trainer._optimizer(task)
+        trainer.total_steps = 2 * (steps + 1)   # mid-run: the LR and the EMA's progress of an ordinary step
+        trainer.global_step = steps + 1
+        # the epoch after the warm-up phase: DINO's frozen last layer
+        epoch = getattr(getattr(task, "cfg", None), "freeze_last_layer_epochs", 0)
+        data = make_batch(batch, device)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        times = []
+        for _ in range(steps + 1):
+            sync()
+            t = time.perf_counter()
+            trainer.step(task, opt, [data], epoch, amp=amp)
+            sync()
+            times.append(time.perf_counter() - t)
     return sum(times[1:]) / steps
 
 

@@ -12,7 +12,15 @@ from typing import Any
 
 from sslspk.data.tables import MANAGED_FILES
 from sslspk.extraction import MODEL_FILES
-from sslspk.utils.config import ConfigError, check_sections, config_sample_rate, from_dict, load_yaml, save_yaml
+from sslspk.utils.config import (
+    ConfigError,
+    apply_overrides,
+    check_sections,
+    config_sample_rate,
+    from_dict,
+    load_yaml,
+    save_yaml,
+)
 from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, exclusive_lock, files_digest
 
 #: held (flock) by the main process of a training for all of it, in its exp dir
@@ -23,8 +31,8 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     """Every check a training config can have before any data or model is touched: sections,
     keys and value types of train, data, ssl (ssl) or loss/finetune/dlg_lc (pseudo), and its one
     sample rate (that of the model's front-end too).
-    Returns the parsed sections: ``train``, ``views`` and, for pseudo, ``loss``, ``finetune``,
-    ``dlg_lc`` (None when absent)."""
+    Returns the parsed sections: ``train``, ``views``, ``validation`` (None when absent), ``ssl`` (ssl:
+    method, method config, SSPS config) or ``loss``, ``finetune``, ``dlg_lc`` (pseudo; None when absent)."""
     from sslspk.data.audio import check_data_options
     from sslspk.models import with_sample_rate
     from sslspk.train.dataset import parse_views
@@ -35,20 +43,96 @@ def check_config(cfg: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
     if "model" in cfg:
         with_sample_rate(cfg["model"], sample_rate, where)
     train_cfg = from_dict(TrainConfig, cfg["train"], f"{where}: train")
+    validation = None
+    if cfg.get("validation") is not None:
+        from sslspk.train.validation import ValidationConfig
+
+        validation = from_dict(ValidationConfig, cfg["validation"], f"{where}: validation")
+    if train_cfg.average_best and validation is None:
+        raise ConfigError(f"{where}: train.average_best {train_cfg.average_best} needs a validation: block "
+                          "(data, trials) to rank the checkpoints; without one use train.average_last")
+    if validation is not None and train_cfg.average_best > validation.validated_epochs(train_cfg.epochs):
+        raise ConfigError(f"{where}: train.average_best {train_cfg.average_best} exceeds the "
+                          f"{validation.validated_epochs(train_cfg.epochs)} validated epochs (train.epochs "
+                          f"{train_cfg.epochs}, validation.every_epochs {validation.every_epochs})")
     views = parse_views(cfg["data"].get("views"), f"{where}: data.views")
     check_data_options(**{k: cfg["data"][k] for k in ("too_short", "channel") if k in cfg["data"]},
                        where=f"{where}: data")
     if kind == "ssl":
         from sslspk.ssl import parse_ssl_config
 
-        parse_ssl_config(cfg["ssl"], f"{where}: ssl")
-    else:
-        from sslspk.supervised import DLGLCConfig, FinetuneConfig, LossConfig
+        return {"train": train_cfg, "views": views, "validation": validation,
+                "ssl": parse_ssl_config(cfg["ssl"], f"{where}: ssl")}
+    from sslspk.supervised import DLGLCConfig, FinetuneConfig, LossConfig
 
-        return {"train": train_cfg, "views": views, "loss": from_dict(LossConfig, cfg["loss"], f"{where}: loss"),
-                "finetune": from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune"),
-                "dlg_lc": from_dict(DLGLCConfig, cfg["dlg_lc"], f"{where}: dlg_lc") if cfg.get("dlg_lc") else None}
-    return {"train": train_cfg, "views": views}
+    return {"train": train_cfg, "views": views, "validation": validation,
+            "loss": from_dict(LossConfig, cfg["loss"], f"{where}: loss"),
+            "finetune": from_dict(FinetuneConfig, cfg.get("finetune"), f"{where}: finetune"),
+            "dlg_lc": from_dict(DLGLCConfig, cfg["dlg_lc"], f"{where}: dlg_lc") if cfg.get("dlg_lc") else None}
+
+
+def _plain(obj: Any) -> Any:
+    """A dataclass's init fields (recursively, tuples as lists): what its YAML block would hold."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def resolved_config(cfg: dict[str, Any], parsed: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the defaults of its checked blocks filled in (train, validation, ssl or loss, finetune,
+    dlg_lc, sample_rate); ``model`` and ``data`` as written (the model's own defaults apply when it is built)."""
+    out = {"sample_rate": config_sample_rate(cfg, "config"), **cfg}
+    out["train"] = _plain(parsed["train"])
+    if parsed["validation"] is not None:
+        out["validation"] = _plain(parsed["validation"])
+    if "ssl" in parsed:
+        method, mcfg, scfg = parsed["ssl"]
+        out["ssl"] = {**cfg["ssl"], "method": method, **_plain(mcfg)}
+        if scfg is not None:
+            out["ssl"]["ssps"] = _plain(scfg)
+        return out
+    for key in ("loss", "finetune", "dlg_lc"):
+        if parsed[key] is not None:
+            out[key] = _plain(parsed[key])
+    return out
+
+
+def load_training_config(config: str | os.PathLike, kind: str, overrides: list[str] | tuple[str, ...] = (),
+                         init: str | os.PathLike | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config of a training: ``config``'s YAML with ``overrides`` (``KEY.PATH=VALUE``,
+    :func:`sslspk.utils.config.apply_overrides`) applied, then checked (:func:`check_config`); for pseudo,
+    with the model block inherited from ``init`` (or the config's ``init:``) and its sample rate.
+    Returns ``(cfg, parsed sections)``."""
+    where = f"{config} (with --set {' '.join(overrides)})" if overrides else str(config)
+    cfg = apply_overrides(load_yaml(config), list(overrides))
+    parsed = check_config(cfg, kind, where)
+    if kind == "pseudo":
+        init = init if init is not None else cfg.get("init")
+        cfg["model"] = _model_block(cfg, init, where)
+        if init is not None:
+            cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
+            init_cfg = str(Path(init) / "config.yaml")
+            init_rate = config_sample_rate(load_yaml(init_cfg), init_cfg)
+            if cfg.setdefault("sample_rate", init_rate) != init_rate:
+                raise ConfigError(f"{where}: sample_rate {cfg['sample_rate']} differs from that of the initial "
+                                  f"model {init} ({init_rate})")
+    return cfg, parsed
+
+
+def print_config(config: str | os.PathLike, kind: str, overrides: list[str] | tuple[str, ...] = (),
+                 init: str | os.PathLike | None = None) -> None:
+    """Print the merged, checked config with its defaults filled in (:func:`resolved_config`) as YAML;
+    writes nothing."""
+    import yaml
+
+    cfg, parsed = load_training_config(config, kind, overrides, init)
+    print(yaml.safe_dump(resolved_config(cfg, parsed), sort_keys=False), end="")
 
 
 def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> dict[str, Any]:
@@ -111,21 +195,23 @@ def load_classifier_from_init(task: Any, init: str | os.PathLike | None, where: 
 
 def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, exp_dir: str | os.PathLike,
                       kind: str = "ssl", force: bool = False, init: str | os.PathLike | None = None,
-                      ref_utt2spk: str | os.PathLike | None = None) -> Path:
+                      ref_utt2spk: str | os.PathLike | None = None,
+                      overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Build everything from ``config`` (validated first), train into ``exp_dir``; returns model.pt.
 
     ``kind`` is ``ssl`` (unlabelled) or ``pseudo`` (labels = the speakers of ``data_dir``'s
     utt2spk, e.g. clustering output). ``init`` (or the config's ``init:``): a model dir whose
     ``model.pt`` initialises the encoder and whose ``model:`` block it inherits.
-    ``ref_utt2spk``: true speakers, for diagnostics only.
+    ``ref_utt2spk``: true speakers, for diagnostics only. ``overrides``: ``KEY.PATH=VALUE`` settings applied
+    to the config (:func:`load_training_config`); the exp dir's ``config.yaml`` records the result.
+    An exp dir holding a training with another config is an error unless ``force`` (it would be
+    overwritten); with other data or another initial model it trains again from the start.
     """
     exp_dir = Path(exp_dir)
     out = exp_dir / "model.pt"
-    cfg = load_yaml(config)
-    parsed = check_config(cfg, kind, str(config))
+    cfg, parsed = load_training_config(config, kind, overrides, init)
+    init = cfg.get("init") if kind == "pseudo" else None
     train_cfg, views = parsed["train"], parsed["views"]
-    if kind == "pseudo":
-        init = inherit_model(cfg, init if init is not None else cfg.get("init"), str(config))
     check_outputs_are_not_inputs(
         [config, *dir_and_files(data_dir, MANAGED_FILES), *dir_and_files(init, MODEL_FILES), ref_utt2spk],
         dir_and_files(exp_dir, (*MODEL_FILES, "inputs.json", "train.log")))
@@ -136,10 +222,17 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force to train again)")
         return out
+    from sslspk.models import with_sample_rate
     from sslspk.train.dataset import CropDataset
     from sslspk.train.trainer import Trainer
 
     sample_rate = config_sample_rate(cfg, str(config))
+    validator = None
+    if parsed["validation"] is not None:
+        from sslspk.train.validation import Validator
+
+        validator = Validator(parsed["validation"], with_sample_rate(cfg["model"], sample_rate, str(config)),
+                              sample_rate, cfg["data"].get("channel", "mix"), f"{config}: validation")
     encoder, pretrained = build_encoder(cfg, parsed, kind, init, sample_rate, str(config))
     dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed,
                           too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"),
@@ -166,29 +259,22 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             save_yaml(cfg, exp_dir / "config.yaml")
             with atomic_write(exp_dir / "inputs.json") as f:
                 json.dump(inputs, f, indent=1)
-        return trainer.fit(task, dataset)
-
-
-def inherit_model(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> str | os.PathLike | None:
-    """Complete the pseudo-label config ``cfg`` in place from the initial model dir ``init``: its
-    ``model:`` block (see :func:`_model_block`), ``init`` recorded and its sample rate (which ``cfg``
-    may only repeat); returns ``init``."""
-    cfg["model"] = _model_block(cfg, init, where)
-    if init is not None:
-        cfg["init"] = str(init)  # recorded in the exp dir's config.yaml
-        init_cfg = str(Path(init) / "config.yaml")
-        init_rate = config_sample_rate(load_yaml(init_cfg), init_cfg)
-        if cfg.setdefault("sample_rate", init_rate) != init_rate:
-            raise ConfigError(f"{where}: sample_rate {cfg['sample_rate']} differs from that of the initial "
-                              f"model {init} ({init_rate})")
-    return init
+        return trainer.fit(task, dataset, validator,
+                           parsed["validation"].every_epochs if parsed["validation"] is not None else 1)
 
 
 def restart_if_changed(exp_dir: Path, inputs: dict[str, str], cfg: dict[str, Any], force: bool) -> bool:
     """``force``, or True (saying why) when a training in ``exp_dir`` (finished or not) was started from
-    other ``inputs`` (:func:`training_inputs`) than these."""
+    other data or another initial model than ``inputs`` (:func:`training_inputs`); ConfigError when it
+    was started from another config, unless ``force``."""
+    out = exp_dir / "model.pt"
     changed = changed_inputs(exp_dir, inputs, cfg)
-    if changed and not force and ((exp_dir / "model.pt").exists() or (exp_dir / "checkpoints").is_dir()):
+    trained = out.exists() or (exp_dir / "checkpoints").is_dir()
+    if "config" in changed and trained and not force:
+        raise ConfigError(f"{exp_dir} holds a training with another config (its config.yaml): choose another "
+                          f"exp dir for this config (the recipes name it after the config: --ssl-tag, "
+                          f"--pseudo-tag), or pass --force to replace that training")
+    if changed and not force and trained:
         print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
         force = True
     return force
@@ -202,7 +288,8 @@ def build_encoder(cfg: dict[str, Any], parsed: dict[str, Any], kind: str, init: 
 
     from sslspk.models import build_model, with_sample_rate
 
-    torch.manual_seed(parsed["train"].seed)  # the initial weights depend on the seed only
+    train_cfg = parsed["train"]
+    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
     encoder = build_model(with_sample_rate(cfg["model"], sample_rate, where))
     pretrained = None
     if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them

@@ -55,7 +55,6 @@ class FinetuneConfig:
     ``backbone_lr * layer_decay ** i``; the head group holds the pooling head and the AAM classifier.
     """
 
-    freeze_backbone_epochs: int = 0   # a first phase training the head only (0: none)
     backbone_lr_scale: float = 1.0    # relative: backbone LR = scheduled LR x this
     backbone_lr: float | None = None  # absolute LR of the backbone's transformer layers (with head_lr)
     head_lr: float | None = None      # absolute LR of the pooling head + classifier (with backbone_lr)
@@ -68,7 +67,7 @@ class FinetuneConfig:
                                         # checkpoint (same pseudo-labels), not at random
 
     def __post_init__(self) -> None:
-        check_ranges(self, freeze_backbone_epochs=">=0", backbone_lr_scale=">=0")
+        check_ranges(self, backbone_lr_scale=">=0")
         absolute = (self.backbone_lr is not None, self.head_lr is not None)
         if absolute[0] != absolute[1]:
             raise ConfigError("finetune: backbone_lr and head_lr go together (absolute learning rates)")
@@ -77,9 +76,9 @@ class FinetuneConfig:
                               f"got {self.backbone_lr}, {self.head_lr}, backbone_lr_scale {self.backbone_lr_scale}")
         if (self.layer_decay != 1.0 or self.backbone_layers_only) and not absolute[0]:
             raise ConfigError("finetune: layer_decay and backbone_layers_only need backbone_lr and head_lr")
-        if not 0.0 < self.layer_decay <= 1.0 or self.l2_to_init < 0 or self.freeze_backbone_epochs < 0:
-            raise ConfigError(f"finetune: need 0 < layer_decay <= 1, l2_to_init >= 0 and freeze_backbone_epochs >= 0, "
-                              f"got {self.layer_decay}, {self.l2_to_init}, {self.freeze_backbone_epochs}")
+        if not 0.0 < self.layer_decay <= 1.0 or self.l2_to_init < 0:
+            raise ConfigError(f"finetune: need 0 < layer_decay <= 1 and l2_to_init >= 0, "
+                              f"got {self.layer_decay}, {self.l2_to_init}")
 
 
 DLG_MODES = ("online", "epoch")
@@ -343,11 +342,6 @@ class SupervisedTask(TrainTask):
         empty = counts == 0
         sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].cpu().numpy()
         self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
-
-    def before_optimizer_step(self, epoch: int) -> None:
-        if epoch < self.finetune.freeze_backbone_epochs:
-            for p in backbone_and_head(self.encoder)[0]:
-                p.grad = None
 
     def forward(self, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         emb = self.encoder(batch["views"][0][:, 0])

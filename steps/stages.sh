@@ -8,6 +8,8 @@
 #   0  data: the recipe's prepare_data
 #   1  lists: utt2dur of the train and test data dirs, validation, the trial lists exist
 #   2  SSL pretraining of the speaker encoder (--ssl-conf)                   -> <exp>/ssl
+#      (another --ssl-conf than the recipe's, or --ssl-tag T: <exp>/ssl_T; the pseudo-label systems below likewise
+#      get a tag after a non-default --pseudo-conf or --pseudo-tag: <exp>/pl_T_iterN ...; see ssl_tag, pseudo_tag)
 #   3  embeddings of the training data (--init-embedder, or a file of them: --init-embeddings) -> k-means
 #      (--num-clusters) -> AHC (--ahc-clusters or --ahc-threshold) -> pseudo speakers -> <exp>/pl_iter1/data
 #   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
@@ -71,9 +73,19 @@ lda_dim=${lda_dim-200}                  # stage 6 back-end: LDA dimension (Kaldi
 lda_dim_dev=${lda_dim_dev-}             # or LDA dimensions to choose from ("100 200"): the best on the dev half of the trials
                                         # (+ row test_plda_eval, the other half); empty: --lda-dim
 force=${force-false}                    # true: redo the finished steps of the stages run
-
+ssl_args=${ssl_args-}                   # stage 2: more options of train_ssl.py (split at spaces), e.g. "--set train.lr=0.1"
+pseudo_args=${pseudo_args-}             # stages 4-5: more options of every train_pseudo.py run (iterations, oracle, lmft)
+ssl_tag=${ssl_tag-}                     # SSL system <exp>/ssl_<tag> (default: <exp>/ssl for the recipe's --ssl-conf, else tag = its file name less .yaml and ssl_)
+pseudo_tag=${pseudo_tag-}               # pseudo-label systems <exp>/pl_<tag>_iterN, lmft_<tag>, oracle_<tag> (as --ssl-tag, for --pseudo-conf; SSL tag first when they start from it)
+# Naming: one exp dir per config, so trying a second config never overwrites (nor is refused by) the first one's.
+declare recipe_ssl_conf=$ssl_conf recipe_pseudo_conf=$pseudo_conf   # the recipe's defaults (run.sh, or the ones above)
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (options are --name value; see --help)" >&2; exit 1; }
+# the tags follow the command line (a recipe's adjust_options, e.g. voxceleb's --tiny, keeps the default names)
+if [ -z "$ssl_tag" ] && [ "$ssl_conf" != "$recipe_ssl_conf" ]; then ssl_tag=$(basename "$ssl_conf" .yaml); ssl_tag=${ssl_tag#ssl_}; fi
+if [ -z "$pseudo_tag" ] && [ "$pseudo_conf" != "$recipe_pseudo_conf" ]; then
+  pseudo_tag=$(basename "$pseudo_conf" .yaml); pseudo_tag=${pseudo_tag#pseudo_}
+fi
 ! declare -F adjust_options > /dev/null || adjust_options
 case $retrain_from in previous|initial) ;; *) echo "$0: --retrain-from must be previous or initial, got '$retrain_from'" >&2; exit 1;; esac
 
@@ -82,11 +94,17 @@ test_data=${test_data:-data/$corpus/test}
 refine_conf=${refine_conf:-$pseudo_conf}
 trials=${trials:-$test_data/trials}
 exp=${exp:-exp/$corpus}
+ssl_dir=$exp/ssl${ssl_tag:+_$ssl_tag}   # the SSL system (one exp dir per config: a second config never overwrites the first)
+pl_tag=${pseudo_tag:+_$pseudo_tag}      # the pseudo-label systems' suffix, after the SSL one when they start from it
+if [ -n "$ssl_tag" ] && { [ "$init_from_ssl" = true ] || { [ "$init_embedder" = ssl ] && [ -z "$init_embeddings" ]; }; }; then
+  pl_tag=_$ssl_tag$pl_tag
+fi
+pl=$exp/pl${pl_tag}_iter                # + N: iteration N's system
 tforce=(); [ "$force" != true ] || tforce=(--force)   # the flag of the Python entry points
 ref=(); [ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")   # diagnostics only
 baseline=$exp/$(basename "${baseline_conf:-none}" .yaml)   # the baseline's model dir
-initial=; [ "$init_from_ssl" != true ] || initial=$exp/ssl   # where pseudo-label training starts
-seed=$exp/ssl; [ "$init_embedder" != baseline ] || seed=$baseline   # its embeddings seed iteration 1
+initial=; [ "$init_from_ssl" != true ] || initial=$ssl_dir   # where pseudo-label training starts
+seed=$ssl_dir; [ "$init_embedder" != baseline ] || seed=$baseline   # its embeddings seed iteration 1
 
 make_baseline() {  # (re)creates the baseline's model dir when new or when its config changed
   if ! cmp -s "$baseline_conf" $baseline/config.yaml; then
@@ -105,33 +123,33 @@ cluster_iteration() {  # <iteration> <model dir whose embeddings of the training
   if [ -n "$ahc_threshold" ] && [ $1 -eq 1 ]; then ahc+=(--ahc-threshold $ahc_threshold)
   elif [ -n "$ahc_threshold" ]; then   # each model's embeddings have their own distances: keep iteration 1's count
     ahc+=(--ahc-clusters $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_clusters"])' \
-      $exp/pl_iter1/clusters/clusters.json))
+      ${pl}1/clusters/clusters.json))
   fi
   if [ $1 -eq 1 ] && [ -n "$init_embeddings" ]; then emb=$exp/init_embeddings/$(basename "$train_data"); import_init_embeddings
   else steps/extract_embeddings.sh --nj $nj --cmd "$cmd" --device $device --force $force $2 "$train_data" $emb; fi
   steps/cluster.sh --force $force --cmd "$cmd" --k $num_clusters --standardize $standardize "${ahc[@]}" \
     --normalize $cluster_normalize --spherical $kmeans_spherical --init $kmeans_init --niter $kmeans_iters \
     --ahc-linkage $ahc_linkage --min-cluster-size $min_cluster_size \
-    "${ref[@]}" --report-dir $exp/pl_iter$1/clusters $emb/embeddings.scp "$train_data" $exp/pl_iter$1/data
+    "${ref[@]}" --report-dir ${pl}$1/clusters $emb/embeddings.scp "$train_data" ${pl}$1/data
 }
 train_iteration() {  # <iteration> [<model dir to start from>]
   local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=$refine_conf
-  steps/train.sh train_pseudo.py "${tforce[@]}" --config $conf --data $exp/pl_iter$1/data \
-    --exp-dir $exp/pl_iter$1 ${2:+--init $2} "${ref[@]}"
+  steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $conf --data ${pl}$1/data \
+    --exp-dir ${pl}$1 ${2:+--init $2} "${ref[@]}"
 }
 backend_labels() {  # <system dir>: sets backend_opts, the evaluate.sh options of its LDA/PLDA back-end (or none)
   backend_opts=(); [ "$plda" = true ] || return 0
   local last labels what
-  last=$(ls -d $exp/pl_iter* 2> /dev/null | sort -V | tail -n 1)
+  last=$(ls -d ${pl}* 2> /dev/null | sort -V | tail -n 1)
   case $(basename $1) in   # never the true labels for a label-free system
-    pl_iter*) labels=$1/data/utt2spk; what="pseudo-labels of $(basename $1)";;
-    oracle) labels=$train_data/utt2spk; what="true labels";;
+    pl${pl_tag}_iter*) labels=$1/data/utt2spk; what="pseudo-labels of $(basename $1)";;
+    oracle$pl_tag) labels=$train_data/utt2spk; what="true labels";;
     *) labels=${last:+$last/data/utt2spk}; what="pseudo-labels of $(basename "${last:-none}")";;
   esac
   if [ -n "$labels" ] && [ -f "$labels" ]; then
     backend_opts=(--plda-utt2spk "$labels" --plda-labels "$what" --lda-dim $lda_dim --lda-dim-dev "$lda_dim_dev")
   else
-    echo "$0: no pseudo-labels for the LDA/PLDA back-end of $1 (no $exp/pl_iter*/data): no *_plda rows" >&2
+    echo "$0: no pseudo-labels for the LDA/PLDA back-end of $1 (no ${pl}*/data): no *_plda rows" >&2
   fi
 }
 cohort_data() {  # prints the stage-6 cohort: the training data, or a seeded random subset of it
@@ -159,36 +177,38 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  echo "Stage 2: SSL pretraining ($ssl_conf) -> $exp/ssl"
-  steps/train.sh train_ssl.py "${tforce[@]}" --config $ssl_conf --data "$train_data" --exp-dir $exp/ssl
+  echo "Stage 2: SSL pretraining ($ssl_conf) -> $ssl_dir"
+  steps/train.sh train_ssl.py "${tforce[@]}" $ssl_args --config $ssl_conf --data "$train_data" --exp-dir $ssl_dir
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   [ "$init_embedder" != baseline ] || [ -n "$init_embeddings" ] || make_baseline
-  echo "Stage 3: clustering the training embeddings of ${init_embeddings:-$seed} -> $exp/pl_iter1/data"
+  echo "Stage 3: clustering the training embeddings of ${init_embeddings:-$seed} -> ${pl}1/data"
   cluster_iteration 1 $seed
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> $exp/pl_iter1"
+  echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> ${pl}1"
   train_iteration 1 $initial
   if [ "$oracle" = true ]; then
-    echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle"
-    steps/train.sh train_pseudo.py "${tforce[@]}" --config $pseudo_conf --data "$train_data" --exp-dir $exp/oracle \
+    echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle$pl_tag"
+    steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $pseudo_conf --data "$train_data" \
+      --exp-dir $exp/oracle$pl_tag \
       ${initial:+--init $initial}
   fi
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for it in $(seq 2 $num_iters); do
-    echo "Stage 5: iteration $it: clustering with $exp/pl_iter$((it - 1)), training ($refine_conf) -> $exp/pl_iter$it"
-    cluster_iteration $it $exp/pl_iter$((it - 1))
-    if [ "$retrain_from" = previous ]; then train_iteration $it $exp/pl_iter$((it - 1)); else train_iteration $it $initial; fi
+    echo "Stage 5: iteration $it: clustering with ${pl}$((it - 1)), training ($refine_conf) -> ${pl}$it"
+    cluster_iteration $it ${pl}$((it - 1))
+    if [ "$retrain_from" = previous ]; then train_iteration $it ${pl}$((it - 1)); else train_iteration $it $initial; fi
   done
   if [ -n "$lmft_conf" ]; then
-    last=$exp/pl_iter$num_iters
-    echo "Stage 5: large-margin fine-tuning ($lmft_conf) of $last on its pseudo-labels -> $exp/lmft"
-    steps/train.sh train_pseudo.py "${tforce[@]}" --config $lmft_conf --data $last/data --exp-dir $exp/lmft \
+    last=${pl}$num_iters
+    echo "Stage 5: large-margin fine-tuning ($lmft_conf) of $last on its pseudo-labels -> $exp/lmft$pl_tag"
+    steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $lmft_conf --data $last/data \
+      --exp-dir $exp/lmft$pl_tag \
       --init $last "${ref[@]}"
   fi
 fi
@@ -198,13 +218,13 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   if [ -n "$eval_systems" ]; then read -r -a systems <<< "$eval_systems"; else
     systems=()
     [ -z "$baseline_conf" ] || { make_baseline; systems+=($baseline); }
-    if [ "$eval_untrained" = true ] && [ -f $exp/ssl/model.pt ]; then   # the SSL encoder's initial weights
-      mkdir -p $exp/ssl_untrained
-      cmp -s $exp/ssl/config.yaml $exp/ssl_untrained/config.yaml || cp $exp/ssl/config.yaml $exp/ssl_untrained/
-      touch $exp/ssl_untrained/UNTRAINED   # no model.pt on purpose: load the initial weights (sslspk/extraction.py)
-      systems+=($exp/ssl_untrained)
+    if [ "$eval_untrained" = true ] && [ -f $ssl_dir/model.pt ]; then   # the SSL encoder's initial weights
+      mkdir -p ${ssl_dir}_untrained
+      cmp -s $ssl_dir/config.yaml ${ssl_dir}_untrained/config.yaml || cp $ssl_dir/config.yaml ${ssl_dir}_untrained/
+      touch ${ssl_dir}_untrained/UNTRAINED   # no model.pt on purpose: load the initial weights (sslspk/extraction.py)
+      systems+=(${ssl_dir}_untrained)
     fi
-    for d in $exp/ssl $(ls -d $exp/pl_iter* 2> /dev/null | sort -V) $exp/lmft $exp/oracle; do
+    for d in $ssl_dir $(ls -d ${pl}* 2> /dev/null | sort -V) $exp/lmft$pl_tag $exp/oracle$pl_tag; do
       [ ! -f $d/model.pt ] || systems+=($d)
     done
   fi
@@ -227,8 +247,8 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   done
   [ "$plda" != true ] || [ -z "$lda_dim_dev" ] || rows+=(--trials test_plda_eval)
   compare_results.py "${rows[@]}" "${systems[@]}" > $exp/results.md
-  if ls -d $exp/pl_iter* > /dev/null 2>&1; then
-    loop_report.py --start $(basename $seed) $exp > $exp/iterations.md && cat $exp/iterations.md
+  if ls -d ${pl}* > /dev/null 2>&1; then
+    loop_report.py --start $(basename $seed) --tag "$pl_tag" $exp > $exp/iterations.md && cat $exp/iterations.md
   fi
   cat $exp/results.md
 fi

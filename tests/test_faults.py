@@ -295,7 +295,8 @@ def _train_data(tmp_path: Path, n: int = 8) -> Path:
 
 
 @pytest.mark.parametrize("edit,msg", [
-    ({"train": {"lr_max": 0.1}}, "train: unknown key(s) lr_max; valid keys: amp, average_last"),
+    ({"train": {"lr_max": 0.1}},
+     "train: unknown key(s) lr_max; valid keys: accumulate, amp, average_best, average_last"),
     ({"train": {"epochs": "ten"}}, "train: epochs: expected int, got str 'ten'"),
     ({"train": {"amp": "yes"}}, "train: amp: expected bool"),
     ({"data": {"views": [{"count": 2}]}}, "data.views[0]: missing required key(s) seconds"),

@@ -150,7 +150,8 @@ def test_ssps_knn_sampling_in_the_task(tmp_path):
     with pytest.raises(ValueError, match="kmeans or knn"):
         SSPSConfig(sampling="nearest")
     speakers = np.repeat(np.arange(4), 5)
-    ssps = SSPS(SSPSConfig(start_epoch=0, sampling="knn", neighbourhood=2), 20, 3, (1,), speakers=speakers,
+    ssps = SSPS(SSPSConfig(positive="audio", start_epoch=0, sampling="knn", neighbourhood=2), 20, 3, (1,),
+                speakers=speakers,
                 recordings=np.arange(20))
     rng = np.random.default_rng(0)
     emb = np.eye(3)[[0, 1, 2, 0]][speakers] * 5 + rng.normal(0, 0.1, (20, 3))  # speakers 0 and 3 alike

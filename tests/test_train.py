@@ -88,7 +88,7 @@ def test_cpu_amp_trains_in_bf16_where_the_cpu_has_it(tmp_path, recipe_env):
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=4, cpu_amp=True)
     c = yaml.safe_load(cfg.read_text())
-    c["ssl"]["ssps"] = {"start_epoch": 2, "sampling": "knn", "neighbourhood": 1}
+    c["ssl"]["ssps"] = {"positive": "audio", "start_epoch": 2, "sampling": "knn", "neighbourhood": 1}
     cfg.write_text(yaml.safe_dump(c))
     r = run_train(cfg, data, tmp_path / "exp", recipe_env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -110,6 +110,43 @@ def test_cpu_amp_falls_back_to_fp32_without_native_bf16(tmp_path, monkeypatch, c
     with caplog.at_level("WARNING", logger="sslspk.train"):
         assert not Trainer(TrainConfig(device="cpu", cpu_amp=True), tmp_path)._use_amp()
     assert "no native bf16 support" in caplog.text
+
+
+def test_adam_and_step_schedule():
+    """``optimizer: adam`` (L2 weight decay) and ``schedule: step``: lr x gamma per ``step_epochs`` epochs
+    completed, no warm-up (sslsv's default schedule)."""
+    from sslspk.train.trainer import TrainConfig, Trainer, lr_at
+
+    cfg = TrainConfig(lr=0.001, schedule="step", step_epochs=5, step_gamma=0.95, warmup_epochs=10)
+    lrs = [lr_at(s, 1000, 100, cfg, epoch=s // 10) for s in (0, 49, 50, 99, 100, 999)]   # 10 steps an epoch
+    assert lrs == pytest.approx([0.001, 0.001, 0.00095, 0.00095, 0.001 * 0.95 ** 2, 0.001 * 0.95 ** 19])
+    assert lr_at(0, 1000, 100, TrainConfig(lr=0.001)) == pytest.approx(0.001 / 100)   # cosine: warm-up
+    task = torch.nn.Linear(2, 2)
+    task.param_groups = lambda: [{"params": list(task.parameters())}]
+    opt = Trainer(TrainConfig(optimizer="adam", weight_decay=0.1, device="cpu"), ".")._optimizer(task)
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["weight_decay"] == 0.1
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+@pytest.mark.slow
+def test_simclr_with_ssps_embedding_positives_trains(tmp_path, recipe_env):
+    """SimCLR (no projector) + SSPS ``positive: embedding`` through train_ssl.py: memory and queue fill in
+    epoch 2 (start_epoch - 1), the stored positives are used in epoch 3, and the run exports a model."""
+    data = make_data(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", epochs=3)
+    c = yaml.safe_load(cfg.read_text())
+    c["data"]["views"].append({"seconds": 0.8, "count": 1, "augment": False})
+    c["ssl"] = {"method": "simclr", "temperature": 0.03, "projector": False,
+                "ssps": {"start_epoch": 2, "num_prototypes": 4, "inter_sampling_size": 1, "pos_queue_size": 16}}
+    cfg.write_text(yaml.safe_dump(c))
+    r = run_train(cfg, data, tmp_path / "exp", recipe_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [ln for ln in (tmp_path / "exp" / "train.log").read_text().splitlines() if " loss=" in ln]
+    assert len(lines) == 3 and "ssps/coverage" not in lines[1]
+    coverage = float(lines[2].split("ssps/coverage=")[1].split()[0])
+    assert 0 < coverage <= 1 and "ssps/same_speaker=" in lines[2]
+    assert (tmp_path / "exp" / "model.pt").exists()
 
 
 def test_kill_and_resume_gives_the_same_model(tmp_path, recipe_env):
@@ -179,22 +216,28 @@ def test_bad_config_fails_before_work(tmp_path, recipe_env, edit, msg):
 
 def test_changed_inputs_train_again(tmp_path, recipe_env):
     """A finished (or killed) training is reused only for the same config, data and initial model:
-    a change of any is named and the training starts again; an exp dir from before inputs.json is
-    judged by its config.yaml."""
+    other data (or another initial model) is named and the training starts again; another config is
+    an error (one exp dir, one config) unless --force; an exp dir from before inputs.json is judged by
+    its config.yaml."""
     data = make_data(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml", epochs=1)
     exp = tmp_path / "exp"
     assert run_train(cfg, data, exp, recipe_env).returncode == 0
     model = exp / "model.pt"
 
-    def again(expect: str | None) -> None:
+    def again(expect: str | None, *extra: str) -> None:
         before = model.stat().st_mtime_ns
-        r = run_train(cfg, data, exp, recipe_env)
+        r = run_train(cfg, data, exp, recipe_env, *extra)
+        if expect == "config" and not extra:
+            assert r.returncode == 1 and f"{exp} holds a training with another config" in r.stderr, r.stderr
+            assert model.stat().st_mtime_ns == before
+            return
         assert r.returncode == 0, r.stderr[-3000:]
         if expect is None:
             assert "already finished" in r.stdout and model.stat().st_mtime_ns == before, r.stdout
         else:
-            assert f"its {expect} changed since it was trained: training again" in r.stdout, r.stdout
+            if not extra:
+                assert f"its {expect} changed since it was trained: training again" in r.stdout, r.stdout
             assert model.stat().st_mtime_ns > before
 
     again(None)
@@ -206,6 +249,7 @@ def test_changed_inputs_train_again(tmp_path, recipe_env):
     c["train"]["lr"] = 0.004
     cfg.write_text(yaml.safe_dump(c))
     again("config")
+    again("config", "--force")
     (exp / "inputs.json").unlink()   # an exp dir of an older version: its config.yaml decides
     again(None)
     c["train"]["lr"] = 0.003

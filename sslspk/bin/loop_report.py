@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-iteration table of the pseudo-label loop (markdown, to stdout).
 
-Usage: loop_report.py [--trials test] [--start ssl] EXP_DIR
+Usage: loop_report.py [--trials test] [--start ssl] [--tag _TAG] EXP_DIR
 
 Reads EXP_DIR/<start> (iteration 0: the model whose embeddings seeded the first clustering, the
 SSL model or e.g. the statistics baseline), EXP_DIR/pl_iterN/results.json (EER, minDCF),
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("exp_dir")
     p.add_argument("--trials", default="test", help="result row to report (default: test)")
     p.add_argument("--start", default="ssl", help="model dir (in EXP_DIR) of iteration 0 (default: ssl)")
+    p.add_argument("--tag", default="", help="name suffix of the systems: pl<TAG>_iterN, oracle<TAG> (default: none)")
     args = p.parse_args(argv)
 
     from sslspk.utils.errors import run_cli
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         from sslspk.scoring.report import loop_table
 
-        print(loop_table(args.exp_dir, args.trials, args.start))
+        print(loop_table(args.exp_dir, args.trials, args.start, args.tag))
 
     run_cli(work)
 

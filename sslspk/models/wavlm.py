@@ -43,8 +43,8 @@ relative weight of Adam's epsilon.) Whisper's sinusoidal positional table is nev
 ``transformers``). :meth:`backbone_layer_parameters` (one list per Transformer layer, bottom first)
 and :meth:`backbone_other_parameters` (the rest of the trainable backbone) let an optimiser give each
 layer its own learning rate; :meth:`head_parameters` and :meth:`set_backbone_trainable` support a
-head-only phase followed by full fine-tuning (``freeze_backbone`` here, ``finetune.freeze_backbone_epochs``
-in training).
+head-only training (``freeze_backbone`` here: the backbone's parameters do not require gradients, the one way
+to freeze it).
 
 ``mask_time_prob`` / ``mask_feature_prob`` set the SpecAugment-style masking that ``transformers``
 applies to the projected CNN features in training (``WavLMConfig``'s own default turns time

@@ -180,16 +180,17 @@ def _last_dlg(train_log: Path) -> dict[str, float]:
     return {k: float(v) for k, v in (f.split("=") for f in lines[-1].split(": ", 1)[1].split())}
 
 
-def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "ssl") -> str:
+def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "ssl", tag: str = "") -> str:
     """Markdown table, one row per pseudo-label iteration (0 = ``exp_dir/start``, the model whose
-    embeddings seeded the first clustering), then the oracle."""
+    embeddings seeded the first clustering), then the oracle. ``tag``: the systems' name suffix
+    (``pl<tag>_iterN``, ``oracle<tag>``; steps/stages.sh names them after non-default configs)."""
     import re
 
     exp_dir = Path(exp_dir)
-    iters = sorted((int(m.group(1)), d) for d in exp_dir.glob("pl_iter*")
-                   if (m := re.fullmatch(r"pl_iter(\d+)", d.name)))
+    iters = sorted((int(m.group(1)), d) for d in exp_dir.glob(f"pl{tag}_iter*")
+                   if (m := re.fullmatch(rf"pl{re.escape(tag)}_iter(\d+)", d.name)))
     if not iters:
-        raise FileNotFoundError(f"no {exp_dir}/pl_iter* directories")
+        raise FileNotFoundError(f"no {exp_dir}/pl{tag}_iter* directories")
     head = ("| iteration | model | EER (%) | minDCF (0.01) | #clusters | NMI | purity | inv. purity "
             "| DLG kept | DLG corrected | correction precision |")
     rows = [f"# Pseudo-label iterations: {exp_dir}", "", head, "|" + "---|" * 11]
@@ -215,8 +216,8 @@ def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "s
                     f"{fmt(ref.get('nmi'))} | {fmt(ref.get('purity'))} | {fmt(ref.get('inverse_purity'))} | "
                     f"{fmt(dlg.get('dlg_kept'), True)} | {fmt(dlg.get('dlg_corrected'), True)} | "
                     f"{fmt(dlg.get('dlg_correction_precision'), True)} |")
-    if (exp_dir / "oracle").is_dir():
-        rows.append(f"| - | oracle (true labels) | {' | '.join(metrics(exp_dir / 'oracle'))} "
+    if (exp_dir / f"oracle{tag}").is_dir():
+        rows.append(f"| - | oracle{tag} (true labels) | {' | '.join(metrics(exp_dir / f'oracle{tag}'))} "
                     "| - | 1.000 | 1.000 | 1.000 | - | - | - |")
     return "\n".join(rows) + "\n"
 

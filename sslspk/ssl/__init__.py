@@ -54,7 +54,17 @@ def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, tota
     from sslspk.ssl.base import SSL_METHODS
 
     method, mcfg, scfg = parse_ssl_config(ssl_cfg)
-    cls = SSL_METHODS.get(method)
+    views = dataset.views
+    embedding_ssps = scfg is not None and scfg.positive == "embedding"
+    if embedding_ssps and method != "simclr":
+        raise ConfigError(f"ssl.ssps.positive: embedding exists for simclr only; use positive: audio with {method}")
+    if method != "dino":
+        groups = "two groups of one crop each (anchor, positive)"
+        if embedding_ssps:
+            groups += ", then a third of one crop with augment: false (the SSPS reference)"
+        if len(views) != 2 + embedding_ssps or any(v.count != 1 for v in views) or \
+                (embedding_ssps and views[2].augment):
+            raise ConfigError(f"{method} needs data.views = {groups}")
     ssps = None
     if scfg is not None:
         from sslspk.ssl.ssps import SSPS
@@ -62,9 +72,15 @@ def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, tota
         data = dataset.data
         spk = np.array([data.utt2spk[u] for u in dataset.utts])
         rec = np.array([data.recording_of(u) for u in dataset.utts])
-        positive_view = cls.positive_view
-        if len(dataset.views) <= positive_view:
+        positive_view = 0 if method == "dino" else 1
+        if len(views) <= positive_view:
             raise ConfigError(f"ssl.ssps with {method} needs view group {positive_view} in data.views")
+        positive_dim = None
+        if method == "simclr":
+            from sslspk.ssl.simclr import SimCLR
+
+            positive_dim = SimCLR.output_dim(mcfg, encoder.embedding_dim)
         ssps = SSPS(scfg, len(dataset), encoder.embedding_dim, (positive_view,),
-                    speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed)
-    return cls.build(encoder, mcfg, dataset.views, total_epochs, ssps)
+                    speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed,
+                    positive_dim=positive_dim)
+    return SSL_METHODS.get(method).build(encoder, mcfg, total_epochs, ssps)

@@ -12,7 +12,6 @@ from torch.nn import functional as F
 from sslspk.ssl.ssps import SSPS
 from sslspk.train.distributed import all_reduce_mean
 from sslspk.train.task import TrainTask
-from sslspk.utils.config import ConfigError
 from sslspk.utils.registry import Registry
 
 log = logging.getLogger("sslspk.train")
@@ -22,11 +21,13 @@ SSL_METHODS = Registry("sslspk.ssl", "ssl.method must be one of {known}, got {na
 
 
 class SSLTask(TrainTask):
-    """An encoder trained without labels. ``anchor_view``: the view group whose embedding feeds
-    the SSPS memory; ``positive_view``: the group SSPS replaces by crops of the sampled positive."""
+    """An encoder trained without labels.
 
-    anchor_view = 0
-    positive_view = 1
+    The SSPS buffers (memory, queue) are filled by every process with the same gathered values:
+    they are listed in ``_ddp_params_and_buffers_to_ignore``, so DDP does not broadcast them from
+    rank 0 at every step (as sslsv's BaseMethod); other buffers (batch norm statistics) are.
+    """
+
     #: The ``ssl.method`` naming this class (a subclass setting it registers in :data:`SSL_METHODS`).
     type_name: ClassVar[str] = ""
     #: The dataclass of the method's options.
@@ -37,12 +38,8 @@ class SSLTask(TrainTask):
         SSL_METHODS.add(cls)
 
     @classmethod
-    def build(cls, encoder: nn.Module, cfg: Any, views: list[Any], total_epochs: int,
-              ssps: SSPS | None) -> "SSLTask":
-        """The task around ``encoder`` with options ``cfg`` for the dataset's view groups ``views``
-        (default: two groups of one crop each, anchor and positive)."""
-        if len(views) != 2 or any(v.count != 1 for v in views):
-            raise ConfigError(f"{cls.type_name} needs data.views = two groups of one crop each (anchor, positive)")
+    def build(cls, encoder: nn.Module, cfg: Any, total_epochs: int, ssps: SSPS | None) -> "SSLTask":
+        """The task around ``encoder`` with options ``cfg`` (``total_epochs``: for schedules that need it)."""
         return cls(encoder, cfg, ssps)
 
     def __init__(self, encoder: nn.Module, ssps: SSPS | None = None):
@@ -50,6 +47,8 @@ class SSLTask(TrainTask):
         self.encoder = encoder
         self.ssps = ssps
         self.positives: Any = None   # ClusterPositives (sslspk.ssl.cluster_positives), set by build_ssl_task
+        if ssps is not None:
+            self._ddp_params_and_buffers_to_ignore = [f"ssps.{name}" for name, _ in ssps.named_buffers()]
         self._std_sum = 0.0
         self._std_n = 0
 
@@ -59,11 +58,11 @@ class SSLTask(TrainTask):
         return self.encoder(crops.transpose(0, 1).reshape(c * b, t)).view(c, b, -1)
 
     def track(self, emb: torch.Tensor, index: torch.Tensor) -> None:
-        """Monitor the batch spread of normalised embeddings; feed SSPS's memory."""
+        """Monitor the batch spread of normalised embeddings; feed SSPS's memory (``positive: audio``)."""
         with torch.no_grad():
             self._std_sum += float(F.normalize(emb.float(), dim=1).std(0).mean())
             self._std_n += 1
-        if self.ssps is not None:
+        if self.ssps is not None and self.ssps.cfg.positive == "audio":
             self.ssps.update(index, emb)
 
     def on_epoch_start(self, epoch: int, trainer: Any) -> dict[str, float]:

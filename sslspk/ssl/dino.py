@@ -63,12 +63,10 @@ class DINO(SSLTask):
     type_name = "dino"
     config_cls = DINOConfig
     export_prefix = "teacher."
-    anchor_view = 1
-    positive_view = 0
 
     @classmethod
-    def build(cls, encoder, cfg: DINOConfig, views, total_epochs: int, ssps=None) -> "DINO":
-        """Any view groups (group 0: global crops, optional group 1: local crops)."""
+    def build(cls, encoder, cfg: DINOConfig, total_epochs: int, ssps=None) -> "DINO":
+        """DINO schedules its teacher temperature and momentum over ``total_epochs``."""
         return cls(encoder, cfg, total_epochs, ssps)
 
     def __init__(self, encoder, cfg: DINOConfig, total_epochs: int, ssps=None):
@@ -100,7 +98,8 @@ class DINO(SSLTask):
         g_emb = self.embed(glob)                                   # [G, B, D]
         embs = [g_emb] + ([self.embed(loc)] if loc is not None else [])
         student = torch.cat([self.head(e.flatten(0, 1)).view(e.shape[0], e.shape[1], -1) for e in embs])
-        anchor = embs[self.anchor_view][0] if loc is not None else g_emb[0]
+        # SSPS's memory takes the first local crop (the global group is the one SSPS replaces by the positive)
+        anchor = embs[1][0] if loc is not None else g_emb[0]
         self.track(anchor, batch["index"])
         with torch.no_grad():
             b, g, t = glob.shape

@@ -7,12 +7,20 @@ from torch.nn import functional as F
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Normalised-temperature cross entropy over the 2B views; ``z1[i]``/``z2[i]`` are positives."""
+    """Normalised-temperature cross entropy; ``z1[i]``/``z2[i]`` are positives.
+
+    Each of the 2B local views is contrasted with the 2B views of every process (gathered with
+    gradient, as sslsv's SimCLRLoss), itself excluded: one process = the usual 2B-view NT-Xent.
+    """
+    from sslspk.train.distributed import all_gather_with_grad, rank
+
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=1)
-    sim = z @ z.T / temperature
-    sim.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    sim = z @ all_gather_with_grad(z).T / temperature
+    offset = rank() * 2 * b                      # this process's views among the gathered ones
+    local = torch.arange(2 * b, device=z.device)
+    sim[local, offset + local] = float("-inf")
+    target = offset + torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
     return F.cross_entropy(sim, target)
 
 

@@ -9,7 +9,9 @@ data and initial model it was trained from: sslspk.experiment), ``checkpoints/ep
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -61,6 +63,9 @@ class TrainConfig:
     cpu_amp: bool = False           # bf16 autocast on CPU too, where the CPU computes bf16 natively
                                     # (AVX512-BF16, AMX); fp32 with a warning elsewhere
     average_last: int = 1           # model.pt = average of the last N epoch checkpoints
+    average_best: int = 0           # > 0: model.pt = average of the N checkpoints with the lowest validation EER
+                                    # (needs a validation: block); the last average_last are kept for resuming
+    accumulate: int = 1             # micro-batches of batch_size per optimiser step (gradient accumulation)
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda
     log_every: int = 10             # steps between TensorBoard points
@@ -86,8 +91,8 @@ class TrainConfig:
 
         check_ranges(self, epochs=">=1", batch_size=">=1", num_workers=">=0", loader_threads=">=1", lr=">0",
                      min_lr=">=0", warmup_epochs=">=0", step_gamma="(0,1]", weight_decay=">=0",
-                     momentum="[0,1)", grad_clip=">0", average_last=">=1", seed=">=0", log_every=">=1",
-                     max_steps_per_epoch=">=1")
+                     momentum="[0,1)", grad_clip=">0", average_last=">=1", average_best=">=0", accumulate=">=1",
+                     seed=">=0", log_every=">=1", max_steps_per_epoch=">=1")
 
 
 def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig, epoch: int = 0) -> float:
@@ -168,7 +173,12 @@ class Trainer:
         self.is_main = self.rank == 0
         self.dataset: Any = None
         self.epoch = 0
-        self.global_step = 0
+        self.global_step = 0     # optimiser steps done
+        self.total_steps = 1     # optimiser steps of the run (the LR schedule and after_optimizer_step's progress)
+        self.warmup_steps = 0
+        self.skipped = 0         # steps skipped by nan_policy skip, over the run
+        self.epoch_step = 0      # optimiser steps tried in this epoch (skipped ones included), for messages
+        self.validation: dict[int, dict[str, float]] = {}   # epoch -> validation metrics (checkpoints/validation.json)
 
     # ----------------------------------------------------------------- logging
     def _setup_logging(self) -> None:
@@ -204,9 +214,15 @@ class Trainer:
                          "python": random.getstate(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
         _atomic_save(state, ckpt_dir / f"epoch_{self.epoch}.pt")
-        keep = max(self.cfg.average_last, 1)
-        for _, p in _checkpoints(self.exp_dir)[:-keep]:
-            p.unlink()
+        keep = {e for e, _ in _checkpoints(self.exp_dir)[-self.cfg.average_last:]} | set(self.best_epochs())
+        for e, p in _checkpoints(self.exp_dir):
+            if e not in keep:
+                p.unlink()
+
+    def best_epochs(self) -> list[int]:
+        """The ``train.average_best`` validated epochs with the lowest EER (ties: the later epoch), in epoch order."""
+        ranked = sorted(self.validation, key=lambda e: (self.validation[e]["eer"], -e))
+        return sorted(ranked[:self.cfg.average_best])
 
     def _resume(self, task: TrainTask, opt: torch.optim.Optimizer) -> bool:
         """Load the latest checkpoint, if any; returns whether one was loaded."""
@@ -215,6 +231,9 @@ class Trainer:
                 tmp.unlink(missing_ok=True)
         if is_distributed():   # ranks list the checkpoints after rank 0 removed stale ones (--force, new inputs)
             torch.distributed.barrier()
+        record = self.exp_dir / "checkpoints" / "validation.json"
+        if record.is_file():
+            self.validation = {int(e): m for e, m in json.loads(record.read_text()).items()}
         ckpts = _checkpoints(self.exp_dir)
         if not ckpts:
             return False
@@ -266,14 +285,100 @@ class Trainer:
         log.warning("train.cpu_amp: this CPU has no native bf16 support (oneDNN); training in fp32")
         return False
 
-    def fit(self, task: TrainTask, dataset: Any) -> Path:
-        """Train (resuming from the latest checkpoint), then write ``model.pt``; returns its path."""
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
+                    else v.to(self.device, non_blocking=True)) for k, v in batch.items()}
+
+    def step(self, task: TrainTask, opt: torch.optim.Optimizer, batches: list[dict[str, Any]], epoch: int,
+             model: torch.nn.Module | None = None, amp: bool = False) -> dict[str, float] | None:
+        """One optimiser step over the micro-batches ``batches`` (``train.accumulate`` of them in ``fit``):
+        the scheduled LR of step ``global_step`` of ``total_steps``; per micro-batch, the forward pass of
+        ``model`` (``task``, or its DDP wrapper) under bf16 autocast when ``amp``, and the backward pass of
+        its loss / K (DDP: ``no_sync`` on all but the last, so gradients are all-reduced once); then the
+        task's pre-step hook, gradient clipping, the optimiser step and the task's post-step hook.
+
+        The accumulated gradient is that of the mean of the K micro-batch losses: for a loss that is a
+        plain mean over the batch, the same as one step on the K micro-batches together (batch K x B), up
+        to batch-norm statistics (computed per micro-batch). A loss that is not a plain mean differs:
+        finetune.l2_to_init's ``task_loss / sg(task_loss)`` normalises each micro-batch's task gradient by
+        that micro-batch's own loss (the mean over micro-batches of ``grad(L_i) / L_i``, not
+        ``grad(L) / L`` of the whole batch), and its pull term is counted once per step as without
+        accumulation (K times 1/K). The logs are the means over the micro-batches.
+        Returns the logs (``loss``, ``lr``, the task's), or None when ``train.nan_policy`` skip skipped the
+        step (a non-finite loss or gradient on any process); with ``stop`` that raises TrainingError.
+        """
+        cfg = self.cfg
+        model = task if model is None else model
+        lr = lr_at(self.global_step, self.total_steps, self.warmup_steps, cfg, epoch)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        bad = None
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1 or not hasattr(model, "no_sync")
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, logs = model(self._to_device(batch), epoch)
+                bad = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
+                if any_process(bad is not None, self.device) and bad is None:   # under DDP every process
+                    bad = "non-finite loss on another process"                  # skips its backward, or none
+                if bad is not None:
+                    break
+                (loss / len(batches)).backward()
+            for k, v in {"loss": loss.item(), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / len(batches)
+        if bad is None:
+            task.before_optimizer_step(epoch)
+            params = [p for p in task.parameters() if p.requires_grad and p.grad is not None]
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+            if cfg.grad_clip:
+                sums["grad_norm"] = float(gnorm)
+            if not torch.isfinite(gnorm):   # gradients are all-reduced: the same on every process
+                bad = f"non-finite gradient (norm {gnorm.item()})"
+        if bad is not None:
+            if cfg.nan_policy == "stop":
+                raise TrainingError(f"{bad} at epoch {epoch + 1}, step {self.epoch_step + 1}; the last good "
+                                    f"checkpoint in {self.exp_dir / 'checkpoints'} is kept")
+            self.skipped += 1
+            opt.zero_grad(set_to_none=True)
+            log.warning(f"{bad} at epoch {epoch + 1} step {self.epoch_step + 1}: step skipped ({self.skipped} so far)")
+            return None
+        opt.step()
+        self.global_step += 1
+        task.after_optimizer_step(self.global_step / self.total_steps)
+        return {"loss": sums.pop("loss"), "lr": lr, **sums}
+
+    def _validate(self, task: TrainTask, validator: Any) -> dict[str, float]:
+        """Rank 0 validates the task (the other ranks wait at a barrier); records and returns the metrics
+        (empty on other ranks)."""
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            t0 = time.time()
+            metrics = validator(task, self.device)
+            self.validation[self.epoch] = metrics
+            (self.exp_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.exp_dir / "checkpoints" / "validation.json") as f:
+                json.dump({str(e): m for e, m in sorted(self.validation.items())}, f, indent=1)
+            log.info(f"validation epoch {self.epoch}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                     + f" ({time.time() - t0:.0f} s)")
+            self.log_scalars(metrics, self.epoch, "validation")
+        if is_distributed():
+            torch.distributed.barrier()
+        return metrics
+
+    def fit(self, task: TrainTask, dataset: Any, validator: Any = None, validate_every: int = 1) -> Path:
+        """Train (resuming from the latest checkpoint), then write ``model.pt``; returns its path.
+        ``validator(task, device) -> metrics`` (e.g. :class:`sslspk.train.validation.Validator`), if any,
+        runs after every ``validate_every``-th epoch and the last one, before the checkpoint is saved."""
         from torch.utils.data import DataLoader, DistributedSampler
         from tqdm import tqdm
 
         from sslspk.train.dataset import collate
 
         cfg = self.cfg
+        if cfg.average_best and validator is None:
+            raise TrainingError("train.average_best needs a validation (the validation: block of the config)")
         self._setup_logging()
         torch.manual_seed(cfg.seed + self.rank)
         np.random.seed(cfg.seed + self.rank)
@@ -289,10 +394,11 @@ class Trainer:
         else:
             sampler = DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
                                          seed=cfg.seed, drop_last=True)
-        if len(sampler) < cfg.batch_size:
+        if len(sampler) < cfg.batch_size * cfg.accumulate:
             what = " of distinct speakers (train.sampler)" if cfg.sampler == "speaker_distinct" else ""
             raise TrainingError(f"{len(dataset)} utterances over {self.world} process(es) cannot fill one "
-                                f"batch{what} of {cfg.batch_size}: lower train.batch_size")
+                                f"batch{what} of {cfg.batch_size} x train.accumulate {cfg.accumulate}: lower "
+                                "train.batch_size or train.accumulate")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                             collate_fn=collate, drop_last=True, pin_memory=self.device.type == "cuda")
         task = sync_batchnorm(task, cfg.sync_bn, self.device)
@@ -306,10 +412,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(task, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
-        total = steps_per_epoch * cfg.epochs
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-        skipped = 0   # steps skipped by nan_policy skip, over the run
+        steps_per_epoch = len(loader) // cfg.accumulate   # optimiser steps
+        if cfg.max_steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             task.train()
@@ -319,49 +426,27 @@ class Trainer:
             sums: dict[str, float] = {}
             applied = 0   # optimizer steps of this epoch (the logged means are over them)
             t0 = time.time()
-            bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not self.is_main, mininterval=10)
-            for i, batch in enumerate(bar):
-                if i >= steps_per_epoch:
-                    break
-                lr = lr_at(self.global_step, total, warmup, cfg, epoch)
-                for g in opt.param_groups:
-                    g["lr"] = lr * g["lr_scale"]
-                batch = {k: ([t.to(self.device, non_blocking=True) for t in v] if isinstance(v, list)
-                             else v.to(self.device, non_blocking=True)) for k, v in batch.items()}
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, logs = model(batch, epoch)
-                bad = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
-                if any_process(bad is not None, self.device) and bad is None:   # under DDP every process
-                    bad = "non-finite loss on another process"                  # skips its backward, or none
-                if bad is None:
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    task.before_optimizer_step(epoch)
-                    params = [p for p in task.parameters() if p.requires_grad and p.grad is not None]
-                    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-                    if cfg.grad_clip:
-                        logs["grad_norm"] = float(gnorm)
-                    if not torch.isfinite(gnorm):   # gradients are all-reduced: the same on every process
-                        bad = f"non-finite gradient (norm {gnorm.item()})"
-                if bad is not None:
-                    if cfg.nan_policy == "stop":
-                        raise TrainingError(f"{bad} at epoch {epoch + 1}, step {i + 1}; "
-                                            f"the last good checkpoint in {self.exp_dir / 'checkpoints'} is kept")
-                    skipped += 1
-                    opt.zero_grad(set_to_none=True)
-                    log.warning(f"{bad} at epoch {epoch + 1} step {i + 1}: step skipped ({skipped} so far)")
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main,
+                       mininterval=10)
+            micro: list[dict[str, Any]] = []
+            for batch in loader:
+                micro.append(batch)
+                if len(micro) < cfg.accumulate:
                     continue
-                opt.step()
-                applied += 1
-                self.global_step += 1
-                task.after_optimizer_step(self.global_step / total)
-                logs = {"loss": loss.item(), "lr": lr, **logs}
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if self.global_step % cfg.log_every == 0:
-                    self.log_scalars(logs, self.global_step, "step")
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+                self.epoch_step = bar.n
+                logs = self.step(task, opt, micro, epoch, model, use_amp)
+                micro = []
+                bar.update()
+                if logs is not None:
+                    applied += 1
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    if self.global_step % cfg.log_every == 0:
+                        self.log_scalars(logs, self.global_step, "step")
+                    bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+                if bar.n >= steps_per_epoch:
+                    break
+            bar.close()
             means = {k: float(all_reduce_mean(torch.tensor(v / max(1, applied), device=self.device)))
                      for k, v in sums.items()}
             means.update(start_logs)
@@ -371,16 +456,24 @@ class Trainer:
             self.log_scalars(means, self.epoch, "epoch")
             if self.is_main:
                 log.info(f"epoch {self.epoch}/{cfg.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+            if validator is not None and (self.epoch % validate_every == 0 or self.epoch == cfg.epochs):
+                self._validate(task, validator)
             self._save(task, opt)
         return self._finish(task)
 
     def _finish(self, task: TrainTask) -> Path:
         out = self.exp_dir / "model.pt"
         if self.is_main:
-            paths = [p for _, p in _checkpoints(self.exp_dir)][-self.cfg.average_last:]
+            if self.cfg.average_best:
+                best = set(self.best_epochs())
+                paths = [p for e, p in _checkpoints(self.exp_dir) if e in best]
+                how = f"the {len(paths)} best by validation EER"
+            else:
+                paths = [p for _, p in _checkpoints(self.exp_dir)][-self.cfg.average_last:]
+                how = f"the last {len(paths)}"
             state = average_checkpoints(paths, task.cpu())
             _atomic_save({"model": state, "averaged": [p.name for p in paths]}, out)
-            log.info(f"wrote {out} (average of {', '.join(p.name for p in paths)})")
+            log.info(f"wrote {out} (average of {how}: {', '.join(p.name for p in paths)})")
             self.tb.close()
         if is_distributed():
             torch.distributed.barrier()

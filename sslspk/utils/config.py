@@ -3,8 +3,10 @@ name the valid ones), save."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -37,11 +39,12 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 #: Top-level sections of a config by kind: a training config (ssl, pseudo) or the config.yaml of a
 #: model dir (a non-learned model's config, or a training config copied into its experiment dir).
 SECTIONS = {
-    "ssl": {"required": ("model", "data", "ssl", "train"), "optional": ("sample_rate",)},
+    "ssl": {"required": ("model", "data", "ssl", "train"), "optional": ("sample_rate", "validation")},
     "pseudo": {"required": ("data", "loss", "train"),
-               "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc")},
+               "optional": ("sample_rate", "model", "init", "finetune", "dlg_lc", "validation")},
     "model": {"required": ("model",),
-              "optional": ("sample_rate", "data", "ssl", "train", "loss", "init", "finetune", "dlg_lc")},
+              "optional": ("sample_rate", "data", "ssl", "train", "loss", "init", "finetune", "dlg_lc",
+                           "validation")},
 }
 DATA_KEYS = ("views", "augment", "too_short", "channel")
 DEFAULT_SAMPLE_RATE = 16000
@@ -171,3 +174,32 @@ def check_ranges(obj: Any, **rules: str) -> None:
         values = value if isinstance(value, (list, tuple)) else [value]
         if value is not None and not all(isinstance(v, (int, float)) and test(v) for v in values):
             raise ConfigError(f"{name}: must be {text}, got {value!r}")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str], where: str = "--set") -> dict[str, Any]:
+    """``cfg`` with each ``KEY.PATH=VALUE`` of ``overrides`` set (in order; VALUE parsed as YAML, so
+    ``train.lr=2e-5`` is a float (as YAML 1.2 reads it; PyYAML would give a string), ``model.head=mhfa`` a
+    string, ``train.grad_clip=null`` None). A path
+    may create a missing key or section (the config's validation then judges it like a key of the YAML);
+    it may not go through a value that is not a mapping."""
+    import yaml
+
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise ConfigError(f"{where} {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=2e-5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where} {item!r}: invalid YAML value: {e}") from e
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)
+        node = cfg
+        for i, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where} {item!r}: {'.'.join(path[:i + 1])} is not a mapping ({node!r})")
+        node[path[-1]] = value
+    return cfg

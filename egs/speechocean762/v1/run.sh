@@ -23,6 +23,16 @@
 #   ./run.sh                                         # everything, speechocean762 from ../shared/data
 #   ./run.sh --download true --raw-dir /data/raw     # the public release, downloaded first
 #   ./run.sh --stage 4 --stop-stage 4 --oracle true  # + the supervised reference on the true labels
+#   # Does choosing the checkpoints by dev EER (train.average_best 3) beat the last-3 average? Held out: train on
+#   # train_dev (without the 25 dev speakers) and validate on dev; the same pseudo-labels (stage 3 is deterministic),
+#   # the validated systems named pl_validated_iterN beside pl_iterN (stage 2 is not used by this recipe's loop):
+#   ./run.sh --stage 1 --stop-stage 1 --train-data data/so762/train_dev --exp exp/so762_heldout
+#   ./run.sh --stage 3 --train-data data/so762/train_dev --exp exp/so762_heldout
+#   ./run.sh --stage 3 --train-data data/so762/train_dev --exp exp/so762_heldout --pseudo-tag validated \
+#     --pseudo-args "--set validation.data=data/so762/dev --set validation.trials=data/so762/dev/trials --set train.average_best=3"
+#   ./run.sh --stage 6 --train-data data/so762/train_dev --exp exp/so762_heldout \
+#     --eval-systems "exp/so762_heldout/pl_iter2 exp/so762_heldout/pl_validated_iter2"   # one table, test/trials
+#   # (on data/so762/train, the default, the dev speakers are trained on: their EER is not a held-out measure)
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh

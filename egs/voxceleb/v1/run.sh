@@ -36,6 +36,17 @@
 #   local/convert_wavlm_ssl_sv_checkpoint.py /path/to/wavlm_mhfa_dlg_lc_lmft/model0000000NN.model \
 #     microsoft/wavlm-base-plus exp/authors_lmft
 #   ./run.sh --stage 6 --eval-systems "exp/authors_lmft exp/voxceleb/pl_iter5"
+#   # Validation during training (train.average_best: model.pt = the checkpoints with the best dev EER) needs
+#   # speakers the model never trains on: a held-out slice of VoxCeleb2 dev speakers, never Vox1-O (the test
+#   # list, which would then choose the model). Not the default (the recipe trains as the authors do, no dev split):
+#   cut -d' ' -f2 data/vox2_dev_train/utt2spk | sort -u | head -n 100 > data/vox2_heldout.spk   # 100 speakers
+#   cut -d' ' -f2 data/vox2_dev_train/utt2spk | sort -u | tail -n +101 > data/vox2_train_minus_heldout.spk
+#   utils/subset_data_dir.sh --spk-list data/vox2_heldout.spk data/vox2_dev_train data/vox2_heldout
+#   utils/subset_data_dir.sh --spk-list data/vox2_train_minus_heldout.spk data/vox2_dev_train data/vox2_train_minus
+#   utils/make_trials.py --num-target 5000 --num-nontarget 5000 data/vox2_heldout/utt2spk data/vox2_heldout/trials
+#   ./run.sh --stage 1 --train-data data/vox2_train_minus --exp exp/voxceleb_validated --pseudo-tag validated \
+#     --pseudo-args "--set validation.data=data/vox2_heldout --set validation.trials=data/vox2_heldout/trials \
+#                    --set validation.every_epochs=1 --set train.average_best=3"
 # Every configuration value at paper scale is in conf/ and here, with its source in a comment.
 set -euo pipefail
 . ./path.sh
