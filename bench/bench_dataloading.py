@@ -102,7 +102,8 @@ def audio_formats(data: str, out: str, bitrate: str, loader: dict) -> dict[str, 
     sys.path.insert(0, os.path.join(benchlib.REPO, "local"))
     from prepare_voxceleb import convert_all, ffmpeg_pipe
 
-    from sslspk.data.datadir import DataDir, write_core_tables
+    from sslspk.data.datadir import DataDir
+    from sslspk.data.tables import write_core_tables
 
     train = DataDir.load(os.path.join(data, "train"))
     m4a = {}

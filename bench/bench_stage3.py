@@ -54,8 +54,8 @@ def make_embeddings(work: str, n_utts: int, n_spk: int, a: argparse.Namespace, c
     returns the scp. Rows are made and written ``chunk`` at a time (memory: O(chunk), not O(n))."""
     import numpy as np
 
-    from sslspk.data.datadir import write_core_tables
     from sslspk.data.embeddings import write_embeddings
+    from sslspk.data.tables import write_core_tables
 
     rng = np.random.default_rng(a.seed)
     share = rng.lognormal(0.0, a.spk_sigma, n_spk)

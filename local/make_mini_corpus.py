@@ -47,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sslspk.augment.augmenter import biquad  # noqa: E402
-from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.tables import write_core_tables  # noqa: E402
 from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
 from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402

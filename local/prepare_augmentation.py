@@ -48,7 +48,7 @@ from make_mini_corpus import (  # noqa: E402
     synthesize_utterance,
 )
 
-from sslspk.data.datadir import write_core_tables  # noqa: E402
+from sslspk.data.tables import write_core_tables  # noqa: E402
 from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs  # noqa: E402

@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sslspk.data.datadir import MANAGED_FILES, write_core_tables  # noqa: E402
+from sslspk.data.tables import MANAGED_FILES, write_core_tables  # noqa: E402
 from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import FormatError, check_outputs_are_not_inputs, dir_and_files, read_table  # noqa: E402

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sslspk.data.datadir import MANAGED_FILES
+from sslspk.data.tables import MANAGED_FILES
 from sslspk.extraction import DATA_FILES, MODEL_FILES
 from sslspk.utils.config import (
     ConfigError,
@@ -241,22 +241,11 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     if kind == "pseudo":
         check_speakers(data_dir)
     stamp = training_stamp(cfg, data_dir, init)
-    changed = changed_inputs(exp_dir, stamp, cfg, data_dir, init)
-    trained = out.exists() or (exp_dir / "checkpoints").is_dir()
-    if "config" in changed and trained and not force:
-        raise ConfigError(f"{exp_dir} holds a training with another config (its config.yaml): choose another "
-                          f"exp dir for this config (the recipes name it after the config: --ssl-tag, "
-                          f"--pseudo-tag), or pass --force true to replace that training")
-    if changed and not force and trained:
-        print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
-        force = True
+    force = restart_if_changed(exp_dir, stamp, cfg, data_dir, init, force)
     if out.exists() and not force:
         print(f"{out} exists: training already finished (use --force true to train again)")
         return out
-    import numpy as np
-    import torch
-
-    from sslspk.models import build_model, with_sample_rate
+    from sslspk.models import with_sample_rate
     from sslspk.train.dataset import CropDataset
     from sslspk.train.trainer import Trainer
 
@@ -267,16 +256,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
 
         validator = Validator(parsed["validation"], with_sample_rate(cfg["model"], sample_rate, str(config)),
                               sample_rate, cfg["data"].get("channel", "mix"), f"{config}: validation")
-    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
-    encoder = build_model(with_sample_rate(cfg["model"], sample_rate, str(config)))
-    pretrained = None
-    if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them
-        from sslspk.supervised import backbone_snapshot
-
-        pretrained = backbone_snapshot(encoder)
-    if init is not None:
-        state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
-        encoder.load_state_dict(state["model"])
+    encoder, pretrained = build_encoder(cfg, parsed, kind, init, sample_rate, str(config))
     dataset = CropDataset(data_dir, views, sample_rate, cfg["data"].get("augment"), seed=train_cfg.seed,
                           too_short=cfg["data"].get("too_short", "repeat"), channel=cfg["data"].get("channel", "mix"),
                           threads=train_cfg.loader_threads if train_cfg.num_workers == 0 else 1)
@@ -287,22 +267,9 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
     else:
         from sslspk.supervised import SupervisedTask
 
-        spks = sorted(set(dataset.data.utt2spk.values()))
-        spk_index = {s: i for i, s in enumerate(spks)}
-        labels = np.array([spk_index[dataset.data.utt2spk[u]] for u in dataset.utts])
-        dataset.labels = labels.copy()
-        true = None
-        if ref_utt2spk is not None:
-            from sslspk.utils.fileio import read_kv
-
-            ref = read_kv(ref_utt2spk)
-            missing = [u for u in dataset.utts if u not in ref]
-            if missing:
-                raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
-            true_index: dict[str, int] = {}
-            true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
-        task = SupervisedTask(encoder, len(spks), len(dataset), parsed["loss"], parsed["finetune"], parsed["dlg_lc"],
-                              labels=labels, true_labels=true, pretrained=pretrained)
+        labels, num_classes, true = speaker_labels(dataset, ref_utt2spk)
+        task = SupervisedTask(encoder, num_classes, len(dataset), parsed["loss"], parsed["finetune"],
+                              parsed["dlg_lc"], labels=labels, true_labels=true, pretrained=pretrained)
         if parsed["finetune"].classifier_from_init:
             load_classifier_from_init(task, init, str(config))
     trainer = Trainer(train_cfg, exp_dir)
@@ -317,6 +284,69 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             (exp_dir / "inputs.json").unlink(missing_ok=True)
         return trainer.fit(task, dataset, validator,
                            parsed["validation"].every_epochs if parsed["validation"] is not None else 1)
+
+
+def restart_if_changed(exp_dir: Path, stamp: Stamp, cfg: dict[str, Any], data_dir: str | os.PathLike,
+                       init: str | os.PathLike | None, force: bool) -> bool:
+    """``force``, or True (saying why) when a training in ``exp_dir`` (finished or not) was started from
+    other data or another initial model than ``stamp`` (:func:`training_stamp`) holds; ConfigError when it
+    was started from another config, unless ``force``."""
+    out = exp_dir / "model.pt"
+    changed = changed_inputs(exp_dir, stamp, cfg, data_dir, init)
+    trained = out.exists() or (exp_dir / "checkpoints").is_dir()
+    if "config" in changed and trained and not force:
+        raise ConfigError(f"{exp_dir} holds a training with another config (its config.yaml): choose another "
+                          f"exp dir for this config (the recipes name it after the config: --ssl-tag, "
+                          f"--pseudo-tag), or pass --force true to replace that training")
+    if changed and not force and trained:
+        print(f"{exp_dir}: its {' and '.join(changed)} changed since it was trained: training again from the start")
+        force = True
+    return force
+
+
+def build_encoder(cfg: dict[str, Any], parsed: dict[str, Any], kind: str, init: str | os.PathLike | None,
+                  sample_rate: int, where: str) -> tuple[Any, Any]:
+    """The encoder of ``cfg`` (initial weights from the seed, then ``init``'s ``model.pt`` if any) and,
+    for a pseudo-label training with ``finetune.l2_to_init``, the snapshot of its built weights."""
+    import torch
+
+    from sslspk.models import build_model, with_sample_rate
+
+    train_cfg = parsed["train"]
+    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed only
+    encoder = build_model(with_sample_rate(cfg["model"], sample_rate, where))
+    pretrained = None
+    if kind == "pseudo" and parsed["finetune"].l2_to_init > 0:   # the built weights, before --init replaces them
+        from sslspk.supervised import backbone_snapshot
+
+        pretrained = backbone_snapshot(encoder)
+    if init is not None:
+        state = torch.load(Path(init) / "model.pt", map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state["model"])
+    return encoder, pretrained
+
+
+def speaker_labels(dataset: Any, ref_utt2spk: str | os.PathLike | None) -> tuple[Any, int, Any]:
+    """``(labels, number of classes, true labels or None)`` of ``dataset``'s utterances: the index of
+    each one's speaker in the sorted speakers of its utt2spk (also set as ``dataset.labels``), and of
+    its speaker in ``ref_utt2spk`` (diagnostics only) in order of first appearance."""
+    import numpy as np
+
+    spks = sorted(set(dataset.data.utt2spk.values()))
+    spk_index = {s: i for i, s in enumerate(spks)}
+    labels = np.array([spk_index[dataset.data.utt2spk[u]] for u in dataset.utts])
+    dataset.labels = labels.copy()
+    true = None
+    if ref_utt2spk is not None:
+        from sslspk.utils.fileio import read_kv
+
+        ref = read_kv(ref_utt2spk)
+        missing = [u for u in dataset.utts if u not in ref]
+        if missing:
+            raise ConfigError(f"{ref_utt2spk}: no speaker for {len(missing)} utterance(s), e.g. {missing[0]}")
+        true_index: dict[str, int] = {}
+        true = np.array([true_index.setdefault(ref[u], len(true_index)) for u in dataset.utts])
+    return labels, len(spks), true
 
 
 def check_speakers(data_dir: str | os.PathLike) -> None:

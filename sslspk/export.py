@@ -143,3 +143,30 @@ def max_abs_diff(model: Any, exported: str | os.PathLike, lengths: tuple[int, ..
             x = _example(n)
             worst = max(worst, float(np.abs(run(x) - model(x).numpy()).max()))
     return worst
+
+
+def export_model_dir(exp_dir: str, out: str, example_seconds: float = 2.0, no_check: bool = False) -> None:
+    """What ``export_model.py`` does: export the encoder of the model dir ``exp_dir`` to ``out`` (``.pt``/``.ts``:
+    TorchScript, ``.onnx``: ONNX) traced on ``example_seconds`` of audio and, unless ``no_check``, check that
+    the exported model's embeddings match PyTorch's (ExportError beyond 1e-3)."""
+    from sslspk.extraction import MODEL_FILES, load_encoder
+    from sslspk.utils.errors import InputError
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+
+    check_outputs_are_not_inputs(dir_and_files(exp_dir, MODEL_FILES), [out])
+
+    model, cfg = load_encoder(exp_dir)
+    n = int(example_seconds * cfg.get("sample_rate", 16000))
+    if out.endswith(".onnx"):
+        export_onnx(model, out, n)
+    elif out.endswith((".pt", ".ts")):
+        export_torchscript(model, out, n)
+    else:
+        raise InputError(f"{out}: suffix must be .pt, .ts (TorchScript) or .onnx")
+    msg = f"exported {exp_dir} -> {out}"
+    if not no_check:
+        diff = max_abs_diff(model, out)
+        if diff > 1e-3:
+            raise ExportError(f"{out}: exported embeddings differ from PyTorch by {diff:.3g}")
+        msg += f" (max |diff| vs PyTorch {diff:.2g})"
+    print(msg)

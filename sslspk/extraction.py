@@ -242,3 +242,75 @@ def embed_data_dir(model: Any, data_dir: str | os.PathLike, sample_rate: int, de
                 check_nonzero(emb, names)
                 yield from zip(utts, emb)
             bar.update(len(utts))
+
+
+def extract_to_scp(model_dir: str, data_dir: str, out_ark: str, out_scp: str, *, device: str = "auto",
+                   batch_size: int | None = None, num_threads: int = 1, max_seconds: float | None = None,
+                   segments: int = 0, segment_seconds: float | None = None, force: bool = False) -> int | None:
+    """What ``bin/extract_embeddings.py`` does (its ``--help`` says what each option does): embed
+    ``data_dir`` with the model of ``model_dir`` into ``out_ark``/``out_scp`` unless ``out_scp`` was
+    already made from the same inputs and options (its stamp, :func:`extraction_stamp`; one made before stamps:
+    its old ``<out_scp>.inputs`` record, then stamped) (then None), under a lock on ``out_scp``, and stamp it;
+    returns the number of embeddings written (printed too)."""
+    from sslspk.data.tables import MANAGED_FILES
+    from sslspk.utils.errors import InputError
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files, exclusive_lock
+    from sslspk.utils.stamp import remove_stamp
+
+    check_outputs_are_not_inputs([*dir_and_files(model_dir, MODEL_FILES),
+                                  *dir_and_files(data_dir, MANAGED_FILES)], [out_ark, out_scp])
+
+    scp = Path(out_scp)
+    record = Path(f"{scp}.inputs")
+    with exclusive_lock(scp.with_name(f".{scp.name}.lock"), f"extraction into {scp}"):
+        if segments < 0 or (segment_seconds is not None and not segments):
+            raise InputError(f"--segments must be >= 0 and --segment-seconds needs --segments, got "
+                             f"--segments {segments} --segment-seconds {segment_seconds}")
+        if segments and max_seconds is not None:
+            raise InputError("--max-seconds applies to whole-utterance embeddings, not to --segments")
+        for name, value in (("--max-seconds", max_seconds), ("--segment-seconds", segment_seconds)):
+            if value is not None and not value > 0:
+                raise InputError(f"{name} must be > 0, got {value}")
+        seconds = SEGMENT_SECONDS if segment_seconds is None else segment_seconds
+        options = extraction_options(segments, seconds, max_seconds)
+        stamp = extraction_stamp(model_dir, data_dir, options)
+        if scp.exists() and not force:
+            legacy = record.is_file() and record.read_text().strip() == inputs_digest(model_dir, data_dir, options)
+            if stamp.adopt(scp, legacy) or stamp.is_fresh(scp):
+                record.unlink(missing_ok=True)
+                print(f"{scp} exists, made from the same model and data: nothing to do (use --force true to redo)")
+                return None
+            print(f"{scp} exists but was not made from this model and data: extracting again")
+        record.unlink(missing_ok=True)
+        remove_stamp(scp)
+        n = extract(model_dir, data_dir, out_ark, out_scp, device, batch_size, num_threads, max_seconds, segments,
+                    seconds)
+        stamp.write(scp)
+    print(f"wrote {n} embeddings to {scp}")
+    return n
+
+
+def extract(model_dir: str, data_dir: str, out_ark: str, out_scp: str, device: str, batch_size: int | None,
+            num_threads: int, max_seconds: float | None, segments: int, segment_seconds: float) -> int:
+    """Embed every utterance of ``data_dir`` (its first ``max_seconds``, or ``segments`` windows of
+    ``segment_seconds``: see :func:`sslspk.extraction.embed_data_dir`) into ``out_ark``/``out_scp`` on
+    ``device`` (``auto`` resolved), ``batch_size`` at a time (None: by device); returns the count."""
+    import torch
+
+    from sslspk.data.embeddings import write_embeddings
+    from sslspk.utils.device import resolve_device
+    from sslspk.utils.errors import InputError
+
+    device = resolve_device(device)
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    print(f"extracting on {device}, {batch_size} utterance(s) per forward pass", flush=True)
+    torch.set_num_threads(num_threads)
+    model, cfg = load_encoder(model_dir, device)
+    return write_embeddings(out_ark, out_scp,
+                            embed_data_dir(model, data_dir, cfg.get("sample_rate", 16000), device,
+                                           batch_size=batch_size,
+                                           channel=(cfg.get("data") or {}).get("channel", "mix"),
+                                           max_seconds=max_seconds, segments=segments,
+                                           segment_seconds=segment_seconds))

@@ -447,7 +447,8 @@ def test_segment_ending_at_minus_one_runs_to_the_end_of_the_recording(tmp_path, 
     after start time") by every reader."""
     from sslspk.augment.sources import AudioSource
     from sslspk.data.audio import read_audio
-    from sslspk.data.datadir import DataDir, compute_utt2dur
+    from sslspk.data.datadir import DataDir
+    from sslspk.data.durations import compute_utt2dur
 
     wav = write_wav(tmp_path / "rec.wav", 1.5)
     d = tmp_path / "data"

@@ -24,8 +24,9 @@ from sslspk.cluster.ahc import (
 from sslspk.cluster.evaluate import clustering_scores, contingency, inverse_purity, purity, size_summary
 from sslspk.cluster.kmeans import faiss_kmeans, use_gpu
 from sslspk.cluster.pseudo_labels import ClusterConfig, cluster_embeddings, make_pseudo_labels
-from sslspk.data.datadir import DataDir, DataDirError, validate
+from sslspk.data.datadir import DataDir, DataDirError
 from sslspk.data.embeddings import count_lines, l2_normalize_, load_embeddings, standardize_, write_embeddings
+from sslspk.data.validate import validate
 from sslspk.utils.fileio import FormatError
 
 

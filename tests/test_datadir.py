@@ -13,18 +13,11 @@ import soundfile as sf
 
 from sslspk.bin import data_dir as cli
 from sslspk.data.audio import AudioError
-from sslspk.data.datadir import (
-    DataDir,
-    DataDirError,
-    Segment,
-    combine_data,
-    compute_utt2dur,
-    fix_data_dir,
-    split_data,
-    split_scp,
-    subset_data_dir,
-    validate,
-)
+from sslspk.data.datadir import DataDir, DataDirError
+from sslspk.data.durations import compute_utt2dur
+from sslspk.data.ops import combine_data, fix_data_dir, split_data, split_scp, subset_data_dir
+from sslspk.data.tables import Segment
+from sslspk.data.validate import validate
 from sslspk.utils.fileio import FormatError
 
 REPO = Path(__file__).resolve().parents[1]

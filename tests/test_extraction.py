@@ -138,7 +138,6 @@ def test_device_auto_and_batch_size_by_device(monkeypatch, cuda, batch_size, wan
     """--device auto takes the GPU when torch sees one; the default batch size follows the device (an explicit
     one wins), and both reach the extraction."""
     import sslspk.extraction as extraction
-    from sslspk.bin import extract_embeddings
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     seen = {}
@@ -150,7 +149,7 @@ def test_device_auto_and_batch_size_by_device(monkeypatch, cuda, batch_size, wan
     monkeypatch.setattr(extraction, "load_encoder", lambda model_dir, device: (seen.setdefault("model", device), {}))
     monkeypatch.setattr(extraction, "embed_data_dir", fake_embed_data_dir)
     monkeypatch.setattr("sslspk.data.embeddings.write_embeddings", lambda ark, scp, items: len(list(items)))
-    extract_embeddings.extract("m", "d", "e.ark", "e.scp", "auto", batch_size, 1, None, 3, 2.5)
+    extraction.extract("m", "d", "e.ark", "e.scp", "auto", batch_size, 1, None, 3, 2.5)
     assert (seen["device"], seen["batch_size"]) == want and seen["model"] == want[0]
     assert seen["options"] == {"max_seconds": None, "segments": 3, "segment_seconds": 2.5}
 

@@ -214,7 +214,7 @@ def test_bad_data_dir_names_file_and_line(tmp_path, fault, file, line, msg):
 
 
 def test_utt2spk_wav_scp_mismatch_listed(tmp_path):
-    from sslspk.data.datadir import validate
+    from sslspk.data.validate import validate
 
     w = _wavs(tmp_path)
     d = data_dir(tmp_path / "data", w)

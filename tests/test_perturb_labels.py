@@ -7,7 +7,8 @@ import sys
 
 from conftest import REPO
 
-from sslspk.data.datadir import DataDir, validate
+from sslspk.data.datadir import DataDir
+from sslspk.data.validate import validate
 
 TOOL = REPO / "utils" / "perturb_labels.py"
 

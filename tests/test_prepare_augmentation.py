@@ -40,7 +40,7 @@ def synthetic(tmp_path_factory) -> Path:
 
 def test_synthetic_sets(synthetic):
     from sslspk.augment import Augmenter
-    from sslspk.data.datadir import validate
+    from sslspk.data.validate import validate
 
     data, audio = synthetic / "data", synthetic / "data" / "audio"
     info = json.loads((audio / "augment.json").read_text())

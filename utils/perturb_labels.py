@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from sslspk.data.datadir import MANAGED_FILES, DataDir
+    from sslspk.data.datadir import DataDir
+    from sslspk.data.tables import MANAGED_FILES
     from sslspk.utils.errors import InputError
     from sslspk.utils.fileio import FormatError, atomic_write, check_outputs_are_not_inputs, dir_and_files
 

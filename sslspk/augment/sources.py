@@ -45,7 +45,7 @@ class AudioSource:
         if p.is_dir():
             if not (p / "wav.scp").is_file():
                 raise SourceError(f"{where}: directory without wav.scp (expected a Kaldi data dir or a list file)")
-            from sslspk.data.datadir import TO_THE_END
+            from sslspk.data.tables import TO_THE_END
             from sslspk.utils.fileio import FormatError, read_kv
 
             try:

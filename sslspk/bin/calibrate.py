@@ -40,37 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.bin.score import apply_calibration
-        from sslspk.scoring.report import read_score_file
-        from sslspk.utils.fileio import check_outputs_are_not_inputs
+        from sslspk.scoring.calibration import calibrate_score_file, train_calibration_file
 
         if args.cmd == "train":
-            check_outputs_are_not_inputs([args.scores, args.trials, *args.utt2dur], [args.cal_json])
-            from sslspk.scoring.calibration import cllr, quality_features, read_durations, train_calibration
-            from sslspk.scoring.report import read_scores
-
-            scores, labels = read_scores(args.scores, args.trials, args.drop_bad_trials)
-            quality = None
-            if args.utt2dur:
-                pairs = read_score_file(args.scores, args.drop_bad_trials)[0]
-                quality = quality_features([e for e, _ in pairs], [t for _, t in pairs],
-                                           read_durations(args.utt2dur))
-            cal = train_calibration(scores, labels, prior=args.p_target, quality=quality)
-            cal.save(args.cal_json)
-            after = cllr(cal.apply(scores, quality), labels)
-            print(f"calibration a={cal.a:.4g} b={cal.b:.4g}" + (f" w={cal.weights}" if cal.weights else "")
-                  + f" (prior {cal.prior:g}); dev Cllr {after:.4f} -> {args.cal_json}")
+            train_calibration_file(args.scores, args.cal_json, p_target=args.p_target, trials=args.trials,
+                                   utt2dur=args.utt2dur, drop_bad_trials=args.drop_bad_trials)
         else:
-            from sslspk.utils.fileio import atomic_write
-
-            check_outputs_are_not_inputs([args.cal_json, args.scores, *args.utt2dur], [args.out])
-            pairs, scores, labels = read_score_file(args.scores, args.drop_bad_trials)
-            llr = apply_calibration(args.cal_json, scores, [e for e, _ in pairs], [t for _, t in pairs],
-                                    args.utt2dur)
-            with atomic_write(args.out) as f:
-                for (e, t), s, lab in zip(pairs, llr, labels):
-                    f.write(f"{e} {t} {s:.6f}" + (f" {lab}" if lab else "") + "\n")
-            print(f"calibrated {len(llr)} scores -> {args.out}")
+            calibrate_score_file(args.cal_json, args.scores, args.out, utt2dur=args.utt2dur,
+                                 drop_bad_trials=args.drop_bad_trials)
 
     run_cli(work)
 

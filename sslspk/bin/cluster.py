@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             return
 
         from sslspk.cluster.pseudo_labels import make_pseudo_labels
-        from sslspk.data.datadir import MANAGED_FILES
+        from sslspk.data.tables import MANAGED_FILES
         from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
 
         check_outputs_are_not_inputs([args.emb_scp, *dir_and_files(args.data_dir, MANAGED_FILES), args.ref_utt2spk],

@@ -40,27 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.scoring.metrics import compute_metrics
-        from sslspk.scoring.report import read_scores, update_results
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
-        from sslspk.utils.stamp import read_stamp, stamp_path
+        from sslspk.scoring.report import score_file_metrics
 
-        check_outputs_are_not_inputs([args.scores, stamp_path(args.scores), args.trials],
-                                     dir_and_files(args.results_dir, ("results.json", "results.md")))
-
-        opts = ((read_stamp(args.scores) or {}).get("options") or {}).get("score.py", "").split()
-        llr = args.llr or "--calibration" in opts
-        trained = opts[opts.index("--backend") + 1] if "--backend" in opts[:-1] else None   # plda, lda-cosine
-        backend = args.backend or (trained or ("as-norm" if "--cohort-scp" in opts else "cosine")) \
-            + ("+cal" if "--calibration" in opts else "")
-        scores, labels = read_scores(args.scores, args.trials, args.drop_bad_trials)
-        m = compute_metrics(scores, labels, tuple(args.p_target), args.c_miss, args.c_fa, llr=llr)
-        dcf = "  ".join(f"minDCF(p={p:g}) {v:.4f}" for p, v in m.min_dcf.items())
-        if m.cllr is not None:
-            dcf += f"  Cllr {m.cllr:.4f}  " + "  ".join(f"actDCF(p={p:g}) {v:.4f}" for p, v in m.act_dcf.items())
-        print(f"EER {100 * m.eer:.3f}%  {dcf}  ({m.num_target} target, {m.num_nontarget} nontarget trials)")
-        if args.results_dir:
-            update_results(args.results_dir, args.name, m, args.scores, backend=backend)
+        score_file_metrics(args.scores, trials=args.trials, p_target=args.p_target, c_miss=args.c_miss,
+                           c_fa=args.c_fa, drop_bad_trials=args.drop_bad_trials, results_dir=args.results_dir,
+                           name=args.name, llr=args.llr, backend=args.backend)
 
     run_cli(work)
 

@@ -14,7 +14,8 @@ from typing import Sequence
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import DataDir, validate
+    from sslspk.data.datadir import DataDir
+    from sslspk.data.validate import validate
 
     problems = validate(args.dir, check_audio=args.check_audio, nj=args.nj, progress=args.check_audio)
     for p in problems:
@@ -29,28 +30,28 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _fix(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import fix_data_dir
+    from sslspk.data.ops import fix_data_dir
 
     print(fix_data_dir(args.dir))
     return 0
 
 
 def _split(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import split_data
+    from sslspk.data.ops import split_data
 
     split_data(args.dir, args.nj, per_spk=args.per_spk)
     return 0
 
 
 def _split_scp(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import split_scp
+    from sslspk.data.ops import split_scp
 
     split_scp(args.input, args.outputs)
     return 0
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import combine_data
+    from sslspk.data.ops import combine_data
 
     dd = combine_data(args.dest, args.srcs)
     print(f"combine: wrote {args.dest} ({len(dd.utt2spk)} utts from {len(args.srcs)} dirs)")
@@ -58,7 +59,7 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _subset(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import subset_data_dir
+    from sslspk.data.ops import subset_data_dir
 
     dd = subset_data_dir(args.src, args.dest, first=args.first, last=args.last, random=args.random,
                          seed=args.seed, per_spk=args.per_spk, utt_list=args.utt_list, spk_list=args.spk_list)
@@ -67,7 +68,7 @@ def _subset(args: argparse.Namespace) -> int:
 
 
 def _utt2dur(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import compute_utt2dur
+    from sslspk.data.durations import compute_utt2dur
 
     dd = compute_utt2dur(args.dir, nj=args.nj)
     total = sum((dd.utt2dur or {}).values())

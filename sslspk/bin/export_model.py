@@ -27,28 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.export import ExportError, export_onnx, export_torchscript, max_abs_diff
-        from sslspk.extraction import MODEL_FILES, load_encoder
-        from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+        from sslspk.export import export_model_dir
 
-        check_outputs_are_not_inputs(dir_and_files(args.exp_dir, MODEL_FILES), [args.out])
-
-        model, cfg = load_encoder(args.exp_dir)
-        n = int(args.example_seconds * cfg.get("sample_rate", 16000))
-        if args.out.endswith(".onnx"):
-            export_onnx(model, args.out, n)
-        elif args.out.endswith((".pt", ".ts")):
-            export_torchscript(model, args.out, n)
-        else:
-            raise InputError(f"{args.out}: suffix must be .pt, .ts (TorchScript) or .onnx")
-        msg = f"exported {args.exp_dir} -> {args.out}"
-        if not args.no_check:
-            diff = max_abs_diff(model, args.out)
-            if diff > 1e-3:
-                raise ExportError(f"{args.out}: exported embeddings differ from PyTorch by {diff:.3g}")
-            msg += f" (max |diff| vs PyTorch {diff:.2g})"
-        print(msg)
+        export_model_dir(args.exp_dir, args.out, args.example_seconds, args.no_check)
 
     run_cli(work)
 

@@ -56,78 +56,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="re-extract even if OUT_SCP is up to date (default false)")
     args = p.parse_args(argv)
 
-    from pathlib import Path
-
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.data.datadir import MANAGED_FILES
-        from sslspk.extraction import MODEL_FILES, SEGMENT_SECONDS, extraction_options, extraction_stamp, inputs_digest
-        from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files, exclusive_lock
-        from sslspk.utils.stamp import remove_stamp
+        from sslspk.extraction import extract_to_scp
 
-        check_outputs_are_not_inputs([*dir_and_files(args.model_dir, MODEL_FILES),
-                                      *dir_and_files(args.data_dir, MANAGED_FILES)], [args.out_ark, args.out_scp])
-
-        out_scp = Path(args.out_scp)
-        record = Path(f"{out_scp}.inputs")
-        with exclusive_lock(out_scp.with_name(f".{out_scp.name}.lock"), f"extraction into {out_scp}"):
-            if args.segments < 0 or (args.segment_seconds is not None and not args.segments):
-                raise InputError(f"--segments must be >= 0 and --segment-seconds needs --segments, got "
-                                 f"--segments {args.segments} --segment-seconds {args.segment_seconds}")
-            if args.segments and args.max_seconds is not None:
-                raise InputError("--max-seconds applies to whole-utterance embeddings, not to --segments")
-            for name, value in (("--max-seconds", args.max_seconds), ("--segment-seconds", args.segment_seconds)):
-                if value is not None and not value > 0:
-                    raise InputError(f"{name} must be > 0, got {value}")
-            seconds = SEGMENT_SECONDS if args.segment_seconds is None else args.segment_seconds
-            options = extraction_options(args.segments, seconds, args.max_seconds)
-            stamp = extraction_stamp(args.model_dir, args.data_dir, options)
-            if out_scp.exists() and not args.force:
-                legacy = record.is_file() and record.read_text().strip() == inputs_digest(args.model_dir,
-                                                                                          args.data_dir, options)
-                if stamp.adopt(out_scp, legacy) or stamp.is_fresh(out_scp):
-                    record.unlink(missing_ok=True)
-                    print(f"{out_scp} exists, made from the same model and data: nothing to do "
-                          "(use --force true to redo)")
-                    return
-                print(f"{out_scp} exists but was not made from this model and data: extracting again")
-            record.unlink(missing_ok=True)
-            remove_stamp(out_scp)
-            n = extract(args.model_dir, args.data_dir, args.out_ark, args.out_scp, args.device, args.batch_size,
-                        args.num_threads, args.max_seconds, args.segments, seconds)
-            stamp.write(out_scp)
-        print(f"wrote {n} embeddings to {out_scp}")
+        extract_to_scp(args.model_dir, args.data_dir, args.out_ark, args.out_scp, device=args.device,
+                       batch_size=args.batch_size, num_threads=args.num_threads, max_seconds=args.max_seconds,
+                       segments=args.segments, segment_seconds=args.segment_seconds, force=args.force)
 
     run_cli(work)
-
-
-def extract(model_dir: str, data_dir: str, out_ark: str, out_scp: str, device: str, batch_size: int | None,
-            num_threads: int, max_seconds: float | None, segments: int, segment_seconds: float) -> int:
-    """Embed every utterance of ``data_dir`` (its first ``max_seconds``, or ``segments`` windows of
-    ``segment_seconds``: see :func:`sslspk.extraction.embed_data_dir`) into ``out_ark``/``out_scp`` on
-    ``device`` (``auto`` resolved), ``batch_size`` at a time (None: by device); returns the count."""
-    import torch
-
-    from sslspk.data.embeddings import write_embeddings
-    from sslspk.extraction import default_batch_size, embed_data_dir, load_encoder
-    from sslspk.utils.device import resolve_device
-    from sslspk.utils.errors import InputError
-
-    device = resolve_device(device)
-    batch_size = default_batch_size(device) if batch_size is None else batch_size
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    print(f"extracting on {device}, {batch_size} utterance(s) per forward pass", flush=True)
-    torch.set_num_threads(num_threads)
-    model, cfg = load_encoder(model_dir, device)
-    return write_embeddings(out_ark, out_scp,
-                            embed_data_dir(model, data_dir, cfg.get("sample_rate", 16000), device,
-                                           batch_size=batch_size,
-                                           channel=(cfg.get("data") or {}).get("channel", "mix"),
-                                           max_seconds=max_seconds, segments=segments,
-                                           segment_seconds=segment_seconds))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.data.datadir import MANAGED_FILES
+        from sslspk.data.tables import MANAGED_FILES
         from sslspk.data.torch_embeddings import import_torch_embeddings
         from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
 

@@ -67,113 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        import numpy as np
+        from sslspk.scoring.pipeline import score_trial_list
 
-        from sslspk.data.embeddings import check_same_dim, load_embeddings
-        from sslspk.data.trials import Trials, read_trials
-        from sslspk.scoring.cosine import present_trials, score_trials
-        from sslspk.utils.errors import InputError, MissingIdError
-        from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs
-
-        if args.segments_scp and (args.test_scp or args.mean_scp or args.var_norm or args.cohort_scp):
-            raise InputError("--segments-scp is the authors' protocol (no mean subtraction, no AS-norm, one scp of "
-                             "both sides): not combinable with --test-scp, --mean-scp, --var-norm or --cohort-scp")
-        if (args.backend == "cosine") == bool(args.backend_model):
-            raise InputError("--backend plda|lda-cosine needs --backend-model, and --backend-model needs one of them")
-        if args.backend != "cosine" and (args.mean_scp or args.var_norm or args.cohort_scp or args.segments_scp):
-            raise InputError(f"--backend {args.backend} uses the normalisation of its --backend-model: not combinable "
-                             "with --mean-scp, --var-norm, --cohort-scp or --segments-scp")
-        check_outputs_are_not_inputs([args.trials, args.enroll_scp, args.test_scp, args.mean_scp, args.cohort_scp,
-                                      args.cohort_utt2spk, args.calibration, args.segments_scp, args.backend_model,
-                                      *args.utt2dur], [args.out_scores])
-        trials = read_trials(args.trials, args.drop_bad_trials)
-        emb = load_embeddings(args.enroll_scp)
-        test = load_embeddings(args.test_scp) if args.test_scp else None
-        source = f"{args.enroll_scp}" + (f" / {args.test_scp}" if test else "")
-        if args.segments_scp:
-            from sslspk.scoring.segments import load_segment_means
-
-            segment_means = load_segment_means(args.segments_scp)
-        if args.skip_missing:
-            keys = emb[0] if not args.segments_scp else sorted(set(emb[0]) & set(segment_means[0]))
-            keep = present_trials(trials.enroll, trials.test, keys, test[0] if test else None)
-            n_miss = int((~keep).sum())
-            if n_miss:
-                if not keep.any():
-                    raise MissingIdError(f"none of the {len(trials)} trials of {args.trials} have embeddings "
-                                         f"in {source}")
-                print(f"WARNING: skipping {n_miss} of {len(trials)} trials of {args.trials} "
-                      f"with no embedding in {source}", file=sys.stderr)
-                idx = np.flatnonzero(keep)
-                trials = Trials([trials.enroll[i] for i in idx], [trials.test[i] for i in idx],
-                                None if trials.labels is None else trials.labels[idx])
-        if args.var_norm and not args.mean_scp:
-            raise InputError("--var-norm needs --mean-scp (the embeddings to take the statistics from)")
-        ref = load_embeddings(args.mean_scp)[1].astype("float64") if args.mean_scp else None
-        c_keys, cohort = load_embeddings(args.cohort_scp) if args.cohort_scp else (None, None)
-        dims = {args.enroll_scp: emb[1].shape[1]}   # every set that meets the enrollment side
-        for path, mat in ((args.test_scp, test[1] if test else None), (args.mean_scp, ref), (args.cohort_scp, cohort),
-                          (args.segments_scp, segment_means[1] if args.segments_scp else None)):
-            if path:
-                dims[path] = mat.shape[1]
-        check_same_dim(dims)
-        mean = ref.mean(axis=0) if ref is not None else None
-        scale = ref.std(axis=0) if args.var_norm else None
-        if args.backend != "cosine":
-            from sslspk.scoring.plda import Backend
-
-            scores = Backend.load(args.backend_model).score_trials(args.backend, emb, trials.enroll, trials.test,
-                                                                   test_emb=test, source=source)
-        elif args.segments_scp:
-            from sslspk.scoring.segments import full_and_segments_scores
-
-            scores = full_and_segments_scores(emb, segment_means, trials.enroll, trials.test, source)
-        elif args.cohort_scp:
-            from sslspk.scoring.asnorm import asnorm_trials
-
-            groups = None
-            if args.cohort_utt2spk:
-                from sslspk.utils.fileio import read_kv
-
-                u2s = read_kv(args.cohort_utt2spk)
-                missing = [k for k in c_keys if k not in u2s]
-                if missing:
-                    raise MissingIdError(f"{len(missing)} cohort id(s) of {args.cohort_scp} are not in "
-                                   f"{args.cohort_utt2spk}: {', '.join(missing[:5])}")
-                groups = np.array([u2s[k] for k in c_keys])
-            elif ref is not None:
-                r_norm = float(np.median(np.linalg.norm(ref, axis=1)))
-                c_norm = float(np.median(np.linalg.norm(cohort, axis=1)))
-                if not 0.5 < c_norm / max(r_norm, 1e-12) < 2.0:
-                    print(f"WARNING: the cohort embeddings of {args.cohort_scp} (median norm {c_norm:.3g}) are not in "
-                          f"the domain of {args.mean_scp} (median norm {r_norm:.3g}) whose mean is subtracted: "
-                          "length-normalised speaker means? Pass utterance embeddings with --cohort-utt2spk",
-                          file=sys.stderr)
-            scores = asnorm_trials(emb, trials.enroll, trials.test, cohort, top_n=args.top_n, mean=mean,
-                                   scale=scale, test_emb=test, source=source, block=args.block,
-                                   cohort_groups=groups)
-        else:
-            scores = score_trials(emb, trials.enroll, trials.test, mean=mean, scale=scale, test_emb=test,
-                                  source=source)
-        if args.calibration:
-            scores = apply_calibration(args.calibration, scores, trials.enroll, trials.test, args.utt2dur)
-        names = ("nontarget", "target")
-        with atomic_write(args.out_scores) as f:
-            for i, (e, t, s) in enumerate(zip(trials.enroll, trials.test, scores)):
-                label = f" {names[trials.labels[i]]}" if trials.labels is not None else ""
-                f.write(f"{e} {t} {s:.6f}{label}\n")
-        print(f"scored {len(scores)} trials -> {args.out_scores}")
+        score_trial_list(args.trials, args.enroll_scp, args.out_scores, test_scp=args.test_scp,
+                         mean_scp=args.mean_scp, var_norm=args.var_norm, cohort_scp=args.cohort_scp,
+                         cohort_utt2spk=args.cohort_utt2spk, top_n=args.top_n, block=args.block,
+                         segments_scp=args.segments_scp, backend=args.backend, backend_model=args.backend_model,
+                         calibration=args.calibration, utt2dur=args.utt2dur, drop_bad_trials=args.drop_bad_trials,
+                         skip_missing=args.skip_missing)
 
     run_cli(work)
-
-
-def apply_calibration(cal_path: str, scores, enroll: list[str], test: list[str], utt2dur: list[str]):
-    """LLRs of ``scores`` with the calibration JSON ``cal_path`` (durations from ``utt2dur`` files)."""
-    from sslspk.scoring.calibration import Calibration, quality_features, read_durations
-
-    cal = Calibration.load(cal_path)
-    quality = quality_features(enroll, test, read_durations(utt2dur)) if cal.weights else None
-    return cal.apply(scores, quality)
 
 
 if __name__ == "__main__":

@@ -38,42 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        import os
+        from sslspk.scoring.plda import train_backend_files
 
-        from sslspk.data.embeddings import load_embeddings
-        from sslspk.scoring.plda import train_backend, train_backend_on_dev
-        from sslspk.utils.errors import InputError, MissingIdError
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
-
-        check_outputs_are_not_inputs([args.emb_scp, args.utt2spk, args.dev_trials, args.dev_scp], [args.out_model])
-        if len(args.lda_dim) > 1 and not (args.dev_trials and args.dev_scp):
-            raise InputError("several --lda-dim values need --dev-trials and --dev-scp to choose among them")
-        keys, mat = load_embeddings(args.emb_scp)
-        u2s = read_kv(args.utt2spk)
-        rows = [i for i, k in enumerate(keys) if k in u2s]
-        if not rows:
-            raise MissingIdError(f"none of the {len(keys)} embeddings of {args.emb_scp} has a label in {args.utt2spk}")
-        if len(rows) < len(keys):
-            print(f"WARNING: {len(keys) - len(rows)} of the {len(keys)} embeddings of {args.emb_scp} have no label "
-                  f"in {args.utt2spk}: skipped", file=sys.stderr)
-        info = {"embeddings": os.path.abspath(args.emb_scp), "utt2spk": os.path.abspath(args.utt2spk),
-                "labels": args.labels}
-        x, labels = mat[rows], [u2s[keys[i]] for i in rows]
-        if len(args.lda_dim) > 1:
-            from sslspk.data.trials import read_trials
-
-            dev = read_trials(args.dev_trials)
-            if dev.labels is None:
-                raise InputError(f"{args.dev_trials}: the dev trials need target/nontarget labels")
-            backend = train_backend_on_dev(x, labels, args.lda_dim, load_embeddings(args.dev_scp), dev.enroll,
-                                           dev.test, dev.labels, args.num_em_iters, info)
-            print("dev EER by LDA dimension: " + ", ".join(f"{d} {100 * e:.2f}%"
-                                                           for d, e in backend.info["dev_eer"].items()))
-        else:
-            backend = train_backend(x, labels, args.lda_dim[0], args.num_em_iters, info)
-        backend.save(args.out_model)
-        print(f"back-end of {backend.info['num_embeddings']} embeddings, {backend.info['num_speakers']} speakers "
-              f"(LDA {backend.info['lda_dim'] or 'none'}, PLDA) -> {args.out_model}")
+        train_backend_files(args.emb_scp, args.utt2spk, args.out_model, lda_dims=args.lda_dim,
+                            dev_trials=args.dev_trials, dev_scp=args.dev_scp, num_em_iters=args.num_em_iters,
+                            labels_of=args.labels)
 
     run_cli(work)
 

@@ -15,7 +15,6 @@ from torch import nn
 
 from sslspk.utils.config import ConfigError
 
-MODEL_TYPES = ("ecapa_tdnn", "resnet", "stats", "wavlm", "pretrained")
 #: The types of :class:`sslspk.models.wavlm.PretrainedEncoder` (``wavlm``: its earlier name, kept for old configs).
 PRETRAINED_TYPES = ("pretrained", "wavlm")
 
@@ -52,23 +51,6 @@ def build_model(cfg: dict[str, Any]) -> nn.Module:
     ``model:`` block (from a full config: ``with_sample_rate(cfg["model"], ...)``)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"model: expected a mapping, got {cfg!r}")
-    kind = cfg.get("type")
-    if kind == "stats":
-        from sslspk.models.stats import StatsEmbedding
+    from sslspk.models.base import MODELS
 
-        rest = dict(cfg)
-        rest.pop("type")
-        return StatsEmbedding.from_config(rest)
-    if kind == "ecapa_tdnn":
-        from sslspk.models.ecapa_tdnn import EcapaTdnn
-
-        return EcapaTdnn.from_config(cfg)
-    if kind == "resnet":
-        from sslspk.models.resnet import ResNetEncoder
-
-        return ResNetEncoder.from_config(cfg)
-    if kind in PRETRAINED_TYPES:
-        from sslspk.models.wavlm import PretrainedEncoder
-
-        return PretrainedEncoder.from_config(cfg)
-    raise ConfigError(f"model.type: unknown model type {kind!r}; available: {', '.join(MODEL_TYPES)}")
+    return MODELS.get(cfg.get("type")).from_config(cfg)

@@ -11,12 +11,32 @@ from torch import nn
 from sslspk.frontend.features import Frontend, FrontendConfig, frame_mask
 from sslspk.frontend.specaug import SpecAugConfig, SpecAugment
 from sslspk.utils.config import ConfigError, from_dict
+from sslspk.utils.registry import Registry
 
 #: Keys of a ``model:`` block handled here rather than by the encoder's own config dataclass.
 COMMON_KEYS = ("type", "frontend", "specaug")
 
 
-class Encoder(nn.Module):
+#: Every model type by its ``type_name``: what :func:`sslspk.models.build_model` builds.
+MODELS = Registry("sslspk.models", "model.type: unknown model type {name}; available: {known}")
+
+
+class Model(nn.Module):
+    """Base of every model type: a subclass setting ``type_name`` registers in :data:`MODELS`
+    and is built by ``from_config(model block)``."""
+
+    type_name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        MODELS.add(cls)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "Model":
+        raise NotImplementedError
+
+
+class Encoder(Model):
     """Waveforms ``[B, T]`` → embeddings ``[B, embedding_dim]``; subclasses implement :meth:`encode`.
 
     The front-end (fbank + CMN by default) runs first; SpecAugment, when configured, masks
@@ -27,7 +47,6 @@ class Encoder(nn.Module):
 
     #: ``forward`` honours ``lengths`` (batches of padded utterances embed as one at a time).
     honours_lengths: ClassVar[bool] = True
-    type_name: ClassVar[str] = ""
     config_cls: ClassVar[type] = object
     default_frontend: ClassVar[dict[str, Any]] = {"type": "fbank", "num_mel_bins": 80, "cmn": True}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from sslspk.frontend.features import Frontend, FrontendConfig, frame_mask
+from sslspk.models.base import Model
 from sslspk.utils.config import ConfigError, from_dict
 
 
-class StatsEmbedding(nn.Module):
+class StatsEmbedding(Model):
     """Utterance embedding = ``[mean, std]`` of front-end features (nothing to train).
 
     With CMN off, the mean carries the long-term spectrum (voice and channel alike) and the
@@ -20,6 +20,7 @@ class StatsEmbedding(nn.Module):
     """
 
     honours_lengths = True
+    type_name = "stats"
 
     def __init__(self, frontend: FrontendConfig, use_std: bool = True):
         super().__init__()
@@ -29,6 +30,7 @@ class StatsEmbedding(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "StatsEmbedding":
         cfg = dict(cfg)
+        cfg.pop("type", None)
         front = from_dict(FrontendConfig, cfg.pop("frontend", None), "model.frontend")
         unknown = sorted(set(cfg) - {"use_std"})
         if unknown:

@@ -85,6 +85,7 @@ import torch
 from torch import nn
 
 from sslspk.frontend.features import frame_mask
+from sslspk.models.base import Model
 from sslspk.models.pooling import AttentiveStatsPool
 from sslspk.utils.config import ConfigError, from_dict
 
@@ -348,10 +349,11 @@ def _kept_layers(cfg: PretrainedEncoderConfig, total: int) -> int:
     return cfg.num_layers
 
 
-class PretrainedEncoder(nn.Module):
+class PretrainedEncoder(Model):
     """Waveforms ``[B, T]`` → speaker embeddings ``[B, embedding_dim]`` (see module docstring)."""
 
     type_name = "pretrained"
+    type_aliases = ("wavlm",)   # its earlier name, kept for old configs
 
     def __init__(self, cfg: PretrainedEncoderConfig):
         super().__init__()

@@ -164,3 +164,48 @@ def train_calibration(scores: np.ndarray, labels: np.ndarray, prior: float = 0.5
     b = float(res.x[-1] - w @ mu)
     return Calibration(a=float(w[0]), b=b, prior=prior, weights=[float(v) for v in w[1:]],
                        features=list(features) if quality is not None else [])
+
+
+def apply_calibration(cal_path: str, scores: np.ndarray, enroll: Sequence[str], test: Sequence[str],
+                      utt2dur: Sequence[str]) -> np.ndarray:
+    """LLRs of ``scores`` with the calibration JSON ``cal_path`` (durations from ``utt2dur`` files)."""
+    cal = Calibration.load(cal_path)
+    quality = quality_features(enroll, test, read_durations(utt2dur)) if cal.weights else None
+    return cal.apply(scores, quality)
+
+
+def train_calibration_file(scores_file: str, cal_json: str, *, p_target: float = 0.01, trials: str | None = None,
+                           utt2dur: Sequence[str] = (), drop_bad_trials: bool = False) -> None:
+    """``calibrate.py train``: fit a :class:`Calibration` at prior ``p_target`` on the labelled score file
+    ``scores_file`` (labels from ``trials`` when it has none; quality measures from ``utt2dur`` files) and
+    write it to ``cal_json``."""
+    from sslspk.scoring.report import read_score_file, read_scores
+    from sslspk.utils.fileio import check_outputs_are_not_inputs
+
+    check_outputs_are_not_inputs([scores_file, trials, *utt2dur], [cal_json])
+    scores, labels = read_scores(scores_file, trials, drop_bad_trials)
+    quality = None
+    if utt2dur:
+        pairs = read_score_file(scores_file, drop_bad_trials)[0]
+        quality = quality_features([e for e, _ in pairs], [t for _, t in pairs], read_durations(utt2dur))
+    cal = train_calibration(scores, labels, prior=p_target, quality=quality)
+    cal.save(cal_json)
+    after = cllr(cal.apply(scores, quality), labels)
+    print(f"calibration a={cal.a:.4g} b={cal.b:.4g}" + (f" w={cal.weights}" if cal.weights else "")
+          + f" (prior {cal.prior:g}); dev Cllr {after:.4f} -> {cal_json}")
+
+
+def calibrate_score_file(cal_json: str, scores_file: str, out: str, *, utt2dur: Sequence[str] = (),
+                         drop_bad_trials: bool = False) -> None:
+    """``calibrate.py apply``: write the score file ``scores_file`` to ``out`` with each score replaced by
+    its LLR under the calibration ``cal_json`` (labels kept)."""
+    from sslspk.scoring.report import read_score_file
+    from sslspk.utils.fileio import check_outputs_are_not_inputs
+
+    check_outputs_are_not_inputs([cal_json, scores_file, *utt2dur], [out])
+    pairs, scores, labels = read_score_file(scores_file, drop_bad_trials)
+    llr = apply_calibration(cal_json, scores, [e for e, _ in pairs], [t for _, t in pairs], utt2dur)
+    with atomic_write(out) as f:
+        for (e, t), s, lab in zip(pairs, llr, labels):
+            f.write(f"{e} {t} {s:.6f}" + (f" {lab}" if lab else "") + "\n")
+    print(f"calibrated {len(llr)} scores -> {out}")

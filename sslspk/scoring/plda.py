@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from sslspk.data.embeddings import l2_normalize
+from sslspk.data.embeddings import l2_normalize, load_embeddings
 from sslspk.scoring.cosine import paired_dot, trial_rows
 from sslspk.scoring.metrics import compute_metrics
 from sslspk.utils.errors import InputError
@@ -254,3 +255,45 @@ def train_backend_on_dev(x: np.ndarray, labels: Sequence[str], lda_dims: Sequenc
             best = backend
     best.info["dev_eer"] = dev_eer
     return best
+
+
+def train_backend_files(emb_scp: str, utt2spk: str, out_model: str, *, lda_dims: Sequence[int] = (200,),
+                        dev_trials: str | None = None, dev_scp: str | None = None, num_em_iters: int = 10,
+                        labels_of: str = "") -> Backend:
+    """What ``train_backend.py`` does (its ``--help`` says what each option does): train a back-end on the
+    embeddings of ``emb_scp`` labelled by ``utt2spk`` (ids without a label skipped, with a warning), choosing
+    among several ``lda_dims`` on ``dev_trials``/``dev_scp``, and save it to ``out_model``; ``labels_of``:
+    what ``utt2spk`` holds, recorded in the model."""
+    from sslspk.utils.errors import MissingIdError
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
+
+    check_outputs_are_not_inputs([emb_scp, utt2spk, dev_trials, dev_scp], [out_model])
+    if len(lda_dims) > 1 and not (dev_trials and dev_scp):
+        raise InputError("several --lda-dim values need --dev-trials and --dev-scp to choose among them")
+    keys, mat = load_embeddings(emb_scp)
+    u2s = read_kv(utt2spk)
+    rows = [i for i, k in enumerate(keys) if k in u2s]
+    if not rows:
+        raise MissingIdError(f"none of the {len(keys)} embeddings of {emb_scp} has a label in {utt2spk}")
+    if len(rows) < len(keys):
+        print(f"WARNING: {len(keys) - len(rows)} of the {len(keys)} embeddings of {emb_scp} have no label "
+              f"in {utt2spk}: skipped", file=sys.stderr)
+    info = {"embeddings": os.path.abspath(emb_scp), "utt2spk": os.path.abspath(utt2spk),
+            "labels": labels_of}
+    x, labels = mat[rows], [u2s[keys[i]] for i in rows]
+    if len(lda_dims) > 1:
+        from sslspk.data.trials import read_trials
+
+        dev = read_trials(dev_trials)
+        if dev.labels is None:
+            raise InputError(f"{dev_trials}: the dev trials need target/nontarget labels")
+        backend = train_backend_on_dev(x, labels, lda_dims, load_embeddings(dev_scp), dev.enroll,
+                                       dev.test, dev.labels, num_em_iters, info)
+        print("dev EER by LDA dimension: " + ", ".join(f"{d} {100 * e:.2f}%"
+                                                       for d, e in backend.info["dev_eer"].items()))
+    else:
+        backend = train_backend(x, labels, lda_dims[0], num_em_iters, info)
+    backend.save(out_model)
+    print(f"back-end of {backend.info['num_embeddings']} embeddings, {backend.info['num_speakers']} speakers "
+          f"(LDA {backend.info['lda_dim'] or 'none'}, PLDA) -> {out_model}")
+    return backend

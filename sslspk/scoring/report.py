@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from sslspk.data.trials import check_pairs, read_trials
-from sslspk.scoring.metrics import Metrics
+from sslspk.scoring.metrics import Metrics, compute_metrics
 from sslspk.utils.errors import MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
@@ -219,3 +220,31 @@ def loop_table(exp_dir: str | os.PathLike, trials: str = "test", start: str = "s
         rows.append(f"| - | oracle{tag} (true labels) | {' | '.join(metrics(exp_dir / f'oracle{tag}'))} "
                     "| - | 1.000 | 1.000 | 1.000 | - | - | - |")
     return "\n".join(rows) + "\n"
+
+
+def score_file_metrics(scores_file: str, *, trials: str | None = None, p_target: Sequence[float] = (0.01, 0.05),
+                       c_miss: float = 1.0, c_fa: float = 1.0, drop_bad_trials: bool = False,
+                       results_dir: str | None = None, name: str | None = None, llr: bool = False,
+                       backend: str | None = None) -> None:
+    """What ``compute_metrics.py`` does (its ``--help`` says what each option does): print the EER and
+    minDCF (with LLRs, ``llr`` or a ``--calibration`` in the ``score.py`` options of ``<scores_file>.stamp``:
+    Cllr and actDCF too) of ``scores_file`` and, with ``results_dir``, add the row ``name`` to its results
+    (``backend``: by default from those options)."""
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+    from sslspk.utils.stamp import read_stamp, stamp_path
+
+    check_outputs_are_not_inputs([scores_file, stamp_path(scores_file), trials],
+                                 dir_and_files(results_dir, ("results.json", "results.md")))
+    opts = ((read_stamp(scores_file) or {}).get("options") or {}).get("score.py", "").split()
+    is_llr = llr or "--calibration" in opts
+    trained = opts[opts.index("--backend") + 1] if "--backend" in opts[:-1] else None   # plda, lda-cosine
+    row_backend = backend or (trained or ("as-norm" if "--cohort-scp" in opts else "cosine")) \
+        + ("+cal" if "--calibration" in opts else "")
+    scores, labels = read_scores(scores_file, trials, drop_bad_trials)
+    m = compute_metrics(scores, labels, tuple(p_target), c_miss, c_fa, llr=is_llr)
+    dcf = "  ".join(f"minDCF(p={p:g}) {v:.4f}" for p, v in m.min_dcf.items())
+    if m.cllr is not None:
+        dcf += f"  Cllr {m.cllr:.4f}  " + "  ".join(f"actDCF(p={p:g}) {v:.4f}" for p, v in m.act_dcf.items())
+    print(f"EER {100 * m.eer:.3f}%  {dcf}  ({m.num_target} target, {m.num_nontarget} nontarget trials)")
+    if results_dir:
+        update_results(results_dir, name, m, scores_file, backend=row_backend)

@@ -13,8 +13,6 @@ import numpy as np
 
 from sslspk.utils.config import ConfigError, from_dict
 
-METHODS = ("dino", "simclr", "moco")
-
 
 def parse_ssl_config(ssl_cfg: dict[str, Any] | None, where: str = "ssl") -> tuple[str, Any, Any]:
     """``(method, method config, SSPS config or None)`` of an ``ssl:`` block; ConfigError if invalid."""
@@ -28,15 +26,9 @@ def parse_ssl_config(ssl_cfg: dict[str, Any] | None, where: str = "ssl") -> tupl
         if ssps_cfg is not None:
             raise ConfigError(f"{where}: ssps and cluster_positives both choose the positives: keep one")
         from_dict(ClusterPositivesConfig, cp_cfg, f"{where}.cluster_positives")
-    if method == "dino":
-        from sslspk.ssl.dino import DINOConfig as C
-    elif method == "simclr":
-        from sslspk.ssl.simclr import SimCLRConfig as C
-    elif method == "moco":
-        from sslspk.ssl.moco import MoCoConfig as C
-    else:
-        raise ConfigError(f"ssl.method must be one of {', '.join(METHODS)}, got {method!r}")
-    mcfg = from_dict(C, cfg, f"{where} (method {method})")
+    from sslspk.ssl.base import SSL_METHODS
+
+    mcfg = from_dict(SSL_METHODS.get(method).config_cls, cfg, f"{where} (method {method})")
     scfg = None
     if ssps_cfg is not None:
         from sslspk.ssl.ssps import SSPSConfig
@@ -59,6 +51,8 @@ def build_ssl_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_ep
 
 def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, total_epochs: int, seed: int = 0):
     """The method's task with its optional SSPS."""
+    from sslspk.ssl.base import SSL_METHODS
+
     method, mcfg, scfg = parse_ssl_config(ssl_cfg)
     views = dataset.views
     embedding_ssps = scfg is not None and scfg.positive == "embedding"
@@ -89,14 +83,4 @@ def _build_method_task(ssl_cfg: dict[str, Any], encoder: Any, dataset: Any, tota
         ssps = SSPS(scfg, len(dataset), encoder.embedding_dim, (positive_view,),
                     speakers=spk if len(set(spk)) < len(spk) else None, recordings=rec, seed=seed,
                     positive_dim=positive_dim)
-    if method == "dino":
-        from sslspk.ssl.dino import DINO
-
-        return DINO(encoder, mcfg, total_epochs, ssps)
-    if method == "simclr":
-        from sslspk.ssl.simclr import SimCLR
-
-        return SimCLR(encoder, mcfg, ssps)
-    from sslspk.ssl.moco import MoCo
-
-    return MoCo(encoder, mcfg, ssps)
+    return SSL_METHODS.get(method).build(encoder, mcfg, total_epochs, ssps)

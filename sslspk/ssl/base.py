@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -12,8 +12,12 @@ from torch.nn import functional as F
 from sslspk.ssl.ssps import SSPS
 from sslspk.train.distributed import all_reduce_mean
 from sslspk.train.task import TrainTask
+from sslspk.utils.registry import Registry
 
 log = logging.getLogger("sslspk.train")
+
+#: Every SSL method by its ``type_name`` (the ``ssl.method`` of a config).
+SSL_METHODS = Registry("sslspk.ssl", "ssl.method must be one of {known}, got {name}")
 
 
 class SSLTask(TrainTask):
@@ -23,6 +27,20 @@ class SSLTask(TrainTask):
     they are listed in ``_ddp_params_and_buffers_to_ignore``, so DDP does not broadcast them from
     rank 0 at every step (as sslsv's BaseMethod); other buffers (batch norm statistics) are.
     """
+
+    #: The ``ssl.method`` naming this class (a subclass setting it registers in :data:`SSL_METHODS`).
+    type_name: ClassVar[str] = ""
+    #: The dataclass of the method's options.
+    config_cls: ClassVar[type] = object
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        SSL_METHODS.add(cls)
+
+    @classmethod
+    def build(cls, encoder: nn.Module, cfg: Any, total_epochs: int, ssps: SSPS | None) -> "SSLTask":
+        """The task around ``encoder`` with options ``cfg`` (``total_epochs``: for schedules that need it)."""
+        return cls(encoder, cfg, ssps)
 
     def __init__(self, encoder: nn.Module, ssps: SSPS | None = None):
         super().__init__()

@@ -60,7 +60,14 @@ class DINO(SSLTask):
     The teacher's encoder (an EMA of the student's) is the exported model, as in DINO.
     """
 
+    type_name = "dino"
+    config_cls = DINOConfig
     export_prefix = "teacher."
+
+    @classmethod
+    def build(cls, encoder, cfg: DINOConfig, total_epochs: int, ssps=None) -> "DINO":
+        """DINO schedules its teacher temperature and momentum over ``total_epochs``."""
+        return cls(encoder, cfg, total_epochs, ssps)
 
     def __init__(self, encoder, cfg: DINOConfig, total_epochs: int, ssps=None):
         super().__init__(encoder, ssps)

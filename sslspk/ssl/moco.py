@@ -64,6 +64,9 @@ def shuffled_forward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 class MoCo(SSLTask):
     """Views: group 0 = first crop, group 1 = second crop (one crop each)."""
 
+    type_name = "moco"
+    config_cls = MoCoConfig
+
     def __init__(self, encoder, cfg: MoCoConfig, ssps=None):
         super().__init__(encoder, ssps)
         self.cfg = cfg

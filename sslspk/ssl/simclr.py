@@ -36,6 +36,9 @@ class SimCLR(SSLTask):
     """Views: group 0 = anchor crop, group 1 = positive crop (one crop each); with SSPS
     ``positive: embedding``, group 2 = the clean reference crop (see :class:`~sslspk.ssl.ssps.SSPS`)."""
 
+    type_name = "simclr"
+    config_cls = SimCLRConfig
+
     def __init__(self, encoder, cfg: SimCLRConfig, ssps=None):
         super().__init__(encoder, ssps)
         self.cfg = cfg

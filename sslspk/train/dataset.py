@@ -112,7 +112,7 @@ class CropDataset(Dataset):
         """The utterances at least as long as the longest view; logs how many are skipped."""
         import logging
 
-        from sslspk.data.datadir import utt_durations
+        from sslspk.data.durations import utt_durations
 
         need = max(v.seconds for v in self.views)
         dur = self.data.utt2dur or utt_durations(self.data, str(self.data_dir), progress=False)[1]
