@@ -64,6 +64,8 @@ class SSPSConfig:
     queue_size: int | None = None  # audio: memory entries used to fit the prototypes / searched (None: all)
 
     def __post_init__(self) -> None:
+        check_ranges(self, start_epoch=">=0", queue_size=">=1", kmeans_iters=">=1", num_prototypes=">=1",
+                     neighbourhood=">=1", pos_queue_size=">=1", inter_sampling_size=">=0")
         if self.positive not in ("embedding", "audio"):
             raise ConfigError(f"ssps.positive must be embedding or audio, got {self.positive!r}")
         if self.sampling not in ("kmeans", "knn"):
@@ -71,12 +73,9 @@ class SSPSConfig:
         if self.positive == "embedding" and self.sampling != "kmeans":
             raise ConfigError("ssps.sampling: knn exists with positive: audio only (positive: embedding "
                               "samples among k-means prototypes)")
-        if self.neighbourhood < 1 or self.num_prototypes < 1 or self.kmeans_iters < 1:
-            raise ConfigError("ssps.neighbourhood, ssps.num_prototypes and ssps.kmeans_iters must be >= 1")
-        if not 0 <= self.inter_sampling_size < self.num_prototypes or self.pos_queue_size < 1:
-            raise ConfigError("ssps.inter_sampling_size must be in [0, num_prototypes) and "
-                              "ssps.pos_queue_size >= 1")
-        check_ranges(self, start_epoch=">=0", queue_size=">=1")
+        if self.inter_sampling_size >= self.num_prototypes:
+            raise ConfigError(f"ssps.inter_sampling_size must be below ssps.num_prototypes ({self.num_prototypes}), "
+                              f"got {self.inter_sampling_size}")
 
 
 def sample_positives(assign: np.ndarray, centroids: np.ndarray, neighbourhood: int,
