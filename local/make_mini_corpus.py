@@ -19,7 +19,7 @@ Outputs::
     CORPUS_DIR/wav/<spk>/<utt>.wav      16-bit mono WAV
     CORPUS_DIR/speakers.json            voice parameters per speaker
     CORPUS_DIR/channels.json            channel (EQ, RT60, noise, SNR, peak level) per utterance
-    CORPUS_DIR/.done                    completion marker (JSON of the arguments), written last
+    CORPUS_DIR.stamp                    its stamp (sslspk/utils/stamp.py: the arguments), written last
     DATA_DIR/{train,test}/{wav.scp,utt2spk,spk2utt}
     DATA_DIR/test/trials                "<enroll-utt> <test-utt> target|nontarget"
 
@@ -51,6 +51,7 @@ from sslspk.data.tables import write_core_tables  # noqa: E402
 from sslspk.data.trials import count_pairs, sample_trials, write_trials  # noqa: E402
 from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.fileio import atomic_write  # noqa: E402
+from sslspk.utils.stamp import Stamp, remove_stamp  # noqa: E402
 
 # Bump when the synthesis changes so that existing corpora are regenerated.
 GENERATOR_VERSION = 3
@@ -384,18 +385,24 @@ def plan(args: argparse.Namespace, corpus_dir: Path) -> tuple[list[Speaker], lis
 
 
 def marker_content(args: argparse.Namespace, data_dir: Path) -> dict:
-    """What the ``.done`` marker records: everything that determines the output."""
+    """What the stamp records: everything that determines the output."""
     keys = ["num_train_speakers", "num_test_speakers", "utts_per_speaker", "min_dur", "max_dur", "seed",
             "sample_rate", "num_trials"]
     return {"version": GENERATOR_VERSION, "data_dir": str(data_dir), **{k: getattr(args, k) for k in keys}}
 
 
 def is_complete(corpus_dir: Path, data_dir: Path, marker: dict, jobs: list[UttJob]) -> bool:
-    """True when the marker matches ``marker`` and every output file exists."""
+    """True when the corpus's stamp records ``marker`` and every output file exists (a corpus made before
+    stamps, whose ``.done`` marker holds ``marker``, is stamped once)."""
+    stamp = Stamp(options=marker)
+    legacy = corpus_dir / ".done"
     try:
-        if json.loads((corpus_dir / ".done").read_text()) != marker:
-            return False
+        old = json.loads(legacy.read_text()) if legacy.is_file() else None
     except (OSError, ValueError):
+        old = None
+    if stamp.adopt(corpus_dir, old == marker):
+        legacy.unlink()
+    if not stamp.is_fresh(corpus_dir):
         return False
     needed = [data_dir / s / f for s in ("train", "test") for f in ("wav.scp", "utt2spk", "spk2utt")]
     needed += [data_dir / "test" / "trials", corpus_dir / "speakers.json", corpus_dir / "channels.json"]
@@ -413,6 +420,7 @@ def generate(args: argparse.Namespace) -> bool:
     if not args.force and is_complete(corpus_dir, data_dir, marker, jobs):
         print(f"{corpus_dir}: complete for these arguments, nothing to do (--force true to regenerate)")
         return False
+    remove_stamp(corpus_dir)
     (corpus_dir / ".done").unlink(missing_ok=True)
     shutil.rmtree(corpus_dir / "wav", ignore_errors=True)
     for spk in speakers:
@@ -437,9 +445,7 @@ def generate(args: argparse.Namespace) -> bool:
     num_tgt = min(num_tgt, args.num_trials // 2)
     trials = sample_trials(test_utt2spk, num_tgt, min(num_non, args.num_trials - num_tgt), args.seed)
     write_trials(data_dir / "test" / "trials", trials)
-    with atomic_write(corpus_dir / ".done") as f:
-        json.dump(marker, f, sort_keys=True)
-        f.write("\n")
+    Stamp(options=marker).write(corpus_dir)
 
     hours = sum(j.num_samples for j in jobs) / args.sample_rate / 3600.0
     n_tgt = trials.num_target
@@ -452,7 +458,7 @@ def generate(args: argparse.Namespace) -> bool:
 def get_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus_dir", help="where audio, speakers.json and the .done marker go")
+    p.add_argument("corpus_dir", help="where audio and speakers.json go (its stamp: CORPUS_DIR.stamp)")
     p.add_argument("data_dir", help="where the Kaldi data dirs train/ and test/ go")
     p.add_argument("--num-train-speakers", type=int, default=40)
     p.add_argument("--num-test-speakers", type=int, default=30)

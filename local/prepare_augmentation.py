@@ -15,7 +15,7 @@ what the ``augment:`` block of a training config names as ``source``. Two kinds 
   direct-path peak, exponentially decaying noise tail with RT60 0.2-0.8 s). They stand in for
   MUSAN/RIRS_NOISES in the recipes sized for this machine; real sets are closer to real recordings.
 
-A completion marker (``AUDIO_DIR/.done``, the options) makes a re-run with the same options a no-op.
+A stamp (``AUDIO_DIR.stamp``, sslspk/utils/stamp.py: the options) makes a re-run with the same options a no-op.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from sslspk.data.tables import write_core_tables  # noqa: E402
 from sslspk.utils.config import parse_bool  # noqa: E402
 from sslspk.utils.errors import InputError  # noqa: E402
 from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs  # noqa: E402
+from sslspk.utils.stamp import Stamp, remove_stamp  # noqa: E402
 
 SETS = ("noise", "music", "babble", "rirs")
 NOISE_SECONDS, MUSIC_SECONDS, BABBLE_SECONDS = 5.0, 8.0, 3.0
@@ -185,12 +186,15 @@ def make_synthetic(kinds: list[str], counts: dict[str, int], seed: int, sample_r
     """Render the synthetic sets ``kinds`` under ``audio_dir`` (unless complete) and write their data dirs."""
     jobs = [j for j in plan_synthetic(counts, seed, sample_rate, audio_dir) if j.kind in kinds]
     marker = {"version": VERSION, "seed": seed, "sample_rate": sample_rate, **{k: counts[k] for k in kinds}}
-    done = audio_dir / ".done"
-    complete = (done.is_file() and json.loads(done.read_text()) == marker
-                and all(Path(j.path).is_file() for j in jobs) and (audio_dir / "augment.json").is_file())
+    stamp, legacy = Stamp(options=marker), audio_dir / ".done"   # .done: the record of sets made before stamps
+    if stamp.adopt(audio_dir, legacy.is_file() and json.loads(legacy.read_text()) == marker):
+        legacy.unlink()
+    complete = (stamp.is_fresh(audio_dir) and all(Path(j.path).is_file() for j in jobs)
+                and (audio_dir / "augment.json").is_file())
     if force or not complete:
         start = time.time()
-        done.unlink(missing_ok=True)
+        remove_stamp(audio_dir)
+        legacy.unlink(missing_ok=True)
         for sub in ("noise", "rirs"):
             shutil.rmtree(audio_dir / sub, ignore_errors=True)
         for j in jobs:
@@ -205,9 +209,7 @@ def make_synthetic(kinds: list[str], counts: dict[str, int], seed: int, sample_r
         with atomic_write(audio_dir / "augment.json") as f:
             json.dump(info, f, indent=1, sort_keys=True)
             f.write("\n")
-        with atomic_write(done) as f:
-            json.dump(marker, f, sort_keys=True)
-            f.write("\n")
+        stamp.write(audio_dir)
         print(f"synthetic augmentation sets: {', '.join(f'{counts[k]} {k}' for k in kinds)} "
               f"in {time.time() - start:.1f} s -> {audio_dir}")
     for kind in kinds:

@@ -338,21 +338,33 @@ def test_split_too_many_parts(data: Path) -> None:
 
 
 def test_split_is_reused_until_source_changes(data: Path) -> None:
-    old = 1_000_000_000
+    """The split's stamp (content and mode, not file times): a touch reuses it, other content redoes it
+    even when older, and a split made before stamps (``split2/.done``, newer than its sources) is adopted."""
+    from sslspk.utils.stamp import stamp_path
+
+    split_data(data, 2)
+    stamp = stamp_path(data / "split2")
+    first = stamp.stat().st_mtime_ns
     for f in data.iterdir():
-        os.utime(f, (old, old))
+        if f.is_file() and f != stamp:
+            os.utime(f)   # touched, same content
     split_data(data, 2)
-    marker = data / "split2" / ".done"
-    stamp = marker.stat().st_mtime_ns
-    split_data(data, 2)
-    assert marker.stat().st_mtime_ns == stamp  # reused
+    assert stamp.stat().st_mtime_ns == first  # reused
     split_data(data, 2, per_spk=True)  # other mode: redone
     assert [DataDir.load(data / "split2" / k).spks for k in "12"] == [["spkA"], ["spkB", "spkC"]]
+    old = 1_000_000_000
     write(data / "utt2spk", "".join(f"{u} {UTTS[u][0]}\n" for u in sorted(UTTS)[:4]))
     write(data / "wav.scp", "".join(line + "\n" for line in (data / "wav.scp").read_text().splitlines()[:4]))
-    os.utime(marker, (old, old))
+    for f in (data / "utt2spk", data / "wav.scp"):
+        os.utime(f, (old, old))   # other content, older than the split
     split_data(data, 2, per_spk=True)
     assert [u for k in "12" for u in DataDir.load(data / "split2" / k).utts] == sorted(UTTS)[:4]
+    stamp.unlink()   # a split of before stamps: its .done marker names the mode and is newer than the sources
+    (data / "split2" / ".done").write_text("per-spk\n")
+    parts = {p: p.stat().st_mtime_ns for p in (data / "split2").rglob("utt2spk")}
+    split_data(data, 2, per_spk=True)
+    assert stamp.is_file() and not (data / "split2" / ".done").exists()
+    assert {p: p.stat().st_mtime_ns for p in parts} == parts   # adopted, not redone
 
 
 def test_split_scp(data: Path, tmp_path: Path) -> None:

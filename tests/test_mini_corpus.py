@@ -54,7 +54,7 @@ def test_layout_and_audio(tiny):
         assert p.parent.name == p.stem.split("-")[0]
         x, _ = sf.read(p)
         assert 0 < np.abs(x).max() < 1.0 and np.isfinite(x).all()
-    assert (corpus / "speakers.json").is_file() and (corpus / ".done").is_file()
+    assert (corpus / "speakers.json").is_file() and (corpus.parent / "corpus.stamp").is_file()
     channels = json.loads((corpus / "channels.json").read_text())
     assert sorted(channels) == sorted(p.stem for p in wavs)
     assert all(5.0 <= c["snr_db"] <= 30.0 and c["noise"] in ("white", "pink", "brown") for c in channels.values())
@@ -108,8 +108,16 @@ def test_determinism_marker_and_stale_files(tmp_path):
         assert (a / "corpus" / name).read_bytes() == (b / "corpus" / name).read_bytes()
     assert (a / "data/test/trials").read_bytes() == (b / "data/test/trials").read_bytes()
 
-    # An interrupted run (no marker) is redone; changed arguments regenerate and drop stale files.
-    (a / "corpus" / ".done").unlink()
+    # A corpus of before stamps (its .done marker records the arguments) is stamped, not redone.
+    stamp = a / "corpus.stamp"
+    marker = json.loads(stamp.read_text())["options"]
+    stamp.unlink()
+    (a / "corpus" / ".done").write_text(json.dumps(mmc.marker_content(
+        mmc.get_parser().parse_args([*TINY, str(a / "corpus"), str(a / "data")]), (a / "data").resolve())))
+    assert not mmc.generate(mmc.get_parser().parse_args([*TINY, str(a / "corpus"), str(a / "data")]))
+    assert json.loads(stamp.read_text())["options"] == marker and not (a / "corpus" / ".done").exists()
+    # An interrupted run (no stamp) is redone; changed arguments regenerate and drop stale files.
+    stamp.unlink()
     assert mmc.generate(mmc.get_parser().parse_args([*TINY, str(a / "corpus"), str(a / "data")]))
     assert _wav_bytes(a / "corpus") == wb
     smaller = [*TINY, "--num-train-speakers", "2"]

@@ -86,8 +86,8 @@ def test_deterministic_rerun_noop_and_seed(synthetic, tmp_path):
     run(*OPTS, "--seed", "1", "--audio-dir", str(tmp_path / "other"), str(tmp_path / "d2"))
     same, other = audio_bytes(tmp_path / "same"), audio_bytes(tmp_path / "other")
     assert same == before and other.keys() == before.keys() and all(other[k] != before[k] for k in before)
-    # An interrupted run (no marker) is redone.
-    (tmp_path / "same" / ".done").unlink()
+    # An interrupted run (no stamp) is redone.
+    (tmp_path / "same.stamp").unlink()
     again = run(*OPTS, "--audio-dir", str(tmp_path / "same"), str(tmp_path / "d1"))
     assert "synthetic augmentation sets" in again.stdout
 

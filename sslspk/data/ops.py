@@ -113,20 +113,26 @@ def split_data(path: str | Path, nj: int, per_spk: bool = False) -> list[Path]:
 
     Per utterance (default) the sorted utts are cut into ``nj`` contiguous near-equal
     parts; with ``per_spk`` whole speakers (in sorted order) are grouped so the parts
-    have near-equal utts. An existing split made the same way after the source files
-    last changed is reused.
+    have near-equal utts. An existing split made the same way from the same source files (their
+    content: the stamp ``<dir>/split<nj>.stamp``, sslspk.utils.stamp) is reused.
     """
+    from sslspk.utils.stamp import Stamp, remove_stamp
+
     d = Path(path)
     if nj < 1:
         raise DataDirError(f"split: number of parts must be >= 1, got {nj}")
     out = d / f"split{nj}"
     mode = "per-spk" if per_spk else "per-utt"
-    marker = out / ".done"
+    legacy = out / ".done"   # the record of a split made before stamps: its mode, judged by file times
     parts = [out / str(k) for k in range(1, nj + 1)]
-    sources = [d / name for name in MANAGED_FILES if name not in ("spk2utt", "trials") and (d / name).is_file()]
-    if (marker.is_file() and marker.read_text().strip() == mode and all(p.is_dir() for p in parts)
-            and all(marker.stat().st_mtime > s.stat().st_mtime for s in sources)):
-        return parts
+    sources = [d / name for name in MANAGED_FILES if name not in ("spk2utt", "trials")]
+    stamp = Stamp(sources, {"mode": mode})
+    if all(p.is_dir() for p in parts):
+        if stamp.adopt(out, legacy.is_file() and legacy.read_text().strip() == mode
+                       and all(legacy.stat().st_mtime > s.stat().st_mtime for s in sources if s.is_file())):
+            legacy.unlink()
+        if stamp.is_fresh(out):
+            return parts
     dd = DataDir.load(d)
     if per_spk:
         spk2utt = dd.spk2utt
@@ -140,11 +146,11 @@ def split_data(path: str | Path, nj: int, per_spk: bool = False) -> list[Path]:
         if nj > len(utts):
             raise DataDirError(f"split: cannot split {len(utts)} utts of {d} into {nj} parts")
         groups = [utts[b:e] for b, e in _parts(len(utts), nj)]
-    marker.unlink(missing_ok=True)
+    remove_stamp(out)
+    legacy.unlink(missing_ok=True)
     for part, group in zip(parts, groups):
         dd.subset(group, keep_trials=False).save(part)
-    with atomic_write(marker) as f:
-        f.write(mode + "\n")
+    stamp.write(out)
     return parts
 
 
