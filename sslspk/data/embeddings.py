@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -76,25 +76,13 @@ def count_lines(path: str | os.PathLike) -> int:
     return n + (last != b"\n")
 
 
-def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """``(keys, matrix [N, D] float32)`` of an scp, streamed into one preallocated matrix
-    (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
-
-    Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
-    entry, a vector whose dimension differs from the first, with NaN/inf values or of zero norm,
-    duplicate keys, an empty scp.
-    """
+def iter_scp_arrays(scp: Path, what: str, dtype: type = np.float32) -> Iterator[tuple[int, str, np.ndarray]]:
+    """``(line number, key, array)`` of each entry of an scp of Kaldi arrays, read with one open file per
+    ark. :class:`FormatError` names the scp line of a malformed line, a duplicate key or an unreadable
+    entry (``what``: the kind of array, for the messages)."""
     import kaldiio
 
-    scp = Path(scp)
-    if not scp.is_file():
-        raise FileNotFoundError(f"{scp}: embeddings scp not found")
-    n = count_lines(scp)
-    if n == 0:
-        raise FormatError(scp, None, "no embeddings")
-    keys: list[str] = []
     seen: dict[str, int] = {}
-    mat: np.ndarray | None = None
     fds: dict = {}
     try:
         for lineno, line in iter_lines(scp):
@@ -105,21 +93,42 @@ def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
             if key in seen:
                 raise FormatError(scp, lineno, f"duplicate key {key!r} (first on line {seen[key]})")
             try:
-                vec = np.asarray(kaldiio.load_mat(entry, fd_dict=fds), dtype=np.float32).reshape(-1)
+                arr = np.asarray(kaldiio.load_mat(entry, fd_dict=fds), dtype=dtype)
             except Exception as e:
-                raise FormatError(scp, lineno, f"cannot read embedding {key!r} from {entry!r}: {e}") from e
-            if mat is None:
-                if vec.size == 0:
-                    raise FormatError(scp, lineno, f"embedding {key!r} is empty")
-                mat = np.empty((n, vec.size), dtype=np.float32)
-            elif vec.size != mat.shape[1]:
-                raise FormatError(scp, lineno, f"embedding {key!r} has dim {vec.size}, expected {mat.shape[1]}")
-            mat[len(keys)] = vec
+                raise FormatError(scp, lineno, f"cannot read {what} {key!r} from {entry!r}: {e}") from e
             seen[key] = lineno
-            keys.append(key)
+            yield lineno, key, arr
     finally:
         for fd in fds.values():
             fd.close()
+
+
+def load_embeddings(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """``(keys, matrix [N, D] float32)`` of an scp, streamed into one preallocated matrix
+    (no list of vectors: the peak memory is the matrix itself, also at 1M embeddings).
+
+    Errors (:class:`FormatError`) name the scp line: missing file, malformed line, unreadable
+    entry, a vector whose dimension differs from the first, with NaN/inf values or of zero norm,
+    duplicate keys, an empty scp.
+    """
+    scp = Path(scp)
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp}: embeddings scp not found")
+    n = count_lines(scp)
+    if n == 0:
+        raise FormatError(scp, None, "no embeddings")
+    keys: list[str] = []
+    mat: np.ndarray | None = None
+    for lineno, key, vec in iter_scp_arrays(scp, "embedding"):
+        vec = vec.reshape(-1)
+        if mat is None:
+            if vec.size == 0:
+                raise FormatError(scp, lineno, f"embedding {key!r} is empty")
+            mat = np.empty((n, vec.size), dtype=np.float32)
+        elif vec.size != mat.shape[1]:
+            raise FormatError(scp, lineno, f"embedding {key!r} has dim {vec.size}, expected {mat.shape[1]}")
+        mat[len(keys)] = vec
+        keys.append(key)
     assert mat is not None and len(keys) == n
     bad = np.flatnonzero(~np.isfinite(mat).all(axis=1))   # row i is line i + 1
     if bad.size:

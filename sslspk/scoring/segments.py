@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from sslspk.data.embeddings import MIN_NORM, l2_normalize, zero_norm_rows
+from sslspk.data.embeddings import MIN_NORM, iter_scp_arrays, l2_normalize, zero_norm_rows
 from sslspk.scoring.cosine import paired_dot, trial_rows
-from sslspk.utils.fileio import FormatError, iter_lines
+from sslspk.utils.fileio import FormatError
 
 
 def load_segment_means(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
@@ -25,44 +25,25 @@ def load_segment_means(scp: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     its length-normalised segment embeddings (the mean cosine over segment pairs is the dot product of
     two such means). Errors name the scp line: unreadable entry, a matrix whose shape differs from the
     first, NaN/inf values, a segment embedding of zero norm, duplicate keys, no entries."""
-    import kaldiio
-
     scp = Path(scp)
     if not scp.is_file():
         raise FileNotFoundError(f"{scp}: segment embeddings scp not found")
     keys: list[str] = []
     rows: list[np.ndarray] = []
-    seen: dict[str, int] = {}
     shape: tuple[int, ...] | None = None
-    fds: dict = {}
-    try:
-        for lineno, line in iter_lines(scp):
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise FormatError(scp, lineno, f"expected '<key> <ark>:<offset>', got {line!r}")
-            key, entry = parts[0], parts[1].strip()
-            if key in seen:
-                raise FormatError(scp, lineno, f"duplicate key {key!r} (first on line {seen[key]})")
-            try:
-                mat = np.asarray(kaldiio.load_mat(entry, fd_dict=fds), dtype=np.float64)
-            except Exception as e:
-                raise FormatError(scp, lineno, f"cannot read segment embeddings {key!r} from {entry!r}: {e}") from e
-            if mat.ndim != 2 or mat.size == 0 or (shape is not None and mat.shape != shape):
-                want = "a non-empty [segments, dim] matrix" if shape is None else f"shape {shape}"
-                raise FormatError(scp, lineno, f"segment embeddings {key!r} have shape {mat.shape}, expected {want}")
-            if not np.isfinite(mat).all():
-                raise FormatError(scp, lineno, f"segment embeddings {key!r} have NaN/inf values")
-            zero = zero_norm_rows(mat)
-            if zero.size:
-                raise FormatError(scp, lineno, f"segment embeddings {key!r}: segment {int(zero[0])} has zero norm "
-                                               f"(below {MIN_NORM:g}): no direction to score")
-            shape = mat.shape
-            seen[key] = lineno
-            keys.append(key)
-            rows.append(l2_normalize(mat).mean(axis=0))
-    finally:
-        for fd in fds.values():
-            fd.close()
+    for lineno, key, mat in iter_scp_arrays(scp, "segment embeddings", np.float64):
+        if mat.ndim != 2 or mat.size == 0 or (shape is not None and mat.shape != shape):
+            want = "a non-empty [segments, dim] matrix" if shape is None else f"shape {shape}"
+            raise FormatError(scp, lineno, f"segment embeddings {key!r} have shape {mat.shape}, expected {want}")
+        if not np.isfinite(mat).all():
+            raise FormatError(scp, lineno, f"segment embeddings {key!r} have NaN/inf values")
+        zero = zero_norm_rows(mat)
+        if zero.size:
+            raise FormatError(scp, lineno, f"segment embeddings {key!r}: segment {int(zero[0])} has zero norm "
+                                           f"(below {MIN_NORM:g}): no direction to score")
+        shape = mat.shape
+        keys.append(key)
+        rows.append(l2_normalize(mat).mean(axis=0))
     if not keys:
         raise FormatError(scp, None, "no segment embeddings")
     return keys, np.stack(rows)
