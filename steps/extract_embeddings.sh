@@ -55,7 +55,7 @@ legacy_digest() {  # <options>: the <scp>.inputs record of before stamps (sslspk
 }
 
 tmp=; trap 'rm -f "$tmp"' EXIT
-jforce=(); [ "$force" != true ] || jforce=(--force)
+jforce=(); [ "$force" != true ] || jforce=(--force true)
 stamp_inputs=()   # what every scp is made from (sslspk.extraction.extraction_stamp)
 for f in "$model_dir/config.yaml" "$model_dir/model.pt" "$data/wav.scp" "$data/utt2spk" "$data/segments"; do
   stamp_inputs+=(--input "$f")
