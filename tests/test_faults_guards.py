@@ -306,8 +306,17 @@ def test_kill_of_the_launchers_group_kills_the_workers(tmp_path, recipe_env):
         os.kill(worker, signal.SIGKILL)
     assert not alive, f"worker {worker} still training after its launcher was killed"
     assert not (exp / "model.pt").exists()
-    with exclusive_lock(exp / ".lock", "test: rerun", wait=False):   # a rerun gets the exp dir
-        pass
+    from sslspk.utils.errors import BusyError
+
+    deadline = time.time() + 30   # the worker's data-loader processes inherited the lock: they follow within seconds
+    while True:
+        try:
+            with exclusive_lock(exp / ".lock", "test: rerun", wait=False):   # a rerun gets the exp dir
+                break
+        except BusyError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------ values checked before work
