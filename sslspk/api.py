@@ -212,6 +212,28 @@ class SpeakerEmbedder:
         return info
 
 
+def embed_files(model: str, audio: Sequence[str], device: str = "cpu") -> dict[str, Any]:
+    """``embed.py``: ``{"model", "sample_rate", "dim", "embeddings": {file: [D floats, 7 decimals]}}`` of the audio
+    files ``audio`` embedded by the model dir (or checkpoint) ``model``."""
+    emb = SpeakerEmbedder.from_pretrained(model, device=device)
+    vecs = emb.embed_batch(list(audio), progress=False)
+    return {"model": model, "sample_rate": emb.sample_rate, "dim": int(vecs.shape[1]),
+            "embeddings": {a: [round(float(x), 7) for x in v] for a, v in zip(audio, vecs)}}
+
+
+def verify_files(model: str, audio_a: str, audio_b: str, threshold: float | None = None,
+                 device: str = "cpu") -> dict[str, Any]:
+    """``verify.py``: ``{"a", "b", "score", "threshold", "same_speaker"}`` of two audio files scored by ``model``;
+    the threshold is ``threshold``, else the model dir's ``threshold.json``; without either ``same_speaker``
+    is None."""
+    emb = SpeakerEmbedder.from_pretrained(model, device=device)
+    if threshold is not None:
+        emb.set_threshold(threshold)
+    score = emb.score(audio_a, audio_b)
+    same = None if emb.threshold is None else bool(score >= emb.threshold)
+    return {"a": audio_a, "b": audio_b, "score": score, "threshold": emb.threshold, "same_speaker": same}
+
+
 class _AudioSource:
     """Id → waveform from a data dir, a wav.scp or a mapping."""
 

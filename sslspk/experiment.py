@@ -138,6 +138,21 @@ def print_config(config: str | os.PathLike, kind: str, overrides: list[str] | tu
     print(yaml.safe_dump(resolved_config(cfg, parsed), sort_keys=False), end="")
 
 
+def training_command(config: str, kind: str, *, data_dir: str | None = None, exp_dir: str | None = None,
+                     force: bool = False, overrides: list[str] | tuple[str, ...] = (), print_only: bool = False,
+                     init: str | None = None, ref_utt2spk: str | None = None) -> None:
+    """``train_ssl.py``/``train_pseudo.py``: :func:`print_config` (``print_only``), or :func:`train_from_config`
+    in a process that a ``kill -9`` of its launcher stops too (:func:`sslspk.train.distributed.die_with_launcher`)."""
+    if print_only:
+        print_config(config, kind, overrides, init)
+        return
+    from sslspk.train.distributed import die_with_launcher
+
+    die_with_launcher()
+    train_from_config(config, data_dir, exp_dir, kind=kind, force=force, init=init, ref_utt2spk=ref_utt2spk,
+                      overrides=overrides)
+
+
 def _model_block(cfg: dict[str, Any], init: str | os.PathLike | None, where: str) -> dict[str, Any]:
     """The ``model:`` block: from the config, or from the ``init`` model dir (they must agree)."""
     if init is None:

@@ -529,3 +529,39 @@ def test_ahc_clusters_from_takes_the_count_of_an_earlier_clustering(tmp_path):
     with pytest.raises(SystemExit):   # not with --ahc-clusters
         main(["--k", "0", "--ahc-clusters", "3", "--ahc-clusters-from", str(tmp_path / "pl1" / "clusters.json"),
               str(scp), str(data), str(tmp_path / "pl3")])
+
+
+def test_cluster_stage_checks_the_options_first_then_clusters_and_prints_one_line(tmp_path, capsys):
+    """cluster_stage (bin/cluster.py): --check-options reads no file; --ahc-clusters-from needs a clusters.json
+    and no AHC cut of its own; an output over an input is refused before any work; the summary line counts
+    utterances and clusters and scores them against the reference."""
+    from sslspk.cluster.pseudo_labels import cluster_stage
+    from sslspk.utils.config import ConfigError
+    from sslspk.utils.errors import InputError
+
+    absent = [str(tmp_path / "none.scp"), str(tmp_path / "nodata"), str(tmp_path / "o")]
+    cluster_stage(*absent, ClusterConfig(k=3), check_only=True)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="k=0 .* needs ahc_clusters"):
+        cluster_stage(*absent, ClusterConfig(k=0), check_only=True)
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(InputError, match="c.json: not a clusters.json with num_clusters"):
+        cluster_stage(*absent, ClusterConfig(k=0), ahc_clusters_from=str(tmp_path / "c.json"), check_only=True)
+    (tmp_path / "c.json").write_text('{"num_clusters": 4}')
+    with pytest.raises(InputError, match="goes without --ahc-clusters"):
+        cluster_stage(*absent, ClusterConfig(k=0, ahc_clusters=2), ahc_clusters_from=str(tmp_path / "c.json"))
+    data, scp, _ = make_corpus(tmp_path, num=4, per=5)
+    with pytest.raises(InputError, match="utt2spk"):   # the report would overwrite the data dir's utt2spk
+        cluster_stage(str(scp), str(data), str(tmp_path / "o"), ClusterConfig(k=0, ahc_clusters=4),
+                      ref_utt2spk=str(tmp_path / "o" / "utt2spk"))
+    capsys.readouterr()
+    cluster_stage(str(scp), str(data), str(tmp_path / "pl"), ClusterConfig(k=10),
+                  ahc_clusters_from=str(tmp_path / "c.json"), ref_utt2spk=str(data / "utt2spk"))
+    s = json.loads((tmp_path / "pl" / "clusters.json").read_text())
+    assert s["num_clusters"] == 4 and s["reference"]["final"]["nmi"] == pytest.approx(1.0)
+    assert capsys.readouterr().out == (f"wrote {tmp_path / 'pl'}: 20 of 20 utts in 4 pseudo speakers (k-means 10, "
+                                       "AHC 4); vs reference: NMI 1.0000 ARI 1.0000 purity 1.0000 "
+                                       "inverse purity 1.0000\n")
+    cluster_stage(str(scp), str(data), str(tmp_path / "pl"), ClusterConfig(k=10),
+                  ahc_clusters_from=str(tmp_path / "c.json"), ref_utt2spk=str(data / "utt2spk"))
+    assert "is complete and up to date: nothing to do" in capsys.readouterr().out

@@ -624,7 +624,7 @@ def test_one_sample_rate_per_config(tmp_path, recipe_env):
     from sslspk.models import with_sample_rate
     from sslspk.utils.config import ConfigError
 
-    with pytest.raises(ConfigError, match="a WavLM model takes 16000 Hz audio"):
+    with pytest.raises(ConfigError, match="a model of type wavlm takes 16000 Hz audio"):
         with_sample_rate({"type": "wavlm"}, 8000)
 
 

@@ -104,3 +104,32 @@ def test_a_class_registers_by_defining_type_name():
         SSL_METHODS.remove("test_twin")
         SSL_METHODS.remove("test_twin_old")
     assert "test_mean" not in MODELS.names()
+
+
+def test_an_alias_is_the_class_it_names_everywhere():
+    """An earlier name (``type_aliases``, here ``wavlm`` of the pretrained encoder) goes through the registry
+    only: with_sample_rate asks the class it names for its fixed rate, as build_model builds that class."""
+    from sslspk.models import with_sample_rate
+    from sslspk.models.wavlm import PretrainedEncoder
+
+    assert MODELS.find("wavlm") is MODELS.find("pretrained") is PretrainedEncoder and MODELS.find("nope") is None
+    for name in ("pretrained", "wavlm"):
+        with pytest.raises(ConfigError, match=f"^x: sample_rate 8000: a model of type {name} takes 16000 Hz audio$"):
+            with_sample_rate({"type": name}, 8000, "x")
+        assert with_sample_rate({"type": name}, 16000) == {"type": name}   # no front-end of ours added
+
+    class Narrowband(Model):
+        type_name = "test_narrowband"
+        type_aliases = ("test_narrowband_old",)
+        fixed_sample_rate = 8000
+
+    try:
+        with pytest.raises(ConfigError, match="a model of type test_narrowband_old takes 8000 Hz audio"):
+            with_sample_rate({"type": "test_narrowband_old"}, 16000)
+        assert with_sample_rate({"type": "test_narrowband_old"}, 8000) == {"type": "test_narrowband_old"}
+    finally:
+        MODELS.remove("test_narrowband")
+        MODELS.remove("test_narrowband_old")
+    # A type with a front-end (or an unknown one, which build_model names) takes the config's rate.
+    for name in ("ecapa_tdnn", "nope"):
+        assert with_sample_rate({"type": name}, 8000) == {"type": name, "frontend": {"sample_rate": 8000}}

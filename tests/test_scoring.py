@@ -140,3 +140,47 @@ def test_score_and_metrics_cli(tmp_path):
     (tmp_path / "bad").write_text("1 s0-u0 s0-u1\n0 s0-u0\n")
     r = run("bin/score.py", str(tmp_path / "bad"), str(tmp_path / "e.scp"), str(tmp_path / "x"))
     assert r.returncode == 1 and "bad:2:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_speaker_mean_embeddings_file(tmp_path, capsys):
+    """speaker_mean_embeddings.py: the speakers of the data dir's utt2spk, each the mean of its utterances'
+    length-normalised embeddings, keyed by speaker id."""
+    from sslspk.data.embeddings import speaker_mean_embeddings_file
+
+    write_embeddings(tmp_path / "e.ark", tmp_path / "e.scp",
+                     [("a-1", np.array([3.0, 0])), ("a-2", np.array([0, 2.0])), ("b-1", np.array([0, 5.0]))])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "utt2spk").write_text("a-1 a\na-2 a\nb-1 b\n")
+    n = speaker_mean_embeddings_file(tmp_path / "d", tmp_path / "e.scp", tmp_path / "m.ark", tmp_path / "m.scp")
+    assert n == 2 and capsys.readouterr().out == f"wrote 2 speaker embeddings to {tmp_path / 'm.scp'}\n"
+    keys, mat = load_embeddings(tmp_path / "m.scp")
+    assert keys == ["a", "b"]
+    np.testing.assert_allclose(mat, [[0.5, 0.5], [0, 1.0]])
+
+
+def test_split_trials_file_halves_speakers(tmp_path, capsys):
+    """split_trials.py: two trial lists with no speaker in common, the cross-half trials dropped, labels kept;
+    an empty half is an error naming it."""
+    from sslspk.data.trials import split_trials_file
+    from sslspk.utils.errors import InputError
+
+    utt2spk = {f"s{s}-u{u}": f"s{s}" for s in range(4) for u in range(3)}
+    (tmp_path / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utt2spk.items()))
+    utts = list(utt2spk)
+    with open(tmp_path / "trials", "w") as f:
+        for i, a in enumerate(utts):
+            for b in utts[i + 1:]:
+                f.write(f"{a} {b} {'target' if utt2spk[a] == utt2spk[b] else 'nontarget'}\n")
+    split_trials_file(str(tmp_path / "utt2spk"), str(tmp_path / "trials"), str(tmp_path / "dev"),
+                      str(tmp_path / "eval"), seed=3)
+    halves = [read_trials(tmp_path / name) for name in ("dev", "eval")]
+    spks = [{utt2spk[u] for u in (*t.enroll, *t.test)} for t in halves]
+    assert len(spks[0]) == len(spks[1]) == 2 and not spks[0] & spks[1]
+    for t in halves:   # every within-half pair of the 6 utterances of 2 speakers, with its label
+        assert len(t) == 15
+        assert all(lab == (utt2spk[e] == utt2spk[s]) for e, s, lab in zip(t.enroll, t.test, t.labels))
+    assert capsys.readouterr().out == f"15 trials -> {tmp_path / 'dev'}, 15 trials -> {tmp_path / 'eval'}\n"
+    (tmp_path / "cross").write_text("s0-u0 s1-u0 nontarget\n")
+    with pytest.raises(InputError, match="the split of .*cross left no trials"):
+        split_trials_file(str(tmp_path / "utt2spk"), str(tmp_path / "cross"), str(tmp_path / "d2"),
+                          str(tmp_path / "e2"))

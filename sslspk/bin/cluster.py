@@ -27,7 +27,6 @@ embeddings, k-means++ seeding, 300 iterations, Ward AHC of the raw centroids to 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -68,54 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
 
     def work() -> None:
-        import dataclasses
-        import json
-        from pathlib import Path
-
         from sslspk.cluster.config import from_args
-        from sslspk.utils.errors import InputError
+        from sslspk.cluster.pseudo_labels import cluster_stage
 
-        cfg = from_args(args)
-        if args.ahc_clusters_from is not None:
-            if cfg.use_ahc:
-                raise InputError("--ahc-clusters-from goes without --ahc-clusters and --ahc-threshold")
-            try:
-                num = int(json.loads(Path(args.ahc_clusters_from).read_text())["num_clusters"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise InputError(f"{args.ahc_clusters_from}: not a clusters.json with num_clusters ({e})") from None
-            cfg = dataclasses.replace(cfg, ahc_clusters=num)
-        cfg.check_settings()
-        if args.check_options:
-            return
-
-        from sslspk.cluster.pseudo_labels import make_pseudo_labels
-        from sslspk.data.tables import MANAGED_FILES
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
-
-        check_outputs_are_not_inputs([args.emb_scp, *dir_and_files(args.data_dir, MANAGED_FILES), args.ref_utt2spk],
-                                     [*dir_and_files(args.out_dir, MANAGED_FILES),
-                                      *(os.path.join(args.report_dir or args.out_dir, name)
-                                        for name in ("report.md", "clusters.json"))])
-
-        if args.num_threads > 0:
-            import faiss
-
-            faiss.omp_set_num_threads(args.num_threads)
-        command = shlex.join(["cluster.py", *(sys.argv[1:] if argv is None else argv)])
-        s = make_pseudo_labels(args.emb_scp, args.data_dir, args.out_dir, cfg, ref_utt2spk=args.ref_utt2spk,
-                               report_dir=args.report_dir, force=args.force, command=command)
-        if s is None:
-            print(f"{args.out_dir} is complete and up to date: nothing to do (use --force true to redo)")
-            return
-        steps = ([f"k-means {s['num_kmeans_clusters']}"] if args.k else []) + (
-            [f"AHC {s['num_ahc_clusters']}"] if s["num_ahc_clusters"] is not None else [])
-        msg = (f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers "
-               f"({', '.join(steps)})")
-        if "reference" in s and "final" in s["reference"]:
-            m = s["reference"]["final"]
-            msg += (f"; vs reference: NMI {m['nmi']:.4f} ARI {m['ari']:.4f} purity {m['purity']:.4f} "
-                    f"inverse purity {m['inverse_purity']:.4f}")
-        print(f"wrote {args.out_dir}: {msg}")
+        cluster_stage(args.emb_scp, args.data_dir, args.out_dir, from_args(args),
+                      ahc_clusters_from=args.ahc_clusters_from, num_threads=args.num_threads,
+                      ref_utt2spk=args.ref_utt2spk, report_dir=args.report_dir, force=args.force,
+                      check_only=args.check_options,
+                      command=shlex.join(["cluster.py", *(sys.argv[1:] if argv is None else argv)]))
 
     run_cli(work)
 

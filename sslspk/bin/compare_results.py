@@ -26,25 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        import json
+        from sslspk.scoring.report import compare_results
 
-        from sslspk.scoring.report import collect_results, results_table
-        from sslspk.utils.errors import InputError
-
-        rows = collect_results(args.dirs)
-        if args.trials:
-            rows = [r for r in rows if r["trials"] in args.trials]
-        if not rows:
-            raise InputError(f"no result rows found in {', '.join(args.dirs)}"
-                             + (f" for trials {', '.join(args.trials)}" if args.trials else ""))
-        if args.sort == "eer":
-            rows.sort(key=lambda r: r["eer"])
-        elif args.sort == "exp":
-            rows.sort(key=lambda r: (r["exp"], r["trials"]))
-        if args.json:
-            print(json.dumps(rows, indent=2, sort_keys=True))
-            return
-        print(results_table(rows, first=("exp", "trials"), last=("config_sha256",)), end="")
+        print(compare_results(args.dirs, args.trials, args.sort, args.json), end="")
 
     run_cli(work)
 

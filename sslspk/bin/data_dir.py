@@ -14,19 +14,9 @@ from typing import Sequence
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sslspk.data.datadir import DataDir
-    from sslspk.data.validate import validate
+    from sslspk.data.validate import validate_report
 
-    problems = validate(args.dir, check_audio=args.check_audio, nj=args.nj, progress=args.check_audio)
-    for p in problems:
-        print(p, file=sys.stderr)
-    if problems:
-        print(f"ERROR: {args.dir} is not a valid data directory (see above)", file=sys.stderr)
-        return 1
-    dd = DataDir.load(args.dir)
-    print(f"{args.dir}: OK ({len(dd.utt2spk)} utts, {len(dd.spks)} speakers"
-          f"{', audio checked' if args.check_audio else ''})")
-    return 0
+    return 0 if validate_report(args.dir, check_audio=args.check_audio, nj=args.nj) else 1
 
 
 def _fix(args: argparse.Namespace) -> int:

@@ -30,12 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         import json
 
-        from sslspk.api import SpeakerEmbedder
+        from sslspk.api import embed_files
 
-        emb = SpeakerEmbedder.from_pretrained(args.model, device=args.device)
-        vecs = emb.embed_batch(args.audio, progress=False)
-        print(json.dumps({"model": args.model, "sample_rate": emb.sample_rate, "dim": int(vecs.shape[1]),
-                          "embeddings": {a: [round(float(x), 7) for x in v] for a, v in zip(args.audio, vecs)}}))
+        print(json.dumps(embed_files(args.model, args.audio, args.device)))
 
     run_cli(work)
 

@@ -33,20 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.data.tables import MANAGED_FILES
-        from sslspk.data.torch_embeddings import import_torch_embeddings
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+        from sslspk.data.torch_embeddings import import_embeddings_file
 
-        check_outputs_are_not_inputs([args.embeddings, *dir_and_files(args.data_dir, MANAGED_FILES)],
-                                     dir_and_files(args.out_dir, ("embeddings.ark", "embeddings.scp")))
-        r = import_torch_embeddings(args.embeddings, args.data_dir, args.out_dir, allow_missing=args.allow_missing)
-        if r.unmatched_keys:
-            print(f"{len(r.unmatched_keys)} of the {r.num_keys} keys of {args.embeddings} match no utterance of "
-                  f"{args.data_dir} (ignored), e.g. {r.unmatched_keys[:5]}")
-        if r.missing_utts:
-            print(f"{len(r.missing_utts)} of the {r.num_utts} utterances have no embedding (left out, "
-                  f"--allow-missing), e.g. {r.missing_utts[:5]}")
-        print(f"wrote {args.out_dir}/embeddings.scp: {r.num_written} of {r.num_utts} utterances, dim {r.dim}")
+        import_embeddings_file(args.embeddings, args.data_dir, args.out_dir, allow_missing=args.allow_missing)
 
     run_cli(work)
 

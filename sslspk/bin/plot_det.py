@@ -28,23 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        import os
+        from sslspk.scoring.det import plot_det_files
 
-        from sslspk.scoring.det import det_corners, parse_system_args, plot_det, write_det_points
-        from sslspk.scoring.metrics import eer_from_det
-        from sslspk.scoring.report import read_scores
-        from sslspk.utils.fileio import check_outputs_are_not_inputs
-
-        systems = {}
-        points = args.points or os.path.splitext(args.out)[0] + ".txt"
-        check_outputs_are_not_inputs([*parse_system_args(args.systems).values(), args.trials], [args.out, points])
-        for name, path in parse_system_args(args.systems).items():
-            systems[name] = det_corners(*read_scores(path, args.trials, args.drop_bad_trials))
-        plot_det(args.out, systems, title=args.title)
-        write_det_points(points, systems)
-        for name, curve in systems.items():
-            print(f"{name}: EER {100 * eer_from_det(*curve)[0]:.3f}%")
-        print(f"DET -> {args.out}, points -> {points}")
+        plot_det_files(args.systems, args.out, points=args.points, trials=args.trials, title=args.title,
+                       drop_bad_trials=args.drop_bad_trials)
 
     run_cli(work)
 

@@ -23,16 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from pathlib import Path
+        from sslspk.data.embeddings import speaker_mean_embeddings_file
 
-        from sslspk.data.embeddings import load_embeddings, speaker_means, write_embeddings
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
-
-        check_outputs_are_not_inputs([args.emb_scp, Path(args.data_dir) / "utt2spk"], [args.out_ark, args.out_scp])
-        keys, mat = load_embeddings(args.emb_scp)
-        spks, means = speaker_means(keys, mat, read_kv(Path(args.data_dir) / "utt2spk"))
-        n = write_embeddings(args.out_ark, args.out_scp, zip(spks, means))
-        print(f"wrote {n} speaker embeddings to {args.out_scp}")
+        speaker_mean_embeddings_file(args.data_dir, args.emb_scp, args.out_ark, args.out_scp)
 
     run_cli(work)
 

@@ -27,17 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        from sslspk.data.trials import read_trials, split_by_speaker, write_trials
-        from sslspk.utils.errors import InputError
-        from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
+        from sslspk.data.trials import split_trials_file
 
-        check_outputs_are_not_inputs([args.utt2spk, args.trials], [args.out_dev, args.out_eval])
-        dev, ev = split_by_speaker(read_trials(args.trials, args.drop_bad_trials), read_kv(args.utt2spk), args.seed)
-        for t, path in ((dev, args.out_dev), (ev, args.out_eval)):
-            if len(t) == 0:
-                raise InputError(f"{path}: the split of {args.trials} left no trials")
-            write_trials(path, t)
-        print(f"{len(dev)} trials -> {args.out_dev}, {len(ev)} trials -> {args.out_eval}")
+        split_trials_file(args.utt2spk, args.trials, args.out_dev, args.out_eval, args.seed, args.drop_bad_trials)
 
     run_cli(work)
 

@@ -31,36 +31,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="check: an unstamped OUTPUT that exists is fresh (the old rule: existence)")
     args = p.parse_args(argv)
 
-    from pathlib import Path
-
-    from sslspk.utils.errors import InputError, run_cli
-    from sslspk.utils.stamp import Stamp
+    from sslspk.utils.errors import run_cli
 
     def work() -> None:
-        options = {}
-        for item in args.option:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise InputError(f"--option {item!r}: expected NAME=VALUE")
-            options[name] = value
-        stamp = Stamp(args.input, options)
-        if args.action == "write":
-            stamp.write(args.output)
-            return
-        if (args.legacy_marker is None) != (args.legacy_content is None):
-            raise InputError("--legacy-marker and --legacy-content go together")
-        legacy = args.adopt_unstamped == "true"
-        if args.legacy_marker is not None:
-            marker = Path(args.legacy_marker)
-            legacy = marker.is_file() and marker.read_text().strip() == args.legacy_content.strip()
-        if stamp.adopt(args.output, legacy):
-            if args.legacy_marker is not None:
-                Path(args.legacy_marker).unlink()
-            print(f"{args.output}: made before stamps and up to date by its old rule: stamped")
-            return
-        reason = stamp.why_stale(args.output)
-        if reason is not None:
-            print(reason)
+        from sslspk.utils.stamp import stamp_command
+
+        if not stamp_command(args.action, args.output, args.input, args.option, legacy_marker=args.legacy_marker,
+                             legacy_content=args.legacy_content, adopt_unstamped=args.adopt_unstamped == "true"):
             sys.exit(1)
 
     run_cli(work)

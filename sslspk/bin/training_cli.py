@@ -29,21 +29,16 @@ def training_parser(doc: str | None, config_help: str, data_help: str) -> argpar
 
 def run_training(p: argparse.ArgumentParser, args: argparse.Namespace, kind: str, **extra: Any) -> None:
     """--print-config, or the training of ``kind`` (ssl | pseudo) with ``extra`` keyword arguments of
-    ``train_from_config`` (``init``, ``ref_utt2spk``), with the project's one-line errors."""
+    ``training_command`` (``init``, ``ref_utt2spk``), with the project's one-line errors."""
     from sslspk.utils.errors import run_cli
 
     if not args.print_config and (args.data is None or args.exp_dir is None):
         p.error("--data and --exp-dir are required (unless --print-config)")
 
     def work() -> None:
-        from sslspk.experiment import print_config, train_from_config
-        from sslspk.train.distributed import die_with_launcher
+        from sslspk.experiment import training_command
 
-        if args.print_config:
-            print_config(args.config, kind, args.overrides, extra.get("init"))
-            return
-        die_with_launcher()   # a kill -9 of the launcher stops this worker too
-        train_from_config(args.config, args.data, args.exp_dir, kind=kind, force=args.force,
-                          overrides=args.overrides, **extra)
+        training_command(args.config, kind, data_dir=args.data, exp_dir=args.exp_dir, force=args.force,
+                         overrides=args.overrides, print_only=args.print_config, **extra)
 
     run_cli(work)

@@ -31,15 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> None:
         import json
 
-        from sslspk.api import SpeakerEmbedder
+        from sslspk.api import verify_files
 
-        emb = SpeakerEmbedder.from_pretrained(args.model, device=args.device)
-        if args.threshold is not None:
-            emb.set_threshold(args.threshold)
-        score = emb.score(args.audio_a, args.audio_b)
-        same = None if emb.threshold is None else bool(score >= emb.threshold)
-        print(json.dumps({"a": args.audio_a, "b": args.audio_b, "score": score, "threshold": emb.threshold,
-                          "same_speaker": same}))
+        print(json.dumps(verify_files(args.model, args.audio_a, args.audio_b, args.threshold, args.device)))
 
     run_cli(work)
 

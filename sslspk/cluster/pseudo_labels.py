@@ -6,7 +6,8 @@ or, with ``k = 0``, AHC of the embeddings themselves (exact, O(n²) memory: smal
 :func:`make_pseudo_labels` does the whole step from an scp and a data dir to a new data dir whose
 ``utt2spk``/``spk2utt`` hold pseudo speakers ``<prefix>NNNNN`` (numbered by decreasing size), plus
 ``clusters.json`` and ``report.md``. Its stamp (``<out_dir>.stamp``, :mod:`sslspk.utils.stamp`, written last)
-records the inputs' digests and the settings, so a finished, up-to-date run is skipped.
+records the inputs' digests and the settings, so a finished, up-to-date run is skipped. :func:`cluster_stage`
+is ``bin/cluster.py``: the checks and settings of its command line, the step and a one-line summary.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sslspk.cluster.evaluate import clustering_scores, size_summary
 from sslspk.cluster.kmeans import assign, faiss_kmeans, use_gpu
 from sslspk.data.embeddings import group_means, l2_normalize_, load_embeddings, standardize_
 from sslspk.utils.errors import InputError
-from sslspk.utils.fileio import atomic_write, read_kv
+from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs, dir_and_files, read_kv
 from sslspk.utils.stamp import Stamp, remove_stamp
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,62 @@ def make_pseudo_labels(scp: str | os.PathLike, data_dir: str | os.PathLike, out_
     _write_report(report_dir, summary)
     stamp.write(out_dir)
     return summary
+
+
+def ahc_clusters_of(clusters_json: str | os.PathLike) -> int:
+    """The number of pseudo speakers that the clustering of ``clusters_json`` (of :func:`make_pseudo_labels`)
+    found."""
+    try:
+        return int(json.loads(Path(clusters_json).read_text())["num_clusters"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{clusters_json}: not a clusters.json with num_clusters ({e})") from None
+
+
+def summary_line(s: dict) -> str:
+    """One line of a :func:`make_pseudo_labels` summary: utterances and clusters of each step, the final
+    clusters' scores against the reference speakers when known."""
+    steps = ([f"k-means {s['num_kmeans_clusters']}"] if s["config"]["k"] else []) + (
+        [f"AHC {s['num_ahc_clusters']}"] if s["num_ahc_clusters"] is not None else [])
+    msg = (f"{s['num_utts_out']} of {s['num_utts_in']} utts in {s['num_clusters']} pseudo speakers "
+           f"({', '.join(steps)})")
+    if "reference" in s and "final" in s["reference"]:
+        m = s["reference"]["final"]
+        msg += (f"; vs reference: NMI {m['nmi']:.4f} ARI {m['ari']:.4f} purity {m['purity']:.4f} "
+                f"inverse purity {m['inverse_purity']:.4f}")
+    return msg
+
+
+def cluster_stage(scp: str, data_dir: str, out_dir: str, cfg: ClusterConfig, *, ahc_clusters_from: str | None = None,
+                  num_threads: int = 0, ref_utt2spk: str | None = None, report_dir: str | None = None,
+                  force: bool = False, check_only: bool = False, command: str | None = None) -> None:
+    """``bin/cluster.py``: :func:`make_pseudo_labels` after the checks of its options, printing what it did.
+
+    ``ahc_clusters_from``: a ``clusters.json`` whose number of clusters becomes ``cfg.ahc_clusters`` (not with
+    ``cfg``'s own AHC cut); ``check_only``: stop once the settings are checked (before any file is read);
+    ``num_threads`` > 0: faiss's CPU threads. The outputs may not overwrite an input.
+    """
+    from sslspk.data.tables import MANAGED_FILES
+
+    if ahc_clusters_from is not None:
+        if cfg.use_ahc:
+            raise InputError("--ahc-clusters-from goes without --ahc-clusters and --ahc-threshold")
+        cfg = dataclasses.replace(cfg, ahc_clusters=ahc_clusters_of(ahc_clusters_from))
+    cfg.check_settings()
+    if check_only:
+        return
+    reports = [os.path.join(report_dir or out_dir, name) for name in ("report.md", "clusters.json")]
+    check_outputs_are_not_inputs([scp, *dir_and_files(data_dir, MANAGED_FILES), ref_utt2spk],
+                                 [*dir_and_files(out_dir, MANAGED_FILES), *reports])
+    if num_threads > 0:
+        import faiss
+
+        faiss.omp_set_num_threads(num_threads)
+    s = make_pseudo_labels(scp, data_dir, out_dir, cfg, ref_utt2spk=ref_utt2spk, report_dir=report_dir, force=force,
+                           command=command)
+    if s is None:
+        print(f"{out_dir} is complete and up to date: nothing to do (use --force true to redo)")
+        return
+    print(f"wrote {out_dir}: {summary_line(s)}")
 
 
 def _reference_scores(ref: Path, utts: list[str], result: Clustering) -> dict:

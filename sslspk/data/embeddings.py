@@ -217,3 +217,18 @@ def speaker_means(keys: list[str], mat: np.ndarray, utt2spk: dict[str, str]) -> 
     index = {s: i for i, s in enumerate(spks)}
     rows = np.array([index[utt2spk[k]] for k in keys])
     return spks, group_means(mat, rows, len(spks), normalize_rows=True).astype(np.float32)
+
+
+def speaker_mean_embeddings_file(data_dir: str | os.PathLike, emb_scp: str | os.PathLike, out_ark: str | os.PathLike,
+                                 out_scp: str | os.PathLike) -> int:
+    """``speaker_mean_embeddings.py``: :func:`speaker_means` of ``emb_scp`` by ``data_dir``'s ``utt2spk``
+    written to ``out_ark``/``out_scp`` (keys: speaker ids); prints and returns the number of speakers."""
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
+
+    utt2spk = Path(data_dir) / "utt2spk"
+    check_outputs_are_not_inputs([emb_scp, utt2spk], [out_ark, out_scp])
+    keys, mat = load_embeddings(emb_scp)
+    spks, means = speaker_means(keys, mat, read_kv(utt2spk))
+    n = write_embeddings(out_ark, out_scp, zip(spks, means))
+    print(f"wrote {n} speaker embeddings to {out_scp}")
+    return n

@@ -133,3 +133,22 @@ def import_torch_embeddings(pt: str | os.PathLike, data_dir: str | os.PathLike, 
 
     n = write_embeddings(os.path.join(out_dir, "embeddings.ark"), os.path.join(out_dir, "embeddings.scp"), items())
     return ImportReport(len(table), len(dd.utts), n, dims.pop(), unmatched, missing)
+
+
+def import_embeddings_file(pt: str, data_dir: str, out_dir: str, allow_missing: bool = False) -> ImportReport:
+    """``import_embeddings.py``: :func:`import_torch_embeddings` after checking that no output overwrites an
+    input, printing what matched (a few examples of each mismatch) and what was written."""
+    from sslspk.data.tables import MANAGED_FILES
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, dir_and_files
+
+    check_outputs_are_not_inputs([pt, *dir_and_files(data_dir, MANAGED_FILES)],
+                                 dir_and_files(out_dir, ("embeddings.ark", "embeddings.scp")))
+    r = import_torch_embeddings(pt, data_dir, out_dir, allow_missing=allow_missing)
+    if r.unmatched_keys:
+        print(f"{len(r.unmatched_keys)} of the {r.num_keys} keys of {pt} match no utterance of "
+              f"{data_dir} (ignored), e.g. {r.unmatched_keys[:5]}")
+    if r.missing_utts:
+        print(f"{len(r.missing_utts)} of the {r.num_utts} utterances have no embedding (left out, "
+              f"--allow-missing), e.g. {r.missing_utts[:5]}")
+    print(f"wrote {out_dir}/embeddings.scp: {r.num_written} of {r.num_utts} utterances, dim {r.dim}")
+    return r

@@ -159,6 +159,21 @@ def split_by_speaker(trials: Trials, utt2spk: dict[str, str], seed: int = 0) -> 
     return halves[0], halves[1]
 
 
+def split_trials_file(utt2spk: str, trials: str, out_dev: str, out_eval: str, seed: int = 0,
+                      drop_bad_trials: bool = False) -> None:
+    """``split_trials.py``: :func:`split_by_speaker` of the trial list ``trials`` by the speakers of ``utt2spk``,
+    written to ``out_dev`` and ``out_eval`` (InputError when a half is empty); prints the counts."""
+    from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
+
+    check_outputs_are_not_inputs([utt2spk, trials], [out_dev, out_eval])
+    dev, ev = split_by_speaker(read_trials(trials, drop_bad_trials), read_kv(utt2spk), seed)
+    for t, path in ((dev, out_dev), (ev, out_eval)):
+        if len(t) == 0:
+            raise InputError(f"{path}: the split of {trials} left no trials")
+        write_trials(path, t)
+    print(f"{len(dev)} trials -> {out_dev}, {len(ev)} trials -> {out_eval}")
+
+
 def sample_trials(utt2spk: dict[str, str], num_target: int | None = None, num_nontarget: int | None = None,
                   seed: int = 0) -> Trials:
     """Distinct pairs of utterances (enroll < test, sorted), labelled:

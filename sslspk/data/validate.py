@@ -77,6 +77,22 @@ def validate(path: str | Path, check_audio: bool = False, nj: int = 1, progress:
     return problems
 
 
+def validate_report(path: str | Path, check_audio: bool = False, nj: int = 1) -> bool:
+    """``data_dir.py validate``: :func:`validate` (with progress when reading the audio), every problem on
+    stderr then an ERROR line, or one OK line with the counts on stdout; whether ``path`` is valid."""
+    import sys
+
+    problems = validate(path, check_audio=check_audio, nj=nj, progress=check_audio)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"ERROR: {path} is not a valid data directory (see above)", file=sys.stderr)
+        return False
+    dd = DataDir.load(path)
+    print(f"{path}: OK ({len(dd.utt2spk)} utts, {len(dd.spks)} speakers{', audio checked' if check_audio else ''})")
+    return True
+
+
 def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> list[str]:
     """Differences between the ``spk2utt`` file and the one derived from ``utt2spk``."""
     try:

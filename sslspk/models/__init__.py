@@ -15,26 +15,23 @@ from torch import nn
 
 from sslspk.utils.config import ConfigError
 
-#: The types of :class:`sslspk.models.wavlm.PretrainedEncoder` (``wavlm``: its earlier name, kept for old configs).
-PRETRAINED_TYPES = ("pretrained", "wavlm")
-
-
-#: The rate of the audio a pretrained backbone was pretrained on (its front-end assumes it).
-WAVLM_SAMPLE_RATE = 16000
-
 
 def with_sample_rate(cfg: dict[str, Any], sample_rate: int, where: str = "config") -> dict[str, Any]:
     """The ``model:`` block ``cfg`` with its front-end at ``sample_rate``, the config's one sample rate.
 
-    ``model.frontend.sample_rate`` may only repeat it, and a pretrained-backbone model takes 16 kHz only: any
-    other value is a ConfigError, as features at the wrong rate would be silently wrong.
+    ``model.frontend.sample_rate`` may only repeat it, and a type with a ``fixed_sample_rate`` (a pretrained
+    backbone: 16 kHz) takes that rate only: any other value is a ConfigError, as features at the wrong rate would
+    be silently wrong.
     """
     if not isinstance(cfg, dict):
         raise ConfigError(f"{where}: model: expected a mapping, got {cfg!r}")
-    if cfg.get("type") in PRETRAINED_TYPES:
-        if sample_rate != WAVLM_SAMPLE_RATE:
-            name = "WavLM" if cfg["type"] == "wavlm" else "pretrained-backbone"
-            raise ConfigError(f"{where}: sample_rate {sample_rate}: a {name} model takes {WAVLM_SAMPLE_RATE} Hz audio")
+    from sslspk.models.base import MODELS
+
+    model_type = MODELS.find(cfg.get("type"))   # None: an unknown type, which build_model names
+    if model_type is not None and model_type.fixed_sample_rate is not None:
+        if sample_rate != model_type.fixed_sample_rate:
+            raise ConfigError(f"{where}: sample_rate {sample_rate}: a model of type {cfg['type']} takes "
+                              f"{model_type.fixed_sample_rate} Hz audio")
         return cfg
     front = cfg.get("frontend") or {}
     if not isinstance(front, dict):

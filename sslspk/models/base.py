@@ -26,6 +26,9 @@ class Model(nn.Module):
     and is built by ``from_config(model block)``."""
 
     type_name: ClassVar[str] = ""
+    #: The one audio rate the type takes (a pretrained backbone's, whose front-end assumes it); None: any rate,
+    #: through its own front-end at the config's ``sample_rate``.
+    fixed_sample_rate: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)

@@ -354,6 +354,7 @@ class PretrainedEncoder(Model):
 
     type_name = "pretrained"
     type_aliases = ("wavlm",)   # its earlier name, kept for old configs
+    fixed_sample_rate = 16000   # the rate of the audio the backbones were pretrained on
 
     def __init__(self, cfg: PretrainedEncoderConfig):
         super().__init__()

@@ -12,8 +12,9 @@ from typing import Sequence
 import numpy as np
 
 from sslspk.scoring.metrics import det_points, eer_from_det
+from sslspk.scoring.report import read_scores
 from sslspk.utils.errors import InputError
-from sslspk.utils.fileio import atomic_write
+from sslspk.utils.fileio import atomic_write, check_outputs_are_not_inputs
 
 TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 
@@ -101,3 +102,19 @@ def parse_system_args(items: Sequence[str]) -> dict[str, str]:
             raise InputError(f"system name {name!r} given twice")
         out[name] = path
     return out
+
+
+def plot_det_files(system_args: Sequence[str], out_png: str, *, points: str | None = None, trials: str | None = None,
+                   title: str | None = None, drop_bad_trials: bool = False) -> None:
+    """``plot_det.py``: the DET curves of the score files named by ``system_args`` (``NAME=SCORES`` or a bare
+    path, see :func:`parse_system_args`) into ``out_png`` and their corner points into ``points`` (default:
+    ``out_png`` with ``.txt``); prints each system's EER. ``trials`` labels score files without labels."""
+    files = parse_system_args(system_args)
+    points = points or os.path.splitext(out_png)[0] + ".txt"
+    check_outputs_are_not_inputs([*files.values(), trials], [out_png, points])
+    systems = {name: det_corners(*read_scores(path, trials, drop_bad_trials)) for name, path in files.items()}
+    plot_det(out_png, systems, title=title)
+    write_det_points(points, systems)
+    for name, curve in systems.items():
+        print(f"{name}: EER {100 * eer_from_det(*curve)[0]:.3f}%")
+    print(f"DET -> {out_png}, points -> {points}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from sslspk.data.trials import check_pairs, read_trials
 from sslspk.scoring.metrics import Metrics, compute_metrics
-from sslspk.utils.errors import MissingIdError
+from sslspk.utils.errors import InputError, MissingIdError
 from sslspk.utils.fileio import FormatError, atomic_write, iter_lines
 
 _LABELS = {"target": 1, "nontarget": 0}
@@ -168,6 +168,26 @@ def collect_results(dirs: list[str | os.PathLike]) -> list[dict]:
                 raise FormatError(j, None, f"row {name!r} has no 'eer'")
             rows.append({"exp": str(j.parent), "trials": name, **r})
     return rows
+
+
+def compare_results(dirs: Sequence[str | os.PathLike], trials: Sequence[str] | None = None, sort: str = "none",
+                    as_json: bool = False) -> str:
+    """``compare_results.py``: the result rows found in ``dirs`` (:func:`collect_results`), only those of the
+    trial lists ``trials`` when given, sorted by ``sort`` (none: as found, eer, or exp: by experiment then trial
+    list), as one markdown table or (``as_json``) a JSON list; InputError when no row is left."""
+    rows = collect_results(list(dirs))
+    if trials:
+        rows = [r for r in rows if r["trials"] in trials]
+    if not rows:
+        raise InputError(f"no result rows found in {', '.join(map(str, dirs))}"
+                         + (f" for trials {', '.join(trials)}" if trials else ""))
+    if sort == "eer":
+        rows.sort(key=lambda r: r["eer"])
+    elif sort == "exp":
+        rows.sort(key=lambda r: (r["exp"], r["trials"]))
+    if as_json:
+        return json.dumps(rows, indent=2, sort_keys=True) + "\n"
+    return results_table(rows, first=("exp", "trials"), last=("config_sha256",))
 
 
 def _last_dlg(train_log: Path) -> dict[str, float]:

@@ -47,12 +47,17 @@ class Registry:
         order = {name: i for i, name in enumerate(self._classes)}
         return sorted(self._classes, key=lambda name: (self._classes[name].__module__, order[name]))
 
+    def find(self, name: object) -> type | None:
+        """The class registered as ``name`` (its ``type_name`` or one of its ``type_aliases``), None if none is."""
+        self._load()
+        return self._classes.get(name) if isinstance(name, str) else None
+
     def get(self, name: object) -> type:
         """The class registered as ``name``; ConfigError listing the known names if there is none."""
-        self._load()
-        if not isinstance(name, str) or name not in self._classes:
+        cls = self.find(name)
+        if cls is None:
             raise ConfigError(self.unknown.format(name=repr(name), known=", ".join(self.names())))
-        return self._classes[name]
+        return cls
 
     def _load(self) -> None:
         if self._loaded:

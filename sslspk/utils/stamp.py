@@ -126,6 +126,43 @@ class Stamp:
         return False
 
 
+def stamp_command(action: str, output: str, inputs: Iterable[str], options: Iterable[str], *,
+                  legacy_marker: str | None = None, legacy_content: str | None = None,
+                  adopt_unstamped: bool = False) -> bool:
+    """``stamp.py``: ``write`` the stamp of ``inputs`` and ``options`` (``NAME=VALUE`` items) for ``output``, or
+    ``check`` it: whether ``output`` is fresh (the reason printed when not). An unstamped ``output`` made before
+    stamps is adopted (stamped, fresh) when ``legacy_marker`` holds ``legacy_content`` (the marker is then
+    removed) or, without a marker, with ``adopt_unstamped`` (its old rule: it exists)."""
+    from sslspk.utils.errors import InputError
+
+    values = {}
+    for item in options:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--option {item!r}: expected NAME=VALUE")
+        values[name] = value
+    stamp = Stamp(list(inputs), values)
+    if action == "write":
+        stamp.write(output)
+        return True
+    if (legacy_marker is None) != (legacy_content is None):
+        raise InputError("--legacy-marker and --legacy-content go together")
+    legacy = adopt_unstamped
+    if legacy_marker is not None:
+        marker = Path(legacy_marker)
+        legacy = marker.is_file() and marker.read_text().strip() == legacy_content.strip()
+    if stamp.adopt(output, legacy):
+        if legacy_marker is not None:
+            Path(legacy_marker).unlink()
+        print(f"{output}: made before stamps and up to date by its old rule: stamped")
+        return True
+    reason = stamp.why_stale(output)
+    if reason is not None:
+        print(reason)
+        return False
+    return True
+
+
 def remove_stamp(output: str | os.PathLike) -> None:
     """Remove ``output``'s stamp (before the output is rewritten: a half-made output is never fresh)."""
     stamp_path(output).unlink(missing_ok=True)
