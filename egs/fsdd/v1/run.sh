@@ -18,6 +18,7 @@
 #   ./run.sh                                    # everything, FSDD from ../shared/data/fsdd
 #   ./run.sh --corpus-dir /data/fsdd/recordings # FSDD elsewhere
 #   ./run.sh --ssl-conf conf/ssl_simclr_ssps.yaml --stage 2 --stop-stage 2
+#   ./run.sh --ssl-conf conf/ssl_simclr_ssps_embedding.yaml --stage 2 --stop-stage 2   # sslsv's SSPS rule (RESULTS.md)
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
