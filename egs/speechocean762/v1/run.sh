@@ -27,11 +27,12 @@
 #   # train_dev (without the 25 dev speakers) and validate on dev; the same pseudo-labels (stage 3 is deterministic),
 #   # the validated systems named pl_validated_iterN beside pl_iterN (stage 2 is not used by this recipe's loop):
 #   ./run.sh --stage 1 --stop-stage 1 --train-data data/so762/train_dev --exp exp/so762_heldout
-#   ./run.sh --stage 3 --train-data data/so762/train_dev --exp exp/so762_heldout
-#   ./run.sh --stage 3 --train-data data/so762/train_dev --exp exp/so762_heldout --pseudo-tag validated \
+#   ./run.sh --stage 3 --stop-stage 5 --train-data data/so762/train_dev --exp exp/so762_heldout
+#   ./run.sh --stage 3 --stop-stage 5 --train-data data/so762/train_dev --exp exp/so762_heldout --pseudo-tag validated \
 #     --pseudo-args "--set validation.data=data/so762/dev --set validation.trials=data/so762/dev/trials --set train.average_best=3"
 #   ./run.sh --stage 6 --train-data data/so762/train_dev --exp exp/so762_heldout \
-#     --eval-systems "exp/so762_heldout/pl_iter2 exp/so762_heldout/pl_validated_iter2"   # one table, test/trials
+#     --eval-systems "exp/so762_heldout/pl_iter1 exp/so762_heldout/pl_validated_iter1 exp/so762_heldout/pl_iter2 \
+#     exp/so762_heldout/pl_validated_iter2"   # each system's results.md: test/trials (RESULTS.md, "checkpoint by dev EER")
 #   # (on data/so762/train, the default, the dev speakers are trained on: their EER is not a held-out measure)
 set -euo pipefail
 . ./path.sh
