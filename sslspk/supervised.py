@@ -65,6 +65,9 @@ class FinetuneConfig:
                                       # backbone weights (see l2_to_init_loss); 0: none
     classifier_from_init: bool = False  # with --init: the AAM classes start from the init model's last
                                         # checkpoint (same pseudo-labels), not at random
+    cache_frozen_backbone: bool = False  # the frozen backbone's hidden states computed once per utterance and
+                                         # the head trained on crops of them (sslspk.train.state_cache: no
+                                         # augmentation; needs model.freeze_backbone: true)
 
     def __post_init__(self) -> None:
         check_ranges(self, backbone_lr_scale=">=0")
@@ -178,6 +181,8 @@ class SupervisedTask(TrainTask):
                  finetune: FinetuneConfig, dlg_lc: DLGLCConfig | None = None,
                  labels: np.ndarray | None = None, true_labels: np.ndarray | None = None,
                  pretrained: list[torch.Tensor] | None = None):
+        """With ``finetune.cache_frozen_backbone`` the batches' views are crops of cached hidden states
+        ``[B, count, num_states, frames, hidden]`` (sslspk.train.state_cache), embedded by the encoder's head."""
         super().__init__()
         from sslspk.losses.aam_softmax import AAMSoftmax
 
@@ -343,8 +348,15 @@ class SupervisedTask(TrainTask):
         sums[empty] = self.classifier.weight.detach().view(c, self.classifier.subcenters, -1)[empty, 0].cpu().numpy()
         self.classifier.set_class_centres(torch.as_tensor(sums, dtype=torch.float32))
 
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the first crop of a batch's first view ``[B, count, ...]``: audio, or cached hidden
+        states with ``finetune.cache_frozen_backbone`` (then only the head runs)."""
+        if self.finetune.cache_frozen_backbone:
+            return self.encoder.pool(views[:, 0].float().unbind(1))
+        return self.encoder(views[:, 0])
+
     def forward(self, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        emb = self.encoder(batch["views"][0][:, 0])
+        emb = self.embed(batch["views"][0])
         if self.dlg_lc is not None and self.dlg_lc.mode == "online":
             loss, pred, labels = self._online_gated_loss(batch, emb, epoch)
         else:
@@ -385,7 +397,7 @@ class SupervisedTask(TrainTask):
         clean_logits = None
         if epoch >= self.dlg_lc.correct_from:
             with torch.no_grad():
-                clean_logits = self.classifier.linear_logits(self.encoder(batch["clean_views"][0][:, 0]))
+                clean_logits = self.classifier.linear_logits(self.embed(batch["clean_views"][0]))
         gate_active = epoch >= self.dlg_lc.start_epoch
         step = online_gate_step(loss, margin_logits, given,
                                 float(self.dlg_log_threshold) if gate_active else float("inf"),

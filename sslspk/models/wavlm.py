@@ -32,6 +32,10 @@ weights are not loaded), so the last state is then layer ``K``'s output through 
   values come from two separate layer weightings, each compressed by a linear layer to
   ``mhfa_compression`` dims; ``mhfa_heads`` attention distributions over time are computed
   from the keys; each head's weighted mean of the values is concatenated → Linear.
+* ``head: stats``: the mean and standard deviation over time of each hidden state (padded frames
+  left out), concatenated, standardised by a BatchNorm1d → Linear (a learned linear map of the frozen
+  statistics that a shrinkage LDA found speaker-discriminative in issue #29; the Linear weighs the
+  layers, so ``layer_weighting`` must stay at its default and is not used).
 
 ``freeze_cnn`` (default true, as theolepage/wavlm_ssl_sv:models/Baseline/WavLM.py runs its CNN
 under ``torch.no_grad`` and leaves it out of the optimiser) keeps the convolutional front of the
@@ -90,7 +94,7 @@ from sslspk.models.pooling import AttentiveStatsPool
 from sslspk.utils.config import ConfigError, from_dict
 
 LAYER_WEIGHTINGS = ("weighted_sum", "average", "last")
-HEADS = ("ecapa", "mhfa")
+HEADS = ("ecapa", "mhfa", "stats")
 #: ``backbone`` values; ``auto`` reads the checkpoint's ``config.json`` ``model_type``.
 BACKBONES = ("auto", "wavlm", "hubert", "wav2vec2", "whisper")
 #: The sample rate every supported backbone was pretrained on.
@@ -106,7 +110,7 @@ class PretrainedEncoderConfig:
     num_layers: int | None = None                  # keep the first K Transformer layers; null = all
     layer_weighting: str = "weighted_sum"          # weighted_sum | average | last
     freeze_cnn: bool = True                        # conv front (CNN / Whisper conv1+conv2) kept pretrained
-    head: str = "mhfa"                             # mhfa (the authors' back-end) | ecapa
+    head: str = "mhfa"                             # mhfa (the authors' back-end) | ecapa | stats
     embedding_dim: int = 256
     head_channels: int = 512                       # ecapa: TDNN channels
     attention_channels: int = 128                  # ecapa: attentive-pooling bottleneck
@@ -128,6 +132,9 @@ class PretrainedEncoderConfig:
                               f"{', '.join(LAYER_WEIGHTINGS)}")
         if self.head not in HEADS:
             raise ConfigError(f"model.head: {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.head == "stats" and self.layer_weighting != "weighted_sum":
+            raise ConfigError(f"model.layer_weighting: {self.layer_weighting!r}: head stats has no layer weighting "
+                              "(its Linear weighs the layers' statistics); leave layer_weighting out")
         if min(self.embedding_dim, self.head_channels, self.attention_channels, self.mhfa_heads,
                self.mhfa_compression) < 1:
             raise ConfigError("model: embedding_dim, head_channels, attention_channels, mhfa_heads and "
@@ -235,6 +242,32 @@ class MhfaHead(nn.Module):
         att = torch.softmax(logits, dim=1)                       # sums to 1 over T
         pooled = torch.einsum("bth,btc->bhc", att, v.float())    # [B, H, C]
         return self.fc(pooled.flatten(1).to(v.dtype))
+
+
+class StatsHead(nn.Module):
+    """Per-state mean and standard deviation over time of ``L x [B, T, D]`` → ``[B, 2 L D]`` (state-major,
+    mean then std) → BatchNorm1d → Linear (see the module docstring, ``head: stats``)."""
+
+    def __init__(self, num_states: int, hidden: int, embedding_dim: int):
+        super().__init__()
+        self.num_states = num_states
+        self.norm = nn.BatchNorm1d(2 * num_states * hidden)
+        self.fc = nn.Linear(2 * num_states * hidden, embedding_dim)
+
+    def forward(self, states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` ``[B, 1, T]``: 1 = valid frame (the statistics are over the valid frames only)."""
+        if len(states) != self.num_states:
+            raise ValueError(f"expected {self.num_states} hidden states, got {len(states)}")
+        x = torch.stack(list(states), dim=1).float()                      # [B, L, T, D]
+        if mask is None:
+            mean, var = x.mean(dim=2), x.var(dim=2, unbiased=False)
+        else:
+            w = mask.float().transpose(1, 2)[:, None]                     # [B, 1, T, 1]
+            n = w.sum(dim=2).clamp_min(1.0)
+            mean = (x * w).sum(dim=2) / n
+            var = ((x - mean[:, :, None]).square() * w).sum(dim=2) / n
+        stats = torch.cat([mean, var.clamp_min(1e-8).sqrt()], dim=2)      # [B, L, 2D]
+        return self.fc(self.norm(stats.flatten(1)))
 
 
 class WhisperLogMel(nn.Module):
@@ -384,9 +417,11 @@ class PretrainedEncoder(Model):
         if cfg.head == "ecapa":
             self.head: nn.Module = EcapaHead(num_states, hidden, cfg.head_channels,
                                              cfg.attention_channels, cfg.embedding_dim, cfg.layer_weighting)
-        else:
+        elif cfg.head == "mhfa":
             self.head = MhfaHead(num_states, hidden, cfg.mhfa_heads, cfg.mhfa_compression,
                                  cfg.embedding_dim, cfg.layer_weighting)
+        else:
+            self.head = StatsHead(num_states, hidden, cfg.embedding_dim)
         self._backbone_trainable = True
         self.set_backbone_trainable(not cfg.freeze_backbone)
 
@@ -574,12 +609,16 @@ class PretrainedEncoder(Model):
         states[-1] = enc.layer_norm(states[-1])
         return tuple(states)
 
+    def pool(self, states: Sequence[torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings ``[B, embedding_dim]`` of hidden states ``L x [B, T, hidden]`` (:meth:`hidden_states`, or
+        a cache of them): the head; ``frames``: the valid frames of each row (None: all ``T``)."""
+        if frames is None:
+            return self.head(states)
+        return self.head(states, frame_mask(frames, states[0].shape[1]).unsqueeze(1))
+
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         states = self.hidden_states(wav, lengths)
-        if lengths is None:
-            return self.head(states)
-        frames = self.frame_lengths(lengths.to(wav.device))
-        return self.head(states, frame_mask(frames, states[0].shape[1]).unsqueeze(1))
+        return self.pool(states, None if lengths is None else self.frame_lengths(lengths.to(wav.device)))
 
 
 #: The name of the encoder in ``type: wavlm`` configs, experiment directories and earlier code.
