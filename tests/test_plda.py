@@ -228,6 +228,11 @@ def test_train_backend_and_score_cli(tmp_path):
                              "--backend-model", str(model), str(tmp_path / "trials"), str(tmp_path / "e.scp"),
                              str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "--backend plda" in r.stderr
+    r = subprocess.run(py + ["sslspk.bin.train_backend", "--lda-dim", "9", "6", "4", "--dev-trials",
+                             str(tmp_path / "trials"), "--dev-scp", str(tmp_path / "e.scp"), str(tmp_path / "e.scp"),
+                             str(tmp_path / "utt2spk"), str(model)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr   # 9 > the 6 dimensions: LDA to 6, chosen among 6 and 4 only
+    assert "--lda-dim 9 above the 6 dimensions" in r.stderr and set(Backend.load(model).info["dev_eer"]) == {"6", "4"}
 
 
 @pytest.mark.slow

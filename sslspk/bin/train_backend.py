@@ -12,6 +12,8 @@ Embeddings with no UTT2SPK entry are skipped (with their count, as Kaldi warns).
 EMB_SCP, UTT2SPK and ``--labels`` (what the labels are); ``score.py --backend plda|lda-cosine`` uses it.
 With several ``--lda-dim`` values, the one whose PLDA scores have the lowest EER on ``--dev-trials``
 (embeddings ``--dev-scp``) is kept, and the model records each value's dev EER.
+An ``--lda-dim`` above the embeddings' dimension is lowered to it (LDA without reduction), with a note: one
+recipe's systems may differ in dimension under one ``--lda-dim``.
 """
 
 from __future__ import annotations

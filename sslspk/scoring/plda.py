@@ -257,12 +257,24 @@ def train_backend_on_dev(x: np.ndarray, labels: Sequence[str], lda_dims: Sequenc
     return best
 
 
+def capped_lda_dims(lda_dims: Sequence[int], dim: int, source: str) -> list[int]:
+    """``lda_dims`` with each value above the embeddings' dimension ``dim`` lowered to ``dim`` (LDA without
+    reduction), duplicates dropped, a note on stderr naming ``source``: one recipe's systems have embeddings of
+    different sizes (egs/speechocean762: 60-d statistics, 192-d ECAPA, 256-d Whisper) under one --lda-dim."""
+    over = [d for d in lda_dims if d > dim]
+    if over:
+        print(f"NOTE: --lda-dim {' '.join(map(str, over))} above the {dim} dimensions of {source}: LDA to {dim}",
+              file=sys.stderr)
+    return list(dict.fromkeys(min(d, dim) for d in lda_dims))
+
+
 def train_backend_files(emb_scp: str, utt2spk: str, out_model: str, *, lda_dims: Sequence[int] = (200,),
                         dev_trials: str | None = None, dev_scp: str | None = None, num_em_iters: int = 10,
                         labels_of: str = "") -> Backend:
     """What ``train_backend.py`` does (its ``--help`` says what each option does): train a back-end on the
     embeddings of ``emb_scp`` labelled by ``utt2spk`` (ids without a label skipped, with a warning), choosing
-    among several ``lda_dims`` on ``dev_trials``/``dev_scp``, and save it to ``out_model``; ``labels_of``:
+    among several ``lda_dims`` on ``dev_trials``/``dev_scp`` (each at most the embeddings' dimension:
+    :func:`capped_lda_dims`), and save it to ``out_model``; ``labels_of``:
     what ``utt2spk`` holds, recorded in the model."""
     from sslspk.utils.errors import MissingIdError
     from sslspk.utils.fileio import check_outputs_are_not_inputs, read_kv
@@ -281,6 +293,7 @@ def train_backend_files(emb_scp: str, utt2spk: str, out_model: str, *, lda_dims:
     info = {"embeddings": os.path.abspath(emb_scp), "utt2spk": os.path.abspath(utt2spk),
             "labels": labels_of}
     x, labels = mat[rows], [u2s[keys[i]] for i in rows]
+    lda_dims = capped_lda_dims(lda_dims, x.shape[1], emb_scp)
     if len(lda_dims) > 1:
         from sslspk.data.trials import read_trials
 
