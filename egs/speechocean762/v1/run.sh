@@ -23,6 +23,8 @@
 #   ./run.sh                                         # everything, speechocean762 from ../shared/data
 #   ./run.sh --download true --raw-dir /data/raw     # the public release, downloaded first
 #   ./run.sh --stage 4 --stop-stage 4 --oracle true  # + the supervised reference on the true labels
+#   ./run.sh --model whisper --stage 3               # stages 4-5 with the pretrained Whisper tiny.en instead of ECAPA
+#                                                    # (exp/so762/pl_whisper_iterN, oracle_whisper; stage 0 converts it)
 #   # Does choosing the checkpoints by dev EER (train.average_best 3) beat the last-3 average? Held out: train on
 #   # train_dev (without the 25 dev speakers) and validate on dev; the same pseudo-labels (stage 3 is deterministic),
 #   # the validated systems named pl_validated_iterN beside pl_iterN (stage 2 is not used by this recipe's loop):
@@ -45,6 +47,14 @@ raw_dir=raw               # where --download true puts it
 dev_speakers=25           # train speakers held out as data/so762/dev for choosing values (not used by stages 1-6)
 musan_dir=                # MUSAN, for real noise/music/babble (default: synthetic sets)
 rirs_dir=                 # RIRS_NOISES, for real room responses (default: synthetic)
+model=ecapa               # stages 4-5: ecapa (ECAPA-TDNN from random weights: conf/pseudo.yaml, then conf/pseudo_refine.yaml)
+                          # or whisper (the pretrained Whisper tiny.en, frozen, its hidden states cached and a statistics
+                          # head trained on them: conf/pseudo_whisper.yaml, each iteration from the pretrained weights;
+                          # systems pl_whisper_iterN, oracle_whisper; stage 0 converts tiny.en into data/whisper_tiny_en)
+plda=                     # stage 6 rows *_plda, *_lda (LDA + PLDA on the pseudo-labels); empty: true with --model whisper
+                          # (its rows of record), false with ecapa
+lda_dim=                  # their LDA dimension; empty: 100 with --model whisper (chosen on the dev split:
+                          # conf/pseudo_whisper.yaml), 200 (Kaldi's egs/voxceleb/v2) with ecapa
 # Stages 1-6 (steps/stages.sh): this recipe's values
 corpus=so762              # data/<corpus>, exp/<corpus>
 init_embedder=baseline    # the statistics baseline's embeddings seed the first clustering (better than SSL's here)
@@ -65,6 +75,21 @@ prepare_data() {
   local/prepare_speechocean762.py --dev-speakers $dev_speakers "$corpus_dir" data/so762
   local/prepare_augmentation.py "${tforce[@]}" ${musan_dir:+--musan-dir "$musan_dir"} \
     ${rirs_dir:+--rirs-dir "$rirs_dir"} --audio-dir corpus/augment data/augment
+  [ "$model" != whisper ] || local/prepare_whisper_tiny.sh data/whisper_tiny_en   # conf/pseudo_whisper.yaml's model
+}
+
+adjust_options() {  # --model whisper: its config (unless --pseudo-conf / --refine-conf are given) and system names
+  case $model in
+    ecapa) plda=${plda:-false}; lda_dim=${lda_dim:-200};;
+    whisper)
+      plda=${plda:-true}; lda_dim=${lda_dim:-100}
+      [ "$pseudo_conf" != conf/pseudo.yaml ] || pseudo_conf=conf/pseudo_whisper.yaml
+      [ "$refine_conf" != conf/pseudo_refine.yaml ] || refine_conf=$pseudo_conf   # iterations >= 2: the same training ...
+      retrain_from=initial                                                         # ... from the pretrained weights
+      pseudo_tag=${pseudo_tag:-whisper}
+      ;;
+    *) echo "$0: --model must be ecapa or whisper, got '$model'" >&2; exit 1;;
+  esac
 }
 
 . steps/stages.sh
