@@ -23,8 +23,9 @@
 #   ./run.sh                                         # everything, speechocean762 from ../shared/data
 #   ./run.sh --download true --raw-dir /data/raw     # the public release, downloaded first
 #   ./run.sh --stage 4 --stop-stage 4 --oracle true  # + the supervised reference on the true labels
-#   ./run.sh --model whisper --stage 3               # stages 4-5 with the pretrained Whisper tiny.en instead of ECAPA
-#                                                    # (exp/so762/pl_whisper_iterN, oracle_whisper; stage 0 converts it)
+#   ./run.sh --model whisper --stop-stage 1 && ./run.sh --model whisper --stage 3   # stages 4-5 with the pretrained
+#     # Whisper tiny.en instead of ECAPA (stage 0 converts it; exp/so762/pl_whisper_iterN, oracle_whisper; stage 2 skipped:
+#     # it feeds nothing here); its choices on the dev split: conf/pseudo_whisper.yaml
 #   # Does choosing the checkpoints by dev EER (train.average_best 3) beat the last-3 average? Held out: train on
 #   # train_dev (without the 25 dev speakers) and validate on dev; the same pseudo-labels (stage 3 is deterministic),
 #   # the validated systems named pl_validated_iterN beside pl_iterN (stage 2 is not used by this recipe's loop):
