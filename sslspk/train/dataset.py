@@ -151,9 +151,14 @@ class CropDataset(Dataset):
             out.append(torch.stack(crops))
             if self.clean_views:
                 clean_out.append(torch.stack(clean))
-        item: dict[str, Any] = {"views": out, "index": index}
+        return self.make_item(index, out, clean_out)
+
+    def make_item(self, index: int, views: list[torch.Tensor], clean_views: list[torch.Tensor]) -> dict[str, Any]:
+        """The item of utterance ``index`` (what the trainer's tasks read): its ``views``, ``clean_views`` when
+        asked for, its label when labelled."""
+        item: dict[str, Any] = {"views": views, "index": index}
         if self.clean_views:
-            item["clean_views"] = clean_out
+            item["clean_views"] = clean_views
         if self.labels is not None:
             item["label"] = int(self.labels[index])
         return item

@@ -111,9 +111,4 @@ class CachedStatesDataset(CropDataset):
             length = self.crop_frames(spec.seconds)
             out.append(torch.stack([x[:, torch.from_numpy(random_crop(frames, length, rng, "repeat"))]
                                     for _ in range(spec.count)]))
-        item: dict[str, Any] = {"views": out, "index": index}
-        if self.clean_views:
-            item["clean_views"] = out
-        if self.labels is not None:
-            item["label"] = int(self.labels[index])
-        return item
+        return self.make_item(index, out, out)  # no augmentation: the clean views are the views
