@@ -15,6 +15,7 @@
 #   4  training on the pseudo-labels (--pseudo-conf)                        -> <exp>/pl_iter1
 #      (--oracle true: the same training on the true labels                 -> <exp>/oracle)
 #   5  iterations 2..num_iters of stages 3-4 (training: --refine-conf)     -> <exp>/pl_iterN
+#      (--cluster-model-conf: iteration N clusters the embeddings of <exp>/clusterer_iter(N-1), trained in stage 4/5)
 #      then, with --lmft-conf, large-margin fine-tuning of the last iteration's model on its
 #      pseudo-labels (the authors' last step; also with --num-iters 1)       -> <exp>/lmft
 #   6  evaluation of every system (steps/evaluate.sh): cosine and AS-norm scoring of --trials
@@ -39,6 +40,9 @@ skip_ssl=${skip_ssl-false}              # true: stage 2 is skipped (when nothing
                                         # baseline and --init-from-ssl false); its rows: --stage 2 --stop-stage 2 --skip-ssl false
 pseudo_conf=${pseudo_conf-conf/pseudo.yaml}  # stage 4, and stage 5 without --refine-conf
 refine_conf=${refine_conf-}             # iterations >= 2 (stage 5), e.g. a short fine-tuning of the previous model; default: --pseudo-conf
+cluster_model_conf=${cluster_model_conf-}  # a second model trained on each iteration's pseudo-labels (but the last) with this config,
+                                        # <exp>/clusterer<tag>_iterN, whose embeddings the next iteration clusters instead of
+                                        # pl<tag>_iterN's (e.g. an encoder trained from audio beside a frozen pretrained one); empty: none
 init_embedder=${init_embedder-ssl}      # embeddings seeding the first clustering: ssl (stage 2) or baseline
 init_embeddings=${init_embeddings-}     # or a torch.save file {<spk>/<video>/<file>.wav: tensor} (the authors' DINO embeddings): stage 3 clusters these
 init_from_ssl=${init_from_ssl-true}     # start the pseudo-label models from the SSL encoder (false: e.g. WavLM configs)
@@ -107,6 +111,7 @@ if [ -n "$ssl_tag" ] && { [ "$init_from_ssl" = true ] || { [ "$init_embedder" = 
   pl_tag=_$ssl_tag$pl_tag
 fi
 pl=$exp/pl${pl_tag}_iter                # + N: iteration N's system
+clusterer=$exp/clusterer${pl_tag}_iter  # + N: with --cluster-model-conf, the model whose embeddings iteration N + 1 clusters
 tforce=(--force $force)   # the option of the training and stage-0 entry points (true|false, as every step's)
 ref=(); [ "$true_speakers" != true ] || ref=(--ref-utt2spk "$train_data/utt2spk")   # diagnostics only
 baseline=$exp/$(basename "${baseline_conf:-none}" .yaml)   # the baseline's model dir
@@ -156,6 +161,13 @@ train_iteration() {  # <iteration> [<model dir to start from>]
   local conf=$pseudo_conf; [ $1 -eq 1 ] || conf=$refine_conf
   steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $conf --data ${pl}$1/data \
     --exp-dir ${pl}$1 ${2:+--init $2} "${ref[@]}"
+}
+train_clusterer() {  # <iteration>: with --cluster-model-conf (and a next iteration), the model the next one clusters with
+  [ -n "$cluster_model_conf" ] && [ $1 -lt $num_iters ] || return 0
+  local st=4; [ $1 -eq 1 ] || st=5
+  echo "Stage $st: the clustering model ($cluster_model_conf) on ${pl}$1's pseudo-labels -> ${clusterer}$1"
+  steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $cluster_model_conf --data ${pl}$1/data \
+    --exp-dir ${clusterer}$1 "${ref[@]}"
 }
 backend_labels() {  # <system dir>: sets backend_opts, the evaluate.sh options of its LDA/PLDA back-end (or none)
   backend_opts=(); [ "$plda" = true ] || return 0
@@ -216,6 +228,7 @@ fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   echo "Stage 4: training on the pseudo-labels ($pseudo_conf) -> ${pl}1"
   train_iteration 1 $initial
+  train_clusterer 1
   if [ "$oracle" = true ]; then
     echo "Stage 4: the same training on the true labels (supervised reference) -> $exp/oracle$pl_tag"
     steps/train.sh train_pseudo.py "${tforce[@]}" $pseudo_args --config $pseudo_conf --data "$train_data" \
@@ -226,9 +239,11 @@ fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for it in $(seq 2 $num_iters); do
-    echo "Stage 5: iteration $it: clustering with ${pl}$((it - 1)), training ($refine_conf) -> ${pl}$it"
-    cluster_iteration $it ${pl}$((it - 1))
+    embedder=${pl}$((it - 1)); [ -z "$cluster_model_conf" ] || embedder=${clusterer}$((it - 1))
+    echo "Stage 5: iteration $it: clustering with $embedder, training ($refine_conf) -> ${pl}$it"
+    cluster_iteration $it $embedder
     if [ "$retrain_from" = previous ]; then train_iteration $it ${pl}$((it - 1)); else train_iteration $it $initial; fi
+    train_clusterer $it
   done
   if [ -n "$lmft_conf" ]; then
     last=${pl}$num_iters
@@ -250,7 +265,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       touch ${ssl_dir}_untrained/UNTRAINED   # no model.pt on purpose: load the initial weights (sslspk/extraction.py)
       systems+=(${ssl_dir}_untrained)
     fi
-    for d in $ssl_dir $(ls -d ${pl}* 2> /dev/null | sort -V) $exp/lmft$pl_tag $exp/oracle$pl_tag; do
+    for d in $ssl_dir $(ls -d ${clusterer}* ${pl}* 2> /dev/null | sort -V) $exp/lmft$pl_tag $exp/oracle$pl_tag; do
       [ ! -f $d/model.pt ] || systems+=($d)
     done
   fi

@@ -17,8 +17,10 @@
 #      Ward AHC to a distance threshold (the number of speakers is not given) -> exp/so762/pl_whisper_iter1/data
 #   4  Whisper tiny.en's first 2 layers frozen and cached, a statistics head trained on the pseudo-labels
 #      (conf/pseudo_whisper.yaml)                                          -> exp/so762/pl_whisper_iter1
-#   5  iteration 2: the same clustering of pl_whisper_iter1's embeddings, into as many clusters as iteration 1
-#      found; the same training from the pretrained weights                -> exp/so762/pl_whisper_iter2
+#      and an ECAPA-TDNN from random weights on the same pseudo-labels (conf/pseudo.yaml, --cluster-model-conf)
+#                                                                          -> exp/so762/clusterer_whisper_iter1
+#   5  iteration 2: the same clustering of clusterer_whisper_iter1's embeddings, into as many clusters as
+#      iteration 1 found; the Whisper training again from the pretrained weights -> exp/so762/pl_whisper_iter2
 #   6  evaluation of every system on test/trials, cosine, AS-norm and LDA(100) + PLDA trained on the
 #      pseudo-labels -> exp/so762/results.md, exp/so762/iterations.md
 # With --model ecapa: stage 2 DINO (conf/ssl.yaml -> exp/so762/ssl), stages 4-5 an ECAPA-TDNN from random
@@ -60,6 +62,9 @@ model=whisper             # stages 4-5: whisper (the pretrained Whisper tiny.en,
                           # data/whisper_tiny_en) or ecapa (ECAPA-TDNN from random weights: conf/pseudo.yaml, then
                           # conf/pseudo_refine.yaml; systems pl_iterN, oracle). RESULTS.md has both.
 skip_ssl=                 # stage 2 skipped; empty: true with --model whisper (nothing uses it), false with ecapa
+cluster_model_conf=auto   # iteration 2 clusters the embeddings of a model trained with this config on iteration 1's
+                          # pseudo-labels (exp/so762/clusterer_whisper_iter1); auto: conf/pseudo.yaml (the ECAPA-TDNN
+                          # from random weights) with --model whisper, none with ecapa (iteration 1's own model)
 plda=                     # stage 6 rows *_plda, *_lda (LDA + PLDA on the pseudo-labels); empty: true with --model whisper
                           # (its rows of record), false with ecapa
 lda_dim=                  # their LDA dimension; empty: 100 with --model whisper (chosen on the dev split:
@@ -90,9 +95,14 @@ prepare_data() {
 
 adjust_options() {  # --model: its config (unless --pseudo-conf / --refine-conf are given), system names, back-end
   case $model in
-    ecapa) plda=${plda:-false}; lda_dim=${lda_dim:-200}; skip_ssl=${skip_ssl:-false};;
+    ecapa)
+      plda=${plda:-false}; lda_dim=${lda_dim:-200}; skip_ssl=${skip_ssl:-false}
+      [ "$cluster_model_conf" != auto ] || cluster_model_conf=
+      ;;
     whisper)
       plda=${plda:-true}; lda_dim=${lda_dim:-100}; skip_ssl=${skip_ssl:-true}
+      [ "$cluster_model_conf" != auto ] || cluster_model_conf=conf/pseudo.yaml   # its own embeddings re-cluster into
+      # nearly the same clusters (the head fits its labels); the ECAPA's, trained from audio, into better ones (dev split)
       [ "$pseudo_conf" != conf/pseudo.yaml ] || pseudo_conf=conf/pseudo_whisper.yaml
       [ "$refine_conf" != conf/pseudo_refine.yaml ] || refine_conf=$pseudo_conf   # iterations >= 2: the same training ...
       retrain_from=initial                                                         # ... from the pretrained weights
