@@ -262,7 +262,7 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
         return out
     from sslspk.models import with_sample_rate
     from sslspk.train.dataset import CropDataset
-    from sslspk.train.state_cache import CachedStatesDataset
+    from sslspk.train.state_cache import CachedStatesDataset, cache_states
     from sslspk.train.trainer import Trainer
 
     sample_rate = config_sample_rate(cfg, str(config))
@@ -304,27 +304,6 @@ def train_from_config(config: str | os.PathLike, data_dir: str | os.PathLike, ex
             (exp_dir / "inputs.json").unlink(missing_ok=True)
         return trainer.fit(task, dataset, validator,
                            parsed["validation"].every_epochs if parsed["validation"] is not None else 1)
-
-
-def cache_states(encoder: Any, dataset: Any, device: str, where: str) -> None:
-    """finetune.cache_frozen_backbone: the frozen backbone's hidden states of every utterance of ``dataset``
-    (a CachedStatesDataset) computed once on ``device`` (train.device) and set in it
-    (:mod:`sslspk.train.state_cache`)."""
-    import time
-
-    import torch
-
-    from sslspk.train.state_cache import cache_hidden_states, check_cacheable
-    from sslspk.utils.device import resolve_device
-
-    check_cacheable(encoder, where)
-    sample_rate = dataset.sample_rate
-    dataset.frames_per_second = float(encoder.frame_lengths(torch.tensor([100 * sample_rate]))) / 100
-    t0 = time.time()
-    dataset.set_states(cache_hidden_states(encoder, dataset, resolve_device(device)))
-    size = sum(s.numel() * s.element_size() for s in dataset.states)
-    print(f"cached the frozen backbone's hidden states of {len(dataset)} utterances ({size / 2 ** 20:.0f} MiB) "
-          f"in {time.time() - t0:.0f} s")
 
 
 def restart_if_changed(exp_dir: Path, stamp: Stamp, cfg: dict[str, Any], data_dir: str | os.PathLike,

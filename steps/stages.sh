@@ -93,8 +93,11 @@ if [ -z "$pseudo_tag" ] && [ "$pseudo_conf" != "$recipe_pseudo_conf" ]; then
   pseudo_tag=$(basename "$pseudo_conf" .yaml); pseudo_tag=${pseudo_tag#pseudo_}
 fi
 ! declare -F adjust_options > /dev/null || adjust_options
+loop_uses_ssl() {  # true when the pseudo-label loop starts from the SSL encoder or clusters its embeddings
+  [ "$init_from_ssl" = true ] || { [ "$init_embedder" = ssl ] && [ -z "$init_embeddings" ]; }
+}
 case $retrain_from in previous|initial) ;; *) echo "$0: --retrain-from must be previous or initial, got '$retrain_from'" >&2; exit 1;; esac
-if [ "$skip_ssl" = true ] && { [ "$init_from_ssl" = true ] || { [ "$init_embedder" = ssl ] && [ -z "$init_embeddings" ]; }; }; then
+if [ "$skip_ssl" = true ] && loop_uses_ssl; then
   echo "$0: --skip-ssl true, but the loop uses the SSL encoder (--init-from-ssl $init_from_ssl, --init-embedder $init_embedder):" \
     "set --init-embedder baseline --init-from-ssl false, or --skip-ssl false" >&2
   exit 1
@@ -107,7 +110,7 @@ trials=${trials:-$test_data/trials}
 exp=${exp:-exp/$corpus}
 ssl_dir=$exp/ssl${ssl_tag:+_$ssl_tag}   # the SSL system (one exp dir per config: a second config never overwrites the first)
 pl_tag=${pseudo_tag:+_$pseudo_tag}      # the pseudo-label systems' suffix, after the SSL one when they start from it
-if [ -n "$ssl_tag" ] && { [ "$init_from_ssl" = true ] || { [ "$init_embedder" = ssl ] && [ -z "$init_embeddings" ]; }; }; then
+if [ -n "$ssl_tag" ] && loop_uses_ssl; then
   pl_tag=_$ssl_tag$pl_tag
 fi
 pl=$exp/pl${pl_tag}_iter                # + N: iteration N's system
@@ -212,11 +215,13 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   for t in "$trials" $extra_trials; do [ -f "$t" ] || { echo "$0: no trial list $t" >&2; exit 1; }; done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ "$skip_ssl" = true ]; then
-  echo "Stage 2: skipped (--skip-ssl true: the loop does not use the SSL encoder)"
-elif [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  echo "Stage 2: SSL pretraining ($ssl_conf) -> $ssl_dir"
-  steps/train.sh train_ssl.py "${tforce[@]}" $ssl_args --config $ssl_conf --data "$train_data" --exp-dir $ssl_dir
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  if [ "$skip_ssl" = true ]; then
+    echo "Stage 2: skipped (--skip-ssl true: the loop does not use the SSL encoder)"
+  else
+    echo "Stage 2: SSL pretraining ($ssl_conf) -> $ssl_dir"
+    steps/train.sh train_ssl.py "${tforce[@]}" $ssl_args --config $ssl_conf --data "$train_data" --exp-dir $ssl_dir
+  fi
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then

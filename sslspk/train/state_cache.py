@@ -21,6 +21,7 @@ layers: 192 kB a second of audio, 0.9 GB for the 1.3 hours of egs/speechocean762
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,21 @@ def cache_hidden_states(encoder: Any, dataset: CropDataset, device: str | torch.
     finally:
         encoder.train(was_training)
     return out
+
+
+def cache_states(encoder: Any, dataset: "CachedStatesDataset", device: str, where: str) -> None:
+    """finetune.cache_frozen_backbone: the frozen backbone's hidden states of every utterance of ``dataset``
+    computed once on ``device`` (train.device) and set in it, with its frame rate; prints the cache's size."""
+    from sslspk.utils.device import resolve_device
+
+    check_cacheable(encoder, where)
+    sample_rate = dataset.sample_rate
+    dataset.frames_per_second = float(encoder.frame_lengths(torch.tensor([100 * sample_rate]))) / 100
+    t0 = time.time()
+    dataset.set_states(cache_hidden_states(encoder, dataset, resolve_device(device)))
+    size = sum(s.numel() * s.element_size() for s in dataset.states)
+    print(f"cached the frozen backbone's hidden states of {len(dataset)} utterances ({size / 2 ** 20:.0f} MiB) "
+          f"in {time.time() - t0:.0f} s")
 
 
 @dataclass
