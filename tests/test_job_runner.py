@@ -162,6 +162,15 @@ def test_sigterm_kills_running_jobs(tmp_path):
     assert "# Ended (code 143)" in (tmp_path / "log/s.1.log").read_text()
 
 
+
+def test_jobs_start_with_no_blocked_signal(tmp_path):
+    """run.py blocks SIGINT/SIGTERM while it starts a job (so none lands before the job is tracked); the
+    job itself must not inherit that mask, or SIGTERM would not reach it."""
+    res = run(["log/m.log", "grep SigBlk /proc/$$/status"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    blocked = int((tmp_path / "log/m.log").read_text().split("SigBlk:")[1].split()[0], 16)
+    assert not blocked & ((1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)))
+
 # ---------------------------------------------------------------- slurm
 
 def test_slurm_array_runs_all_tasks(tmp_path, slurm_env):

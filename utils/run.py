@@ -217,6 +217,15 @@ def on_signal(signum, _frame):
     raise Interrupted(signum)
 
 
+INTERRUPT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def unblock_interrupts() -> None:
+    """In a job's child, before exec: SIGINT/SIGTERM delivered again (the parent blocks them while it
+    starts the job, and a child inherits the signal mask)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPT_SIGNALS)
+
+
 def report(failed: list, total: int, logs: dict) -> int:
     """Print the failure summary; return the process exit status."""
     if not failed:
@@ -248,15 +257,21 @@ def run_local(jobs: list, opts: dict) -> list:
         while pending or running:
             while pending and len(running) < max_jobs:
                 index, log, command = pending.pop(0)
-                make_parent(log)
-                fh = open(log, "w")
-                fh.write(header(command))
-                fh.flush()
-                proc = subprocess.Popen(
-                    ["bash", "-c", command], stdin=subprocess.DEVNULL,
-                    stdout=fh, stderr=subprocess.STDOUT, env=env,
-                    start_new_session=True)
-                running[index] = (proc, fh, time.time())
+                # a signal waits until the job is in `running`: one caught between its start and that
+                # would leave it running after run.py has killed the others and exited
+                signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPT_SIGNALS)
+                try:
+                    make_parent(log)
+                    fh = open(log, "w")
+                    fh.write(header(command))
+                    fh.flush()
+                    proc = subprocess.Popen(
+                        ["bash", "-c", command], stdin=subprocess.DEVNULL,
+                        stdout=fh, stderr=subprocess.STDOUT, env=env,
+                        start_new_session=True, preexec_fn=unblock_interrupts)
+                    running[index] = (proc, fh, time.time())
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPT_SIGNALS)
             done = [(i, p.returncode) for i, (p, _, _) in running.items()
                     if p.poll() is not None]
             for index, returncode in done:
